@@ -220,7 +220,7 @@ def apply_noise(img: Image, rng: np.random.Generator, kind: str | None = None,
         sigma = 40.0 / 255.0 * s
         scale = int(rng.integers(2, 5))
         small = rng.normal(0, sigma, (h // scale + 2, w // scale + 2, 3)).astype(np.float32)
-        n = cv2.resize(small, (w + 2 * scale, h + 2 * scale), interpolation=cv2.INTER_CUBIC)
+        n = np.asarray(cv2.resize(small, (w + 2 * scale, h + 2 * scale), interpolation=cv2.INTER_CUBIC), np.float32)
         n = n[scale : scale + h, scale : scale + w]
         n -= n.mean(axis=2, keepdims=True) * 0.8  # mostly colour, little luma
         lum = rng.normal(0, sigma * 0.3, (h, w, 1)).astype(np.float32)
@@ -230,7 +230,7 @@ def apply_noise(img: Image, rng: np.random.Generator, kind: str | None = None,
         sigma = 50.0 / 255.0 * s
         n = rng.normal(0, 1, img.shape).astype(np.float32)
         blur = float(rng.uniform(0.5, 1.2))
-        n = cv2.GaussianBlur(n, (0, 0), blur)
+        n = np.asarray(cv2.GaussianBlur(n, (0, 0), blur), np.float32)
         n *= sigma / max(float(n.std()), 1e-6)
         out = img + n
         params = {"sigma": sigma * 255, "corr": blur}
@@ -259,8 +259,10 @@ def jpeg(img: Image, quality: int, subsampling: bool = True) -> Image:
     ok, buf = cv2.imencode(".jpg", u8[:, :, ::-1], params)
     if not ok:
         raise RuntimeError("JPEG encode failed")
-    dec = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
-    return dec.astype(np.float32) / 255.0
+    dec = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if dec is None:
+        raise RuntimeError("JPEG decode failed")
+    return np.asarray(dec[:, :, ::-1], np.float32) / 255.0
 
 
 def apply_jpeg(img: Image, rng: np.random.Generator,

@@ -1,0 +1,60 @@
+"""The ``photolift`` command line. Subcommands live in ``app/commands/<name>.py``.
+
+Each command module exposes ``add_parser(subparsers)`` and ``run(args) -> int``. Exit codes:
+0 when the command did its job (bad files are reported, not fatal), 2 for usage errors,
+1 when the command itself failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from types import ModuleType
+
+COMMANDS = ("open", "index", "score", "rank", "enhance", "export")
+
+
+def _load_commands() -> dict[str, ModuleType]:
+    mods: dict[str, ModuleType] = {}
+    for name in COMMANDS:
+        modname = f"app.commands.{name}_cmd"
+        try:
+            mods[name] = importlib.import_module(modname)
+        except ModuleNotFoundError as e:
+            if e.name != modname:
+                raise
+    return mods
+
+
+def build_parser(mods: dict[str, ModuleType]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="photolift", description="Find, enhance and export the photos that gain most.")
+    p.add_argument("--catalog", default=os.environ.get("PHOTOLIFT_CATALOG"),
+                   help="catalog path or SQLAlchemy URL (default: per-user catalog; env PHOTOLIFT_CATALOG)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = p.add_subparsers(dest="command")
+    for mod in mods.values():
+        mod.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    mods = _load_commands()
+    parser = build_parser(mods)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    command = args.command or "open"
+    if command not in mods:
+        parser.error(f"command {command!r} is not available")
+    try:
+        return int(mods[command].run(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

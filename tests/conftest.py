@@ -1,0 +1,99 @@
+"""Shared fixtures: a throw-away catalog and a factory of small test images.
+
+Kept small on purpose; area-specific fixtures live in the area's own test files.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from db.catalog import Catalog
+
+
+@pytest.fixture
+def tmp_catalog(tmp_path: Path) -> Iterator[Catalog]:
+    """An empty, migrated SQLite catalog in a temporary folder, closed after the test."""
+    cat = Catalog.open(str(tmp_path / "catalog.sqlite"))
+    try:
+        yield cat
+    finally:
+        cat.close()
+
+
+def make_rgb(width: int = 64, height: int = 48, seed: int = 0) -> np.ndarray:
+    """A smooth gradient plus a little texture: decodes the same everywhere, compresses like a photo."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    r = 255 * x / max(width - 1, 1)
+    g = 255 * y / max(height - 1, 1)
+    b = 128 + 60 * np.sin(x / 5.0) * np.cos(y / 7.0)
+    img = np.stack([r, g, b], axis=-1) + rng.normal(0, 4, (height, width, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def exif_bytes(orientation: int | None = None, make: str = "TestCam", model: str = "T-1000",
+               when: str = "2024:05:17 10:30:00", iso: int = 200, gps: bool = False) -> bytes:
+    import piexif
+
+    zeroth: dict[int, Any] = {piexif.ImageIFD.Make: make.encode(), piexif.ImageIFD.Model: model.encode()}
+    if orientation is not None:
+        zeroth[piexif.ImageIFD.Orientation] = orientation
+    exif = {
+        "0th": zeroth,
+        "Exif": {
+            piexif.ExifIFD.DateTimeOriginal: when.encode(),
+            piexif.ExifIFD.ISOSpeedRatings: iso,
+            piexif.ExifIFD.ExposureTime: (1, 250),
+            piexif.ExifIFD.FNumber: (28, 10),
+            piexif.ExifIFD.FocalLength: (50, 1),
+            piexif.ExifIFD.LensModel: b"TestLens 50mm",
+        },
+        "GPS": {},
+    }
+    if gps:
+        exif["GPS"] = {piexif.GPSIFD.GPSLatitudeRef: b"N", piexif.GPSIFD.GPSLatitude: ((52, 1), (30, 1), (0, 1))}
+    return piexif.dump(exif)
+
+
+ImageFactory = Callable[..., Path]
+
+
+@pytest.fixture
+def make_image(tmp_path: Path) -> ImageFactory:
+    """``make_image(name, width=64, height=48, fmt=None, mode='RGB', exif=None, seed=0, quality=90, folder=None)``.
+
+    Writes a small real image under ``tmp_path / 'photos'`` (or ``folder``) and returns its path.
+    ``exif`` is raw EXIF bytes (see :func:`exif_bytes`) or True for a default EXIF block.
+    """
+    root = tmp_path / "photos"
+
+    def factory(name: str, width: int = 64, height: int = 48, fmt: str | None = None, mode: str = "RGB",
+                exif: bytes | bool | None = None, seed: int = 0, quality: int = 90,
+                folder: Path | None = None) -> Path:
+        path = (folder or root) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img = Image.fromarray(make_rgb(width, height, seed))
+        if mode != "RGB":
+            img = img.convert(mode)
+        kwargs: dict[str, Any] = {}
+        fmt = fmt or {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF",
+                      ".webp": "WEBP", ".bmp": "BMP"}.get(path.suffix.lower(), "JPEG")
+        if fmt == "JPEG":
+            kwargs["quality"] = quality
+        if exif is True:
+            exif = exif_bytes()
+        if exif:
+            kwargs["exif"] = exif
+        buf = io.BytesIO()
+        img.save(buf, format=fmt, **kwargs)
+        path.write_bytes(buf.getvalue())
+        return path
+
+    return factory

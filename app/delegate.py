@@ -1,0 +1,195 @@
+"""Paints one grid cell: thumbnail, improvability badge, recommended mark, what is wrong, edited, error.
+
+Everything painted comes from the row the engine returned; a photo that has no score yet gets
+an empty grey badge (nothing invented), an errored photo a red mark and its reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QRectF, QSize, Qt
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPainterPath, QPen
+from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
+
+from app.library_model import Roles, display_name
+
+SEVERITY_LABELS = {
+    "motion_blur": "motion blur",
+    "defocus_blur": "out of focus",
+    "noise": "noise",
+    "compression": "compression",
+    "clipped_highlights": "clipped highlights",
+    "underexposure": "underexposed",
+    "overexposure": "overexposed",
+    "low_contrast": "low contrast",
+    "haze": "haze",
+    "color_cast": "colour cast",
+}
+
+# A severity below this is not worth naming as "what is wrong".
+SEVERITY_SHOWN = 0.2
+
+
+def severity_label(name: str) -> str:
+    return SEVERITY_LABELS.get(name, name.replace("_", " "))
+
+
+def row_severity(row: Any) -> dict[str, float]:
+    sev = getattr(row, "severity", None)
+    if isinstance(sev, dict):
+        return {str(k): float(v) for k, v in sev.items() if v is not None}
+    return {}
+
+
+def top_problem(row: Any) -> tuple[str, float] | None:
+    """The most severe degradation of a scored photo, or None (unscored, or nothing notable)."""
+    top = getattr(row, "top_severity", None)
+    if isinstance(top, tuple | list) and len(top) == 2 and top[0]:
+        name, value = str(top[0]), float(top[1])
+    else:
+        sev = row_severity(row)
+        if not sev:
+            return None
+        name, value = max(sev.items(), key=lambda kv: kv[1])
+    return (name, value) if value >= SEVERITY_SHOWN else None
+
+
+def is_edited(row: Any) -> bool:
+    edited = getattr(row, "edited", None)
+    if edited is not None:
+        return bool(edited)
+    return getattr(row, "current_recipe_id", None) is not None
+
+
+def is_error(row: Any) -> bool:
+    return getattr(row, "status", "ok") in ("error", "missing")
+
+
+def gain_colour(imp: float) -> QColor:
+    """Improvability -> badge colour: grey near zero, amber to green as the expected gain grows."""
+    if imp <= 0.05:
+        return QColor(120, 120, 126)
+    t = max(0.0, min(1.0, imp / 1.5))
+    return QColor(int(230 - 150 * t), int(160 + 40 * t), int(40 + 30 * t))
+
+
+class PhotoDelegate(QStyledItemDelegate):
+    def __init__(self, thumb_size: int = 168, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.thumb_size = thumb_size
+        self._small = QFont()
+        self._small.setPointSizeF(max(7.0, self._small.pointSizeF() * 0.85))
+        self._bold = QFont(self._small)
+        self._bold.setBold(True)
+
+    def set_thumb_size(self, size: int) -> None:
+        self.thumb_size = size
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
+        fm = QFontMetrics(self._small)
+        return QSize(self.thumb_size + 12, self.thumb_size + fm.height() + 16)
+
+    def paint(self, p: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> None:
+        row = index.data(Roles.Row)
+        if row is None:
+            return
+        p.save()
+        p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        r: QRect = option.rect  # type: ignore[attr-defined]
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)  # type: ignore[attr-defined]
+        pal = option.palette  # type: ignore[attr-defined]
+        if selected:
+            p.fillRect(r.adjusted(1, 1, -1, -1), pal.highlight())
+        ts = self.thumb_size
+        box = QRect(r.x() + (r.width() - ts) // 2, r.y() + 6, ts, ts)
+        pix = index.data(Roles.Thumb)
+        error = is_error(row)
+        if pix is not None and not pix.isNull():
+            dpr = pix.devicePixelRatio() or 1.0
+            pw, ph = pix.width() / dpr, pix.height() / dpr
+            s = min(ts / max(1.0, pw), ts / max(1.0, ph))
+            w, h = int(pw * s), int(ph * s)
+            target = QRect(box.x() + (ts - w) // 2, box.y() + (ts - h) // 2, w, h)
+            p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+            p.drawPixmap(target, pix)
+        else:
+            p.fillRect(box.adjusted(8, 8, -8, -8), QColor(70, 70, 74) if not error else QColor(90, 40, 40))
+            if not error and not index.data(Roles.ThumbFailed):
+                p.setPen(QColor(150, 150, 150))
+                p.setFont(self._small)
+                p.drawText(box, Qt.AlignmentFlag.AlignCenter, "…")
+
+        self._paint_badge(p, box, row)
+        if getattr(row, "recommended", False) and not error:
+            self._paint_recommended(p, box)
+        if error:
+            self._paint_error(p, box, row)
+        else:
+            prob = top_problem(row)
+            if prob is not None:
+                self._paint_problem(p, box, prob)
+        if is_edited(row):
+            self._paint_pill(p, QRectF(box.right() - 50, box.bottom() - 42, 46, 16), "edited",
+                             QColor(52, 120, 220), QColor(255, 255, 255))
+
+        # file name
+        p.setFont(self._small)
+        fm = QFontMetrics(self._small)
+        name_rect = QRect(r.x() + 4, box.bottom() + 4, r.width() - 8, fm.height())
+        p.setPen(pal.highlightedText().color() if selected else pal.text().color())
+        p.drawText(name_rect, Qt.AlignmentFlag.AlignHCenter,
+                   fm.elidedText(display_name(row), Qt.TextElideMode.ElideMiddle, name_rect.width()))
+        p.restore()
+
+    def _paint_pill(self, p: QPainter, rect: QRectF, text: str, bg: QColor, fg: QColor) -> None:
+        path = QPainterPath()
+        path.addRoundedRect(rect, rect.height() / 2, rect.height() / 2)
+        p.fillPath(path, bg)
+        p.setPen(fg)
+        p.setFont(self._bold)
+        p.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
+
+    def _paint_badge(self, p: QPainter, box: QRect, row: Any) -> None:
+        imp = getattr(row, "improvability", None)
+        rect = QRectF(box.x() + 4, box.y() + 4, 46, 18)
+        if imp is None:
+            # Not scored yet: an empty badge, no number.
+            p.setPen(QPen(QColor(160, 160, 160, 200), 1.2))
+            p.setBrush(QColor(60, 60, 64, 160))
+            p.drawRoundedRect(rect, 9, 9)
+            return
+        self._paint_pill(p, rect, f"{float(imp):+.2f}", gain_colour(float(imp)), QColor(20, 20, 20))
+
+    def _paint_recommended(self, p: QPainter, box: QRect) -> None:
+        c = QRectF(box.right() - 24, box.y() + 4, 20, 20)
+        p.setPen(Qt.PenStyle.NoPen)
+        p.setBrush(QColor(255, 196, 0))
+        p.drawEllipse(c)
+        p.setPen(QColor(40, 30, 0))
+        p.setFont(self._bold)
+        p.drawText(c, Qt.AlignmentFlag.AlignCenter, "★")
+
+    def _paint_problem(self, p: QPainter, box: QRect, prob: tuple[str, float]) -> None:
+        text = severity_label(prob[0])
+        fm = QFontMetrics(self._bold)
+        w = min(box.width() - 8, fm.horizontalAdvance(text) + 14)
+        rect = QRectF(box.x() + 4, box.bottom() - 22, w, 18)
+        alpha = int(150 + 100 * min(1.0, prob[1]))
+        self._paint_pill(p, rect, fm.elidedText(text, Qt.TextElideMode.ElideRight, int(w) - 8),
+                         QColor(20, 20, 20, alpha), QColor(255, 255, 255))
+
+    def _paint_error(self, p: QPainter, box: QRect, row: Any) -> None:
+        status = getattr(row, "status", "error")
+        reason = getattr(row, "error", None) or ("file missing" if status == "missing" else "error")
+        c = QRectF(box.right() - 24, box.y() + 4, 20, 20)
+        p.setPen(Qt.PenStyle.NoPen)
+        p.setBrush(QColor(210, 50, 50))
+        p.drawEllipse(c)
+        p.setPen(QColor(255, 255, 255))
+        p.setFont(self._bold)
+        p.drawText(c, Qt.AlignmentFlag.AlignCenter, "!")
+        fm = QFontMetrics(self._small)
+        rect = QRectF(box.x() + 4, box.bottom() - 22, box.width() - 8, 18)
+        self._paint_pill(p, rect, fm.elidedText(str(reason), Qt.TextElideMode.ElideRight, int(rect.width()) - 10),
+                         QColor(170, 30, 30, 230), QColor(255, 255, 255))

@@ -1,0 +1,73 @@
+"""GUI entry point: QApplication set-up, the catalog, the main window, and an orderly shutdown."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from PySide6.QtCore import QCoreApplication, Qt, QTimer
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from app import settings as S
+
+log = logging.getLogger(__name__)
+
+ORG = "photolift"
+APP = "photolift"
+
+
+def make_app(argv: list[str] | None = None) -> QApplication:
+    """The QApplication, made once, with high-DPI rendering that follows the screen's real scale."""
+    app = QApplication.instance()
+    if isinstance(app, QApplication):
+        return app
+    # Fractional scale factors (125%, 150%) are honoured instead of rounded; Qt 6 always scales.
+    QGuiApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
+    QCoreApplication.setOrganizationName(ORG)
+    QCoreApplication.setApplicationName(APP)
+    app = QApplication(argv if argv is not None else sys.argv[:1])
+    app.setApplicationDisplayName("photolift")
+    return app
+
+
+def run_gui(folder: str | None = None, catalog: str | None = None) -> int:
+    """Open the main window (on ``folder``, or on the last library) and run the event loop."""
+    from app.main_window import MainWindow
+    from app.services import Services
+    from db.catalog import CatalogError
+
+    app = make_app()
+    settings = S.Settings()
+    location = catalog or os.environ.get("PHOTOLIFT_CATALOG") or settings.get(S.CATALOG) or None
+    try:
+        services = Services.open(location, threads=int(settings.get(S.THREADS)))
+    except CatalogError as e:
+        QMessageBox.critical(None, "photolift", f"The catalog cannot be opened:\n{e}")
+        return 1
+    window = MainWindow(services, settings)
+    window.show()
+    start = folder or settings.get(S.LAST_FOLDER) or None
+    if start and os.path.isdir(start):
+        # After the window is on screen, so a big folder never delays the first paint.
+        QTimer.singleShot(0, lambda: window.open_folder(start))
+    try:
+        code = app.exec()
+    finally:
+        # Shut down in order: the window stopped its pools in closeEvent; make sure, then close
+        # the catalog (its writer thread drains the queued writes first).
+        window.shutdown()
+        services.close()
+        settings.sync()
+    return int(code)
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    folder = sys.argv[1] if len(sys.argv) > 1 else None
+    return run_gui(folder)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""The GUI's one door to the engine (qutebrowser's ``api/`` idea).
+
+Every engine call the app makes goes through :class:`Services`: the catalog, the library
+(index, query, thumbnails, photo details), the scorer, the editor and the exporter. Widgets get
+this object and nothing else from the engine, so a signature change in the engine is adapted in
+one place. Long jobs are returned as ``JobFn`` (``fn(progress, cancel) -> iterator``) for
+``app.workers.Job``; everything else is a plain call, cheap enough for the GUI thread unless the
+docstring says it renders pixels (those run in a worker).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from db.catalog import Catalog
+from engine.jobs import CancelToken, ProgressFn
+
+log = logging.getLogger(__name__)
+
+
+class Services:
+    def __init__(self, catalog: Catalog, threads: int = 0) -> None:
+        from engine.library import Library
+
+        self.catalog = catalog
+        self.library = Library(catalog)
+        self.threads = threads
+        self._lock = threading.Lock()
+        self._scorer: Any = None
+        self._editor: Any = None
+        self._exporter: Any = None
+
+    @classmethod
+    def open(cls, location: str | None = None, threads: int = 0) -> Services:
+        return cls(Catalog.open(location or None), threads=threads)
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    # -- lazily made services (each loads a model or two on first use) -------------------
+    @property
+    def scorer(self) -> Any:
+        with self._lock:
+            if self._scorer is None:
+                from engine.scoring import get_scorer
+
+                self._scorer = get_scorer()
+            return self._scorer
+
+    @property
+    def editor(self) -> Any:
+        with self._lock:
+            if self._editor is None:
+                from engine.edits import Editor
+
+                self._editor = Editor(self.catalog)
+            return self._editor
+
+    @property
+    def exporter(self) -> Any:
+        with self._lock:
+            if self._exporter is None:
+                from engine.export import Exporter
+
+                self._exporter = Exporter(self.catalog)
+            return self._exporter
+
+    # -- library ---------------------------------------------------------------------------
+    def thumbnail(self, photo_id: int, size: int = 256) -> np.ndarray | None:
+        return self.library.thumbnail(photo_id, size)
+
+    def photo(self, photo_id: int) -> Any:
+        return self.library.photo(photo_id)
+
+    def count(self, folder: str | None, filters: dict[str, Any] | None = None) -> int:
+        return int(self.library.count(folder, filters or {}))
+
+    def ids(self, folder: str | None, filters: dict[str, Any], sort: str = "improvability") -> list[int]:
+        """Every photo id matching a filter (for "enhance all recommended", export choices)."""
+        out: list[int] = []
+        page = 2000
+        while True:
+            rows = self.library.query(folder, sort, filters, len(out), page)
+            out.extend(int(r.id) for r in rows)
+            if len(rows) < page:
+                return out
+
+    def index_job(self, root: str) -> Any:
+        def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[Any]:
+            return iter(self.library.index(root, progress=progress, cancel=cancel))
+
+        return fn
+
+    def score_job(self, root: str) -> Any:
+        """Score every photo under ``root`` that has no score from the current model yet."""
+
+        def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[Any]:
+            scorer = self.scorer
+            ids = self.library.ids_to_score(root, scorer.model_version)
+            return iter(scorer.score_photos(self.catalog, ids, progress=progress, cancel=cancel))
+
+        return fn
+
+    # -- edits -----------------------------------------------------------------------------
+    def preview(self, photo_id: int, max_side: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(before, after) at ``max_side`` (None = full resolution); after is None when not edited.
+        Renders pixels: call it from a worker."""
+        return self.editor.preview(photo_id, max_side=max_side)
+
+    def enhance_job(self, photo_ids: list[int], strength: float, ops: list[str] | None = None) -> Any:
+        def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[Any]:
+            return iter(self.editor.enhance_batch(photo_ids, ops=ops, strength=strength,
+                                                  progress=progress, cancel=cancel))
+
+        return fn
+
+    def undo(self, photo_id: int) -> Any:
+        return self.editor.undo(photo_id)
+
+    def redo(self, photo_id: int) -> Any:
+        return self.editor.redo(photo_id)
+
+    def revert(self, photo_id: int) -> Any:
+        return self.editor.revert(photo_id)
+
+    def rate(self, photo_id: int, rating: int) -> Any:
+        return self.editor.rate(photo_id, rating)
+
+    def finetune_job(self) -> Any:
+        def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[Any]:
+            from engine import finetune
+
+            yield finetune.finetune_and_apply(self.catalog, progress=progress, cancel=cancel)
+
+        return fn
+
+    # -- export ----------------------------------------------------------------------------
+    def export_job(self, photo_ids: list[int], out_dir: Path, fmt: str, quality: int, template: str) -> Any:
+        def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[Any]:
+            return iter(self.exporter.export(photo_ids, out_dir, fmt=fmt, quality=quality, template=template,
+                                             progress=progress, cancel=cancel))
+
+        return fn

@@ -1,0 +1,475 @@
+"""The editor service: one-click enhance with a regression guard, history, previews, batches.
+
+History model. Every enhance or revert adds a row to ``recipes`` (``version`` 1, 2, ...) with a
+status:
+
+* ``applied``: part of the current history, up to and including the current state;
+* ``undone``: undone, can be redone (always after every ``applied`` row);
+* ``discarded``: an undone state dropped when a new edit was made after an undo;
+* ``rejected``: made by a batch run but not applied because the measured gain was <= 0.
+
+The current state is the last ``applied`` row. A revert is an ``applied`` row with no stages
+(the original pixels), so revert is undoable; ``photos.current_recipe_id`` always points at the
+last applied row that has stages, and is NULL when that is a revert or there is none, so NULL
+keeps meaning "the original". Every change is one catalog transaction.
+
+Regression guard. After an enhance the result is rendered at full resolution (the render is
+cached and reused by export) and both the original and the result are assessed with the
+assessor (``engine.scoring.get_scorer().assess``) on views of the same size, made the same way
+(the scorer's own reduction for large photos, then the same area resize for both). The
+quality before and after and their difference (``measured_gain``) are stored on the recipe. A
+gain <= 0 is reported ("did not help"); a single enhance keeps it (the user asked and can undo),
+a batch leaves the photo as it was and stores the recipe as ``rejected``. When the assessor is
+not installed the gain is stored as NULL and the result says it was not measured.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from engine.batch import BatchQueue, QueuedJob
+from engine.jobs import CancelToken, ProgressFn
+from engine.recipes import Recipe, RecipeError, from_json
+from engine.render import PREVIEW_SIDE, Renderer, to_uint8
+
+log = logging.getLogger(__name__)
+
+APPLIED = "applied"
+UNDONE = "undone"
+DISCARDED = "discarded"
+REJECTED = "rejected"
+ENHANCE_JOB = "enhance"
+
+
+class EditError(Exception):
+    """An edit that cannot be made (photo gone, changed, unreadable; model missing)."""
+
+
+@dataclass(frozen=True)
+class Guard:
+    """Quality of the original and of the result, as measured by the assessor."""
+
+    quality_before: float | None
+    quality_after: float | None
+    note: str = ""
+
+    @property
+    def gain(self) -> float | None:
+        if self.quality_before is None or self.quality_after is None:
+            return None
+        return self.quality_after - self.quality_before
+
+
+@dataclass(frozen=True)
+class EnhanceResult:
+    photo_id: int
+    recipe_id: int | None
+    version: int | None
+    applied: bool
+    measured_gain: float | None
+    quality_before: float | None
+    quality_after: float | None
+    message: str
+    summary: str = ""
+    error: str | None = None
+
+    @property
+    def helped(self) -> bool | None:
+        return None if self.measured_gain is None else self.measured_gain > 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"photo_id": self.photo_id, "recipe_id": self.recipe_id, "version": self.version,
+                "applied": self.applied, "measured_gain": self.measured_gain,
+                "quality_before": self.quality_before, "quality_after": self.quality_after,
+                "message": self.message, "recipe": self.summary, "error": self.error}
+
+
+@dataclass(frozen=True)
+class HistoryState:
+    photo_id: int
+    current_recipe_id: int | None
+    can_undo: bool
+    can_redo: bool
+    summary: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class RecipeInfo:
+    id: int
+    version: int
+    status: str
+    created_at: datetime
+    summary: str
+    measured_gain: float | None
+    quality_before: float | None
+    quality_after: float | None
+
+
+def _scorer_or_reason() -> tuple[Any | None, str]:
+    try:
+        from engine.scoring import get_scorer
+    except ImportError as e:
+        return None, f"quality not measured: the assessor is not available ({e})"
+    try:
+        return get_scorer(), ""
+    except FileNotFoundError as e:
+        return None, f"quality not measured: no assessor model ({e})"
+    except Exception as e:  # a broken model file must not block editing
+        return None, f"quality not measured: the assessor failed to load ({e})"
+
+
+def same_size_views(before: np.ndarray, after: np.ndarray, reduce: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both images at the same size made the same way (area resize by ``reduce``)."""
+    if before.shape != after.shape:
+        after = cv2.resize(after, (before.shape[1], before.shape[0]), interpolation=cv2.INTER_AREA)
+    if reduce > 1:
+        size = (max(1, before.shape[1] // reduce), max(1, before.shape[0] // reduce))
+        before = cv2.resize(before, size, interpolation=cv2.INTER_AREA)
+        after = cv2.resize(after, size, interpolation=cv2.INTER_AREA)
+    return before, after
+
+
+def measure(before_u8: np.ndarray, after_u8: np.ndarray) -> Guard:
+    """Assess the original and the result (full-resolution uint8 arrays of the same photo)."""
+    scorer, reason = _scorer_or_reason()
+    if scorer is None:
+        return Guard(None, None, reason)
+    h, w = before_u8.shape[:2]
+    b, a = same_size_views(before_u8, after_u8, int(scorer.reduce_for(w, h)))
+    qb = float(scorer.assess(b).quality)
+    qa = float(scorer.assess(a).quality)
+    return Guard(qb, qa, "")
+
+
+def guard_message(g: Guard, applied: bool) -> str:
+    if g.gain is None:
+        return f"enhanced; {g.note or 'quality not measured'}"
+    if g.gain > 0:
+        return f"enhanced: quality {g.quality_before:.2f} -> {g.quality_after:.2f} ({g.gain:+.2f})"
+    tail = "kept, undo to go back" if applied else "not applied"
+    return (f"the enhancement did not help: quality {g.quality_before:.2f} -> {g.quality_after:.2f} "
+            f"({g.gain:+.2f}); {tail}")
+
+
+@dataclass
+class _Photo:
+    id: int
+    path: str
+    fs_path: str
+    fingerprint: str | None
+    status: str
+    current_recipe_id: int | None
+
+
+class Editor:
+    """Recipes, previews and batches over one catalog. Thread-safe (writes go through the
+    catalog's single writer)."""
+
+    def __init__(self, catalog: Any, renderer: Renderer | None = None) -> None:
+        self.catalog = catalog
+        if renderer is None:
+            from engine.paths import cache_dir_for
+            from engine.render import RenderCache
+
+            renderer = Renderer(cache=RenderCache(cache_dir_for(catalog.url)))
+        self.renderer = renderer
+        self.queue = BatchQueue(catalog)
+
+    # -- reading --------------------------------------------------------------------------------
+    def _photo(self, photo_id: int) -> _Photo:
+        from db.schema import Photo
+
+        with self.catalog.session() as s:
+            p = s.get(Photo, int(photo_id))
+            if p is None:
+                raise EditError(f"photo {photo_id} is not in the catalog")
+            return _Photo(p.id, p.path, os.fsdecode(p.path_bytes), p.fingerprint, p.status, p.current_recipe_id)
+
+    def current_recipe(self, photo_id: int) -> tuple[int | None, Recipe | None]:
+        from db.schema import Photo
+        from db.schema import Recipe as RecipeRow
+
+        with self.catalog.session() as s:
+            p = s.get(Photo, int(photo_id))
+            if p is None:
+                raise EditError(f"photo {photo_id} is not in the catalog")
+            if p.current_recipe_id is None:
+                return None, None
+            r = s.get(RecipeRow, p.current_recipe_id)
+            if r is None:
+                return None, None
+            try:
+                return r.id, from_json(r.recipe_json)
+            except RecipeError as e:
+                raise EditError(f"the photo's edit cannot be read: {e}") from e
+
+    def history(self, photo_id: int) -> list[RecipeInfo]:
+        from sqlalchemy import select
+
+        from db.schema import Recipe as RecipeRow
+
+        with self.catalog.session() as s:
+            rows = s.scalars(select(RecipeRow).where(RecipeRow.photo_id == int(photo_id))
+                             .order_by(RecipeRow.version)).all()
+            out = []
+            for r in rows:
+                try:
+                    summary = from_json(r.recipe_json).summary()
+                except RecipeError as e:
+                    summary = f"unreadable: {e}"
+                out.append(RecipeInfo(r.id, r.version, r.status, r.created_at, summary, r.measured_gain,
+                                      r.quality_before, r.quality_after))
+            return out
+
+    def _checked_source(self, p: _Photo) -> str:
+        """The current fingerprint of the original; ``EditError`` if it is gone or changed."""
+        from engine.export import current_fingerprint
+
+        if p.status == "missing" or not os.path.exists(p.fs_path):
+            raise EditError(f"the original is gone: {p.path}")
+        try:
+            fp = current_fingerprint(p.fs_path)
+        except OSError as e:
+            raise EditError(f"cannot read the original {p.path}: {e.strerror or e}") from e
+        if p.fingerprint is not None and fp != p.fingerprint:
+            raise EditError(f"the original changed since it was indexed ({p.path}); index the folder again")
+        return fp
+
+    # -- previews -------------------------------------------------------------------------------
+    def preview(self, photo_id: int, max_side: int | None = PREVIEW_SIDE, recipe_id: int | None = None
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(before, after)`` uint8 at ``max_side`` (None: full resolution). ``after`` is None
+        when the photo has no current edit. Renders pixels: call from a worker."""
+        p = self._photo(photo_id)
+        recipe: Recipe | None
+        if recipe_id is None:
+            _, recipe = self.current_recipe(photo_id)
+        else:
+            recipe = self._recipe(recipe_id)
+        fp = p.fingerprint or ""
+        if max_side is None:
+            before = self.renderer.load_view(Path(p.fs_path), None)
+            if recipe is None or recipe.is_identity:
+                return before, None
+            return before, to_uint8(self.renderer.full(Path(p.fs_path), fp, recipe).rgb)
+        before, after = self.renderer.preview(Path(p.fs_path), fp, recipe, max_side)
+        return before, (None if recipe is None or recipe.is_identity else after)
+
+    def _recipe(self, recipe_id: int) -> Recipe:
+        from db.schema import Recipe as RecipeRow
+
+        with self.catalog.session() as s:
+            r = s.get(RecipeRow, int(recipe_id))
+            if r is None:
+                raise EditError(f"recipe {recipe_id} does not exist")
+            return from_json(r.recipe_json)
+
+    # -- enhance --------------------------------------------------------------------------------
+    def enhance(self, photo_id: int, ops: str | Sequence[str] | None = None, strength: float = 1.0,
+                progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+                apply_if_no_gain: bool = True, job_id: int | None = None) -> EnhanceResult:
+        """Plan, render at full resolution, measure, and record a new edit of one photo.
+
+        Raises :class:`EditError` (photo gone/changed/unreadable), ``engine.pipeline.StageUnavailable``
+        (a model is missing), ``ValueError`` (bad ops or strength), ``JobCancelled``.
+        """
+        from engine.imageio import ImageError, load_image
+        from engine.pipeline import parse_ops
+
+        names = parse_ops(ops)
+        p = self._photo(photo_id)
+        fp = self._checked_source(p)
+        path = Path(p.fs_path)
+        try:
+            view = self.renderer.load_view(path, PREVIEW_SIDE)
+            recipe = self.renderer.pipeline.plan(view.astype(np.float32) / 255.0, names, strength)
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            rendered = self.renderer.full(path, fp, recipe, progress=progress, cancel=cancel)
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            original = load_image(path).rgb
+        except ImageError as e:
+            raise EditError(f"cannot read the original: {e.reason}") from e
+        guard = measure(original, to_uint8(rendered.rgb))
+        del original, rendered
+        gain = guard.gain
+        apply = apply_if_no_gain or gain is None or gain > 0
+        rid, version = self._record(p.id, recipe, guard, apply, job_id)
+        return EnhanceResult(p.id, rid, version, apply, gain, guard.quality_before, guard.quality_after,
+                             guard_message(guard, apply), recipe.summary())
+
+    def _record(self, photo_id: int, recipe: Recipe, guard: Guard, apply: bool, job_id: int | None
+                ) -> tuple[int, int]:
+        from sqlalchemy import func, select
+
+        from db.schema import JOB_DONE, Job, Photo
+        from db.schema import Recipe as RecipeRow
+
+        def fn(s: Any) -> tuple[int, int]:
+            photo = s.get(Photo, photo_id)
+            if photo is None:
+                raise EditError(f"photo {photo_id} was removed from the catalog")
+            last = s.scalar(select(func.max(RecipeRow.version)).where(RecipeRow.photo_id == photo_id)) or 0
+            if apply:
+                for r in s.scalars(select(RecipeRow).where(RecipeRow.photo_id == photo_id,
+                                                           RecipeRow.status == UNDONE)).all():
+                    r.status = DISCARDED
+            row = RecipeRow(photo_id=photo_id, version=last + 1, created_at=datetime.now(),
+                            recipe_json=recipe.to_json(), quality_before=guard.quality_before,
+                            quality_after=guard.quality_after, measured_gain=guard.gain,
+                            status=APPLIED if apply else REJECTED)
+            s.add(row)
+            s.flush()
+            if apply:
+                photo.current_recipe_id = row.id
+            if job_id is not None:  # the job is done in the same transaction as its result
+                j = s.get(Job, job_id)
+                if j is not None:
+                    j.state = JOB_DONE
+                    j.updated_at = datetime.now()
+            return int(row.id), int(row.version)
+
+        return self.catalog.write(fn)
+
+    # -- batches --------------------------------------------------------------------------------
+    def queue_enhance(self, photo_ids: Sequence[int], ops: str | Sequence[str] | None = None,
+                      strength: float = 1.0, apply_if_no_gain: bool = False) -> str:
+        """Queue an enhance batch in the catalog (survives a restart); returns its batch id."""
+        from engine.pipeline import parse_ops
+
+        names = parse_ops(ops)
+        if not 0.0 <= float(strength) <= 1.0:
+            raise ValueError(f"strength must be between 0 and 1, got {strength}")
+        return self.queue.enqueue(ENHANCE_JOB, list(photo_ids), {"ops": names, "strength": float(strength),
+                                                                 "apply_if_no_gain": bool(apply_if_no_gain)})
+
+    def run_queue(self, progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+                  batch: str | None = None) -> Iterator[EnhanceResult]:
+        """Run queued enhance jobs (all, or one batch), including those a crash left behind."""
+
+        def handler(job: QueuedJob, tok: CancelToken | None) -> EnhanceResult:
+            assert job.photo_id is not None
+            return self.enhance(job.photo_id, job.params.get("ops"), float(job.params.get("strength", 1.0)),
+                                cancel=tok, apply_if_no_gain=bool(job.params.get("apply_if_no_gain", False)),
+                                job_id=job.id)
+
+        for out in self.queue.run(ENHANCE_JOB, handler, progress, cancel, batch, what="enhancing"):
+            if out.result is not None:
+                yield out.result
+            else:
+                yield EnhanceResult(out.photo_id or -1, None, None, False, None, None, None,
+                                    f"could not enhance: {out.error}", error=out.error)
+
+    def enhance_batch(self, photo_ids: Sequence[int], ops: str | Sequence[str] | None = None,
+                      strength: float = 1.0, progress: ProgressFn | None = None,
+                      cancel: CancelToken | None = None, apply_if_no_gain: bool | None = None
+                      ) -> Iterator[EnhanceResult]:
+        """Queue and run an enhance batch. A batch of more than one photo does not apply
+        results that did not help (``apply_if_no_gain`` overrides; a single photo keeps it)."""
+        keep = len(photo_ids) == 1 if apply_if_no_gain is None else apply_if_no_gain
+        batch = self.queue_enhance(photo_ids, ops, strength, keep)
+        return self.run_queue(progress, cancel, batch)
+
+    def pending_batches(self) -> dict[str, int]:
+        return self.queue.counts(ENHANCE_JOB)
+
+    # -- history --------------------------------------------------------------------------------
+    def _history_op(self, photo_id: int, op: str) -> HistoryState:
+        from sqlalchemy import select
+
+        from db.schema import Photo
+        from db.schema import Recipe as RecipeRow
+
+        def is_revert(r: Any) -> bool:
+            try:
+                return from_json(r.recipe_json).is_identity
+            except RecipeError:
+                return False
+
+        def fn(s: Any) -> HistoryState:
+            photo = s.get(Photo, int(photo_id))
+            if photo is None:
+                raise EditError(f"photo {photo_id} is not in the catalog")
+            rows = s.scalars(select(RecipeRow).where(RecipeRow.photo_id == photo.id)
+                             .order_by(RecipeRow.version)).all()
+            applied = [r for r in rows if r.status == APPLIED]
+            undone = [r for r in rows if r.status == UNDONE]
+            message = ""
+            if op == "undo":
+                if applied:
+                    applied[-1].status = UNDONE
+                    undone.insert(0, applied.pop())
+                else:
+                    message = "nothing to undo"
+            elif op == "redo":
+                if undone:
+                    undone[0].status = APPLIED
+                    applied.append(undone.pop(0))
+                else:
+                    message = "nothing to redo"
+            elif op == "revert":
+                if not applied or is_revert(applied[-1]):
+                    message = "already the original"
+                else:
+                    for r in undone:
+                        r.status = DISCARDED
+                    undone = []
+                    last = max((r.version for r in rows), default=0)
+                    rv = RecipeRow(photo_id=photo.id, version=last + 1, created_at=datetime.now(),
+                                   recipe_json=Recipe(stages=()).to_json(), status=APPLIED)
+                    s.add(rv)
+                    s.flush()
+                    applied.append(rv)
+            cur = applied[-1] if applied and not is_revert(applied[-1]) else None
+            photo.current_recipe_id = cur.id if cur is not None else None
+            summary = from_json(cur.recipe_json).summary() if cur is not None else "original"
+            return HistoryState(photo.id, photo.current_recipe_id, bool(applied), bool(undone), summary, message)
+
+        return self.catalog.write(fn)
+
+    def undo(self, photo_id: int) -> HistoryState:
+        return self._history_op(photo_id, "undo")
+
+    def redo(self, photo_id: int) -> HistoryState:
+        return self._history_op(photo_id, "redo")
+
+    def revert(self, photo_id: int) -> HistoryState:
+        """Back to the original (undoable: undo brings the edit back)."""
+        return self._history_op(photo_id, "revert")
+
+    def state(self, photo_id: int) -> HistoryState:
+        return self._history_op(photo_id, "state")
+
+    # -- ratings --------------------------------------------------------------------------------
+    def rate(self, photo_id: int, rating: int) -> int:
+        """Store a rating (-1..2) of the photo's current state; returns the rating id."""
+        from db.schema import Photo, Rating
+
+        r = int(rating)
+        if not -1 <= r <= 2:
+            raise ValueError(f"rating must be -1..2, got {rating}")
+
+        def fn(s: Any) -> int:
+            photo = s.get(Photo, int(photo_id))
+            if photo is None:
+                raise EditError(f"photo {photo_id} is not in the catalog")
+            row = Rating(photo_id=photo.id, recipe_id=photo.current_recipe_id, rating=r, created_at=datetime.now())
+            s.add(row)
+            s.flush()
+            return int(row.id)
+
+        return self.catalog.write(fn)
+
+
+__all__ = ["EditError", "Editor", "EnhanceResult", "Guard", "HistoryState", "measure"]

@@ -1,0 +1,599 @@
+"""Export enhanced copies: atomic, never overwriting, with metadata.
+
+For each photo the current recipe (``photos.current_recipe_id``; none = the original pixels) is
+rendered at full resolution from the original, encoded (JPEG with a quality, PNG or TIFF, 8 or 16
+bit), given the original's EXIF (see :mod:`engine.exifout`) and ICC profile, and written:
+
+1. to a temporary file *in the target folder* (``.photolift-<pid>-<random>.part``; hidden, and
+   not an image extension, so no indexer picks it up), write, flush, ``fsync``;
+2. reopened and fully decoded to verify it (size and, for JPEG, the EXIF block);
+3. moved to its final name with ``os.link`` (which fails rather than replace an existing file;
+   if another file took the name meanwhile the next free name is used), then the temporary name
+   is removed and the folder entry ``fsync``-ed. Filesystems without hard links fall back to
+   ``os.rename`` after an existence check.
+
+So a crash or ``kill -9`` at any moment leaves either nothing or a complete, verified file under
+a final name, plus at worst a ``.part`` file that the next export into that folder removes
+(only if the process that wrote it is gone). The ``exports`` table records each finished file;
+a rerun skips photos already exported with the same recipe and format into the same folder and
+whose file is still there, so an interrupted batch completes without duplicates.
+
+Names come from a template (``{name}``/``{stem}``: the original's name without extension,
+``{id}``, ``{gain}``, ``{ext}``, ``{date}``, ``{camera}``); the original's sub-folder below its
+library root is mirrored under the output folder; an existing name gets `` (2)``, `` (3)``...
+
+Refused up front, before anything is written: an output folder that cannot be created or
+written to, and an output folder inside a library folder of the catalog (its exports would be
+indexed and ranked as new photos, and an export could land beside the originals). Per photo, as
+an error result while the batch goes on: an original that is gone, or whose content changed
+since it was indexed and scored (fingerprint mismatch), an unreadable original, a recipe whose
+model is gone. Environment failures (disk full, quota, read-only file system, permission lost
+mid-way) stop the batch: every remaining photo is reported as not exported, nothing is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import os
+import re
+import secrets
+import string
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine import exifout
+from engine.jobs import CancelToken, JobCancelled, Progress, ProgressFn
+from engine.recipes import Recipe, RecipeError, from_json
+from engine.render import Rendered, Renderer, to_uint8, to_uint16
+
+FORMATS: dict[str, str] = {"jpeg": ".jpg", "png": ".png", "tiff": ".tif"}
+FORMAT_ALIASES = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "tif": "tiff", "tiff": "tiff"}
+TEMPLATE_FIELDS = ("name", "stem", "id", "gain", "ext", "date", "camera")
+DEFAULT_TEMPLATE = "{name}_enhanced"
+TMP_PREFIX = ".photolift-"
+TMP_SUFFIX = ".part"
+_ENV_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+class ExportError(Exception):
+    """A problem with one photo's export (reason for people in the message)."""
+
+
+class OutputDirError(ExportError):
+    """The output folder cannot be used at all (not writable, inside the library...)."""
+
+
+class EnvironmentFailure(ExportError):
+    """The environment failed (disk full, read-only, permission): the batch stops."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    photo_id: int | None
+    source: str
+    status: str  # 'ok' | 'error' | 'skipped'
+    out_path: str | None = None
+    error: str | None = None
+    recipe_id: int | None = None
+    enhanced: bool = False
+    warnings: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"photo_id": self.photo_id, "path": self.source, "status": self.status, "out_path": self.out_path,
+                "error": self.error, "recipe_id": self.recipe_id, "enhanced": self.enhanced,
+                "warnings": list(self.warnings)}
+
+
+# -- names ---------------------------------------------------------------------------------------
+
+def normalise_format(fmt: str) -> str:
+    f = FORMAT_ALIASES.get(fmt.lower().lstrip("."))
+    if f is None:
+        raise ValueError(f"unknown export format {fmt!r}; use jpeg, png or tiff")
+    return f
+
+
+def check_template(template: str) -> None:
+    """``ValueError`` for a template with unknown fields or no field at all."""
+    try:
+        names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as e:
+        raise ValueError(f"bad name template {template!r}: {e}") from e
+    bad = sorted({n for n in names if n not in TEMPLATE_FIELDS})
+    if bad:
+        raise ValueError(f"unknown field(s) in the name template: {', '.join(bad)} "
+                         f"(known: {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)})")
+    if not names:
+        raise ValueError(f"the name template {template!r} has no field; every export would get the same name")
+
+
+_UNSAFE = re.compile(r'[\x00-\x1f/\\:*?"<>|]')
+
+
+def render_name(template: str, fields: dict[str, Any]) -> str:
+    """File name (no extension) from ``template``; path separators and control characters are
+    replaced, so a template can never write outside the target folder."""
+    check_template(template)
+    name = template.format(**{k: fields.get(k, "") for k in TEMPLATE_FIELDS})
+    name = _UNSAFE.sub("_", name).strip().lstrip(".")
+    while len(name.encode("utf-8", "surrogateescape")) > 200:
+        name = name[:-1]
+    if not name:
+        raise ExportError(f"the name template {template!r} gives an empty file name")
+    return name
+
+
+def candidate_names(stem: str, ext: str) -> Iterator[str]:
+    yield f"{stem}{ext}"
+    n = 2
+    while True:
+        yield f"{stem} ({n}){ext}"
+        n += 1
+
+
+# -- folders -------------------------------------------------------------------------------------
+
+def _is_within(child: Path, parent: Path) -> bool:
+    try:
+        child.relative_to(parent)
+        return True
+    except ValueError:
+        return False
+
+
+def check_out_dir(out_dir: Path, library_roots: Iterable[Path] = ()) -> Path:
+    """Create ``out_dir`` if needed and prove it writable; refuse one inside a library root.
+
+    Returns the resolved folder. Raises :class:`OutputDirError` with the reason.
+    """
+    out = Path(out_dir).expanduser().absolute()
+    resolved = out.resolve()
+    for root in library_roots:
+        r = Path(root).resolve()
+        if _is_within(resolved, r):
+            raise OutputDirError(
+                f"the output folder {out} is inside the library folder {r}; exports there would be indexed "
+                f"as new photos. Choose a folder outside the library")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputDirError(f"cannot create the output folder {out}: {e.strerror or e}") from e
+    if not out.is_dir():
+        raise OutputDirError(f"the output path {out} exists and is not a folder")
+    try:
+        fd, probe = _mkstemp(out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputDirError(f"the output folder {out} is not writable: {e.strerror or e}") from e
+    return resolved
+
+
+def _mkstemp(folder: Path) -> tuple[int, str]:
+    name = f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}{TMP_SUFFIX}"
+    path = os.path.join(folder, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    return fd, path
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_TMP_RE = re.compile(re.escape(TMP_PREFIX) + r"(\d+)-[0-9a-f]+" + re.escape(TMP_SUFFIX) + "$")
+
+
+def clean_stale_temps(folder: Path) -> int:
+    """Remove ``.part`` files left in ``folder`` by exports whose process is gone."""
+    n = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for e in entries:
+        m = _TMP_RE.match(e.name)
+        if m and not _pid_alive(int(m.group(1))):
+            with contextlib.suppress(OSError):
+                os.unlink(e.path)
+                n += 1
+    return n
+
+
+# -- encoding and writing ------------------------------------------------------------------------
+
+def encode(rgb: np.ndarray, fmt: str, quality: int, bits: int, ex: exifout.ExifOut, icc: bytes | None) -> bytes:
+    """Encode float32 RGB 0..1 to the file bytes of ``fmt`` with EXIF and ICC."""
+    from PIL import Image
+
+    fmt = normalise_format(fmt)
+    if bits not in (8, 16):
+        raise ValueError("bits must be 8 or 16")
+    if fmt == "jpeg":
+        if bits != 8:
+            raise ValueError("JPEG is 8 bit only; use --format png or tiff for 16 bit")
+        if not 1 <= quality <= 100:
+            raise ValueError("JPEG quality must be 1..100")
+        buf = io.BytesIO()
+        kwargs: dict[str, Any] = {"quality": int(quality), "exif": exifout.dump(ex),
+                                  # 4:4:4 at high quality (no chroma blur where it would show)
+                                  "subsampling": 0 if quality >= 90 else 2}
+        if icc:
+            kwargs["icc_profile"] = icc
+        Image.fromarray(to_uint8(rgb)).save(buf, "JPEG", **kwargs)
+        return buf.getvalue()
+    pix = to_uint8(rgb) if bits == 8 else to_uint16(rgb)
+    if fmt == "png":
+        return exifout.encode_png(pix, exifout.dump(ex), icc)
+    return exifout.encode_tiff(pix, ex, icc)
+
+
+def _write_fd(fd: int, data: bytes) -> None:
+    """Write all of ``data`` (a separate function so tests can simulate a full disk)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def verify_file(path: str, fmt: str, size: tuple[int, int], bits: int) -> None:
+    """Decode the written file completely; ``ExportError`` if it is not what was meant."""
+    from PIL import Image
+
+    try:
+        if bits == 16:
+            import cv2
+
+            arr = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
+            if arr is None or arr.dtype != np.uint16:
+                raise ExportError("the written 16-bit file does not decode as 16-bit")
+            got = (arr.shape[1], arr.shape[0])
+        else:
+            with Image.open(path) as im:
+                im.load()
+                got = im.size
+                if fmt == "jpeg":
+                    im.getexif()
+    except ExportError:
+        raise
+    except Exception as e:
+        raise ExportError(f"verification of the written file failed: {e}") from e
+    if got != size:
+        raise ExportError(f"verification failed: wrote {size[0]}x{size[1]} but read back {got[0]}x{got[1]}")
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _env_error(e: OSError, what: str) -> ExportError:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return EnvironmentFailure(f"the disk is full while writing {what}; nothing was written under a final "
+                                  f"name. Free some space and export again")
+    if e.errno in _ENV_ERRNOS:
+        return EnvironmentFailure(f"cannot write {what}: {e.strerror or e}")
+    return ExportError(f"cannot write {what}: {e.strerror or e}")
+
+
+def write_new_file(folder: Path, stem: str, ext: str, data: bytes, fmt: str, size: tuple[int, int],
+                   bits: int) -> Path:
+    """Atomically create a new file ``folder/stem<ext>`` (or ``stem (n)<ext>``) holding ``data``.
+
+    Never replaces an existing file. Returns the final path.
+    """
+    try:
+        fd, tmp = _mkstemp(folder)
+    except OSError as e:
+        raise _env_error(e, f"a temporary file in {folder}") from e
+    try:
+        try:
+            _write_fd(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        verify_file(tmp, fmt, size, bits)
+        for name in candidate_names(stem, ext):
+            final = folder / name
+            try:
+                os.link(tmp, final)
+            except FileExistsError:
+                continue
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                    raise
+                if os.path.lexists(final):  # no hard links here: rename after a check
+                    continue
+                os.rename(tmp, final)
+            break
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        _fsync_dir(folder)
+        return final
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise _env_error(e, f"{stem}{ext} in {folder}") from e
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_export(rendered: Rendered, folder: Path, stem: str, fmt: str, quality: int, bits: int,
+                 recipe: Recipe | None) -> tuple[Path, list[str]]:
+    """Encode ``rendered`` with its metadata and write it as a new file; ``(path, warnings)``."""
+    fmt = normalise_format(fmt)
+    rgb = rendered.rgb
+    h, w = rgb.shape[:2]
+    thumb = to_uint8(_small(rgb)) if fmt != "tiff" else None
+    ex = exifout.build_exif(rendered.exif, (w, h), recipe.to_json() if recipe is not None else None, thumb)
+    data = encode(rgb, fmt, quality, bits, ex, rendered.icc)
+    path = write_new_file(folder, stem, FORMATS[fmt], data, fmt, (w, h), bits)
+    return path, list(ex.warnings)
+
+
+def _small(rgb: np.ndarray, side: int = 320) -> np.ndarray:
+    import cv2
+
+    h, w = rgb.shape[:2]
+    s = side / max(h, w)
+    if s >= 1:
+        return rgb
+    return cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
+def current_fingerprint(path: str | os.PathLike[str]) -> str:
+    """The content fingerprint as the indexer computes it (``engine.indexer.fingerprint``)."""
+    from engine.indexer import fingerprint
+
+    return str(fingerprint(Path(path)))
+
+
+# -- ETA -----------------------------------------------------------------------------------------
+
+class Eta:
+    """Progress with a time estimate (mean time per finished item x items left)."""
+
+    def __init__(self, total: int, progress: ProgressFn | None, what: str) -> None:
+        self.total = total
+        self.progress = progress
+        self.what = what
+        self.t0 = time.monotonic()
+
+    def seconds_left(self, done: int) -> float | None:
+        if done <= 0:
+            return None
+        return (time.monotonic() - self.t0) / done * (self.total - done)
+
+    def report(self, done: int, note: str = "") -> None:
+        if self.progress is None:
+            return
+        left = self.seconds_left(done)
+        msg = f"{self.what} {done}/{self.total}"
+        if note:
+            msg += f" ({note})"
+        if left is not None and done < self.total:
+            msg += f", about {format_seconds(left)} left"
+        self.progress(Progress(done, self.total, msg))
+
+
+def format_seconds(s: float) -> str:
+    s = max(0, round(s))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+# -- the service ----------------------------------------------------------------------------------
+
+@dataclass
+class _PhotoRow:
+    id: int
+    path: str
+    fs_path: str
+    folder_root: str | None
+    fingerprint: str | None
+    status: str
+    captured_at: datetime | None
+    camera: str | None
+    recipe_id: int | None
+    recipe_json: str | None
+    measured_gain: float | None
+    done_before: list[tuple[str, int | None, str]] = field(default_factory=list)
+
+
+class Exporter:
+    """Exports photos of a catalog (see the module doc). Thread-safe for one export at a time."""
+
+    def __init__(self, catalog: Any, renderer: Renderer | None = None) -> None:
+        self.catalog = catalog
+        if renderer is None:
+            from engine.paths import cache_dir_for
+            from engine.render import RenderCache
+
+            renderer = Renderer(cache=RenderCache(cache_dir_for(catalog.url)))
+        self.renderer = renderer
+
+    def library_roots(self) -> list[Path]:
+        from sqlalchemy import select
+
+        from db.schema import Folder
+
+        with self.catalog.session() as s:
+            return [Path(os.fsdecode(b)) for b in s.scalars(select(Folder.path_bytes)).all()]
+
+    def _rows(self, photo_ids: Sequence[int]) -> dict[int, _PhotoRow]:
+        from sqlalchemy import select
+
+        from db.schema import Export, Folder, Photo
+        from db.schema import Recipe as RecipeRow
+
+        out: dict[int, _PhotoRow] = {}
+        with self.catalog.session() as s:
+            for i in range(0, len(photo_ids), 500):
+                chunk = list(photo_ids[i:i + 500])
+                q = (select(Photo, Folder.path_bytes, RecipeRow.recipe_json, RecipeRow.measured_gain)
+                     .outerjoin(Folder, Folder.id == Photo.folder_id)
+                     .outerjoin(RecipeRow, RecipeRow.id == Photo.current_recipe_id)
+                     .where(Photo.id.in_(chunk)))
+                for p, root, rj, gain in s.execute(q).all():
+                    out[p.id] = _PhotoRow(p.id, p.path, os.fsdecode(p.path_bytes),
+                                          os.fsdecode(root) if root is not None else None, p.fingerprint,
+                                          p.status, p.captured_at, p.camera_model, p.current_recipe_id, rj, gain)
+                for e in s.scalars(select(Export).where(Export.photo_id.in_(chunk))).all():
+                    if e.photo_id in out:
+                        out[e.photo_id].done_before.append((e.out_path, e.recipe_id, e.format))
+        return out
+
+    def export(self, photo_ids: Sequence[int], out_dir: Path | str, fmt: str = "jpeg", quality: int = 92,
+               template: str = DEFAULT_TEMPLATE, progress: ProgressFn | None = None,
+               cancel: CancelToken | None = None, bits: int = 8, mirror: bool = True,
+               only_enhanced: bool = False, skip_done: bool = True) -> Iterator[ExportResult]:
+        """Export each photo's current state; yields one :class:`ExportResult` per photo.
+
+        Raises :class:`OutputDirError` before the first photo when the folder cannot be used,
+        ``ValueError`` for bad options. Cancellation stops between photos (``JobCancelled``).
+        """
+        fmt = normalise_format(fmt)
+        check_template(template)
+        if bits not in (8, 16) or (fmt == "jpeg" and bits != 8):
+            raise ValueError("bits must be 8 (jpeg, png, tiff) or 16 (png, tiff)")
+        if fmt == "jpeg" and not 1 <= int(quality) <= 100:
+            raise ValueError("JPEG quality must be 1..100")
+        root_out = check_out_dir(Path(out_dir), self.library_roots())
+        ids = [int(i) for i in photo_ids]
+        return self._run(ids, root_out, fmt, int(quality), template, progress, cancel, bits, mirror,
+                         only_enhanced, skip_done)
+
+    def _run(self, ids: list[int], root_out: Path, fmt: str, quality: int, template: str,
+             progress: ProgressFn | None, cancel: CancelToken | None, bits: int, mirror: bool,
+             only_enhanced: bool, skip_done: bool) -> Iterator[ExportResult]:
+        rows = self._rows(ids)
+        eta = Eta(len(ids), progress, "exporting")
+        eta.report(0)
+        cleaned: set[Path] = set()
+        stopped: str | None = None
+        for n, pid in enumerate(ids):
+            if cancel is not None and cancel.cancelled:
+                raise JobCancelled()
+            row = rows.get(pid)
+            if stopped is not None:
+                yield ExportResult(pid, row.path if row else "", "error",
+                                   error=f"not exported: the export stopped ({stopped})")
+                continue
+            if row is None:
+                yield ExportResult(pid, "", "error", error=f"photo {pid} is not in the catalog")
+                eta.report(n + 1)
+                continue
+            try:
+                res = self._one(row, root_out, fmt, quality, template, bits, mirror, only_enhanced, skip_done,
+                                cleaned, cancel)
+            except EnvironmentFailure as e:
+                stopped = str(e)
+                res = ExportResult(pid, row.path, "error", error=str(e), recipe_id=row.recipe_id)
+            except JobCancelled:
+                raise
+            except ExportError as e:
+                res = ExportResult(pid, row.path, "error", error=str(e), recipe_id=row.recipe_id)
+            except MemoryError:
+                res = ExportResult(pid, row.path, "error", error="not enough memory to render this photo")
+            yield res
+            eta.report(n + 1, res.status)
+
+    def _one(self, row: _PhotoRow, root_out: Path, fmt: str, quality: int, template: str, bits: int,
+             mirror: bool, only_enhanced: bool, skip_done: bool, cleaned: set[Path],
+             cancel: CancelToken | None) -> ExportResult:
+        recipe: Recipe | None = None
+        if row.recipe_json is not None:
+            try:
+                recipe = from_json(row.recipe_json)
+            except RecipeError as e:
+                raise ExportError(f"the photo's edit cannot be read: {e}") from e
+            if recipe.is_identity:
+                recipe = None
+        if recipe is None and only_enhanced:
+            return ExportResult(row.id, row.path, "skipped", error="not enhanced", recipe_id=None)
+        folder = root_out
+        if mirror and row.folder_root is not None:
+            rel = Path(os.path.relpath(os.path.dirname(row.fs_path), row.folder_root))
+            if not rel.is_absolute() and ".." not in rel.parts and str(rel) != ".":
+                folder = root_out / rel
+        if skip_done:
+            for out_path, rid, f in row.done_before:
+                if rid == row.recipe_id and f == fmt and Path(out_path).parent == folder and Path(out_path).is_file():
+                    return ExportResult(row.id, row.path, "skipped", out_path=out_path,
+                                        error="already exported with this edit", recipe_id=row.recipe_id,
+                                        enhanced=recipe is not None)
+        # the source must be the one that was indexed, scored and enhanced
+        if row.status == "missing" or not os.path.exists(row.fs_path):
+            raise ExportError(f"the original is gone: {row.path}")
+        try:
+            fp = current_fingerprint(row.fs_path)
+        except OSError as e:
+            raise ExportError(f"cannot read the original {row.path}: {e.strerror or e}") from e
+        if row.fingerprint is None or fp != row.fingerprint:
+            raise ExportError(f"the original changed since it was indexed and scored ({row.path}); "
+                              f"index the folder again, then enhance and export")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise _env_error(e, f"the folder {folder}") from e
+        if folder not in cleaned:
+            clean_stale_temps(folder)
+            cleaned.add(folder)
+        from engine.imageio import ImageError
+        from engine.pipeline import StageUnavailable
+        from engine.recipes import ModelGone
+
+        try:
+            rendered = self.renderer.full(Path(row.fs_path), fp, recipe, cancel=cancel)
+        except ImageError as e:
+            raise ExportError(f"cannot read the original: {e.reason}") from e
+        except (ModelGone, StageUnavailable) as e:
+            raise ExportError(str(e)) from e
+        stem = Path(row.fs_path).stem
+        fields = {"name": stem, "stem": stem, "id": row.id,
+                  "gain": f"{row.measured_gain:+.2f}" if row.measured_gain is not None else "na",
+                  "ext": Path(row.fs_path).suffix.lstrip(".").lower(),
+                  "date": row.captured_at.strftime("%Y%m%d") if row.captured_at else "",
+                  "camera": row.camera or ""}
+        name = render_name(template, fields)
+        path, warnings = write_export(rendered, folder, name, fmt, quality, bits, recipe)
+        self._record(row.id, row.recipe_id, path, fmt)
+        return ExportResult(row.id, row.path, "ok", out_path=str(path), recipe_id=row.recipe_id,
+                            enhanced=recipe is not None, warnings=tuple(warnings))
+
+    def _record(self, photo_id: int, recipe_id: int | None, path: Path, fmt: str) -> None:
+        from db.schema import Export
+
+        def fn(s: Any) -> None:
+            s.add(Export(photo_id=photo_id, recipe_id=recipe_id, out_path=str(path), format=fmt,
+                         created_at=datetime.now()))
+
+        self.catalog.write(fn)

@@ -1,0 +1,208 @@
+"""The one-click enhancement pipeline: ordered stages by name.
+
+Stages, always run in this order whatever order the user lists them in:
+
+``restore``
+    the restoration network (``engine.restore``, ``models/restorer*.onnx``): blur, noise and
+    compression removal, tiled at full resolution. A recipe stores the model's version; replay
+    needs that exact file (see :func:`engine.recipes.find_model`).
+``tone``
+    the tone operators (``engine.tone``). Their parameters are predicted once by
+    ``models/tone.onnx`` when the recipe is *planned* and stored in the recipe, so replay needs
+    only the operators (the model version is kept as provenance).
+
+Restoration comes first because tone operators (exposure, local contrast, saturation) amplify
+noise and blocking; removing them first is what every raw converter does.
+
+Stages are resolved when used, not at import time: a missing module or model file surfaces as
+:class:`StageUnavailable` naming the stage and the file, and only for the stage that needs it.
+Planning predicts the tone parameters from the *original* view (not the restored one): the
+restorer does not move global tone, and running it at planning time would double the cost.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.jobs import CancelToken, Progress, ProgressFn
+from engine.recipes import (
+    RECIPE_SCHEMA,
+    ModelGone,
+    Recipe,
+    StageSpec,
+    app_version,
+    file_version,
+    find_model,
+)
+
+STAGE_ORDER: tuple[str, ...] = ("restore", "tone")
+RESTORER_MODEL = "restorer"
+TONE_MODEL = "tone"
+
+
+class StageUnavailable(RuntimeError):
+    """A stage cannot run here: its module or model file is missing."""
+
+
+def parse_ops(ops: str | Sequence[str] | None) -> list[str]:
+    """``'restore,tone'`` or a list -> stage names in pipeline order; ``None`` = all stages.
+
+    Raises ``ValueError`` for an unknown stage name (a usage error in the CLI).
+    """
+    if ops is None:
+        return list(STAGE_ORDER)
+    names = [s.strip() for s in ops.split(",")] if isinstance(ops, str) else [s.strip() for s in ops]
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in STAGE_ORDER]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(STAGE_ORDER)}")
+    if not names:
+        raise ValueError(f"no stage selected; known: {', '.join(STAGE_ORDER)}")
+    return [n for n in STAGE_ORDER if n in names]
+
+
+def _check_strength(strength: float) -> float:
+    s = float(strength)
+    if not 0.0 <= s <= 1.0:
+        raise ValueError(f"strength must be between 0 and 1, got {strength}")
+    return s
+
+
+class Pipeline:
+    """Plans recipes and applies them. Thread-safe; share one."""
+
+    def __init__(self, models_dir: Path | None = None) -> None:
+        self._models_dir = models_dir
+        self._restorers: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    # -- model files --------------------------------------------------------------------------
+    def models_dir(self) -> Path:
+        if self._models_dir is not None:
+            return self._models_dir
+        from engine.runtime import models_dir
+
+        return models_dir()
+
+    def _current_model(self, stage: str, model: str) -> tuple[Path, str]:
+        path = self.models_dir() / f"{model}.onnx"
+        if not path.is_file():
+            raise StageUnavailable(f"the {stage!r} stage needs the model file {path}, which is missing")
+        return path, file_version(path)
+
+    def _restorer(self, path: Path) -> Any:
+        try:
+            from engine.restore import Restorer
+        except ImportError as e:  # pragma: no cover - the module is part of the app
+            raise StageUnavailable(f"the 'restore' stage is not available: {e}") from e
+        key = str(path.resolve())
+        with self._lock:
+            r = self._restorers.get(key)
+            if r is None:
+                r = Restorer(model_path=path)
+                self._restorers[key] = r
+        return r
+
+    # -- planning -----------------------------------------------------------------------------
+    def plan(self, view: np.ndarray, ops: str | Sequence[str] | None = None, strength: float = 1.0) -> Recipe:
+        """Make the recipe for ``view`` (float32 HxWx3 0..1, a screen-size copy of the photo).
+
+        Records the version of every model involved and the tone parameters predicted now.
+        Raises :class:`StageUnavailable` naming the missing model.
+        """
+        names = parse_ops(ops)
+        strength = _check_strength(strength)
+        stages: list[StageSpec] = []
+        for name in names:
+            if name == "restore":
+                _, ver = self._current_model("restore", RESTORER_MODEL)
+                stages.append(StageSpec("restore", strength, RESTORER_MODEL, ver, {}))
+            elif name == "tone":
+                path, ver = self._current_model("tone", TONE_MODEL)
+                try:
+                    from engine import tone
+                except ImportError as e:  # pragma: no cover
+                    raise StageUnavailable(f"the 'tone' stage is not available: {e}") from e
+                params = tone.predict_params(np.ascontiguousarray(view, dtype=np.float32), model_path=path)
+                stages.append(StageSpec("tone", strength, TONE_MODEL, ver, _jsonable(params)))
+        return Recipe(stages=tuple(stages), strength=strength, schema=RECIPE_SCHEMA,
+                      app=f"photolift {app_version()}")
+
+    # -- checking and applying ----------------------------------------------------------------
+    def check(self, recipe: Recipe) -> None:
+        """Raise :class:`ModelGone` / :class:`StageUnavailable` if ``recipe`` cannot render here."""
+        for st in recipe.stages:
+            if st.name == "restore":
+                self._restore_path(st)
+            elif st.name == "tone":
+                pass  # replays from stored parameters; no model needed
+            else:
+                raise StageUnavailable(f"unknown stage {st.name!r} in recipe (known: {', '.join(STAGE_ORDER)})")
+
+    def _restore_path(self, st: StageSpec) -> Path:
+        if not st.model_version:
+            raise StageUnavailable("the recipe's 'restore' stage names no model version")
+        return find_model("restore", st.model or RESTORER_MODEL, st.model_version, self.models_dir())
+
+    def apply(self, recipe: Recipe, rgb: np.ndarray, progress: ProgressFn | None = None,
+              cancel: CancelToken | None = None) -> np.ndarray:
+        """Apply ``recipe`` to ``rgb`` (float32 HxWx3 0..1) and return a new float32 image.
+
+        The input is never modified. Raises :class:`ModelGone` when a restore stage's model
+        version is no longer installed.
+        """
+        self.check(recipe)
+        out = np.clip(np.asarray(rgb, dtype=np.float32), 0.0, 1.0)
+        n = len(recipe.stages)
+        for i, st in enumerate(recipe.stages):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            if progress is not None:
+                progress(Progress(i, n, f"{st.name}"))
+            if st.strength <= 0.0:
+                continue
+            if st.name == "restore":
+                restorer = self._restorer(self._restore_path(st))
+                out = restorer.run(out, strength=float(st.strength), cancel=cancel)
+            elif st.name == "tone":
+                from engine import tone
+
+                out = tone.apply_params(out, st.params, strength=float(st.strength))
+            out = np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
+        if progress is not None:
+            progress(Progress(n, n, "done"))
+        return out
+
+
+def _jsonable(v: Any) -> Any:
+    """numpy scalars/arrays -> plain JSON values (recipes are JSON)."""
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return [_jsonable(x) for x in v.tolist()]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+_shared: Pipeline | None = None
+_shared_lock = threading.Lock()
+
+
+def get_pipeline() -> Pipeline:
+    """The process-wide pipeline (models from ``engine.runtime.models_dir()``)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = Pipeline()
+        return _shared
+
+
+__all__ = ["STAGE_ORDER", "ModelGone", "Pipeline", "StageUnavailable", "get_pipeline", "parse_ops"]

@@ -10,6 +10,7 @@ Changing anything here needs a migration in ``db/migrations.py`` and a bump of `
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 
 from sqlalchemy import (
@@ -111,6 +112,11 @@ class Photo(Base):
         Index("ix_photos_captured_at", "captured_at"),
         Index("ix_photos_camera", "camera_model"),
     )
+
+    @property
+    def fs_path(self) -> str:
+        """The path to open the file with (exact bytes, also for non-UTF-8 names); ``path`` is for display."""
+        return os.fsdecode(self.path_bytes)
 
 
 class Score(Base):

@@ -1,0 +1,91 @@
+"""``photolift rank DIR [--top N] [--json]``: the photos under DIR, most improvable first.
+
+Indexes DIR first (incrementally). If the assessor is available (``engine.scoring`` importable and
+its model file present), photos without a current score are scored before ranking; otherwise the
+score fields stay null (never invented) and the order falls back to the catalog's (nulls last,
+then by id). ``--json`` prints one object per photo per DESIGN.md's score/rank contract.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from app.commands.index_cmd import StderrProgress, index_folder, open_catalog
+from db.catalog import Catalog
+from engine.library import Library
+
+# A hook that scores the given photo ids; returns a message when it could not (no model...).
+ScoreHook = Callable[[Catalog, list[int], bool], str | None]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("rank", help="index DIR if needed and list its photos by improvability")
+    p.add_argument("dir", help="folder of photos")
+    p.add_argument("--top", type=int, default=None, metavar="N", help="only the N most improvable")
+    p.add_argument("--json", action="store_true", help="one JSON object per photo (JSON lines)")
+    p.add_argument("--no-score", action="store_true", help="rank by stored scores only; do not score")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+
+
+def score_with_assessor(cat: Catalog, ids: list[int], quiet: bool) -> str | None:
+    """Score ``ids`` with engine.scoring if it and its model exist; else say why not."""
+    try:
+        from engine import scoring
+    except ImportError:
+        return "the assessor is not available in this build; score fields are null"
+    try:
+        scorer = scoring.get_scorer()
+    except (FileNotFoundError, OSError) as e:
+        return f"no assessor model ({e}); score fields are null"
+    for _ in scorer.score_photos(cat, ids, progress=StderrProgress(quiet)):
+        pass
+    return None
+
+
+def run(args: argparse.Namespace, score_hook: ScoreHook | None = score_with_assessor) -> int:
+    if args.top is not None and args.top < 0:
+        print("photolift: --top must be >= 0", file=sys.stderr)
+        return 2
+    cat = open_catalog(args)
+    if cat is None:
+        return 1
+    try:
+        lib = Library(cat)
+        counts = index_folder(lib, args.dir, as_json=False, quiet=args.quiet, out=sys.stderr)
+        if counts is None:
+            return 2
+        if score_hook is not None and not args.no_score:
+            todo = [r.id for r in _all(lib, args.dir, {"status": "ok", "scored": False})]
+            if todo:
+                why = score_hook(cat, todo, args.quiet)
+                if why and not args.quiet:
+                    print(f"photolift: {why}", file=sys.stderr)
+        limit = args.top if args.top is not None else None
+        rows = _all(lib, args.dir, {"status": ["ok", "error"]}, limit=limit)
+        for r in rows:
+            rec = lib.photo_record(r.id)
+            if args.json:
+                print(json.dumps(rec))
+            else:
+                imp = "-" if rec["improvability"] is None else f"{rec['improvability']:+.2f}"
+                q = "-" if rec["quality"] is None else f"{rec['quality']:.1f}"
+                tail = f"  [{rec['error']}]" if rec["status"] == "error" else ""
+                print(f"{imp:>7} {q:>5}  {rec['path']}{tail}")
+        return 0
+    finally:
+        cat.close()
+
+
+def _all(lib: Library, folder: str, filters: dict[str, object], limit: int | None = None) -> list:  # type: ignore[type-arg]
+    out = []
+    page = 1000
+    while limit is None or len(out) < limit:
+        n = page if limit is None else min(page, limit - len(out))
+        rows = lib.query(folder, "improvability", dict(filters), offset=len(out), limit=n)
+        out.extend(rows)
+        if len(rows) < n:
+            break
+    return out

@@ -1,0 +1,354 @@
+"""The library service: indexing, paged queries sorted and filtered in SQL, photo details, thumbnails.
+
+The GUI and the CLI both go through this. Nothing it returns is an ORM object: rows and details
+are frozen dataclasses, safe to hand to another thread.
+
+The *current score* of a photo is its most recent ``scores`` row whose fingerprint matches the
+photo's current content (a rewritten file therefore shows as unscored until it is rescored; a new
+model version or fine-tuned head adds newer rows, which then win).
+
+Sort keys: ``improvability`` (highest first), ``quality`` (lowest first), ``date`` (capture time,
+newest first; files without EXIF time last), ``name`` (path A-Z). Prefix ``-`` reverses. Unscored
+photos always sort last. Filters (all optional): ``status`` (str or list), ``recommended`` (bool),
+``min_improvability`` (float), ``scored`` (bool), ``has_recipe`` (bool), ``text`` (substring of
+the path, case-insensitive), ``include_missing`` (bool, default False).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import ColumnElement, Select, and_, case, func, select
+from sqlalchemy.orm import aliased
+
+from db.catalog import Catalog
+from db.schema import STATUS_MISSING, STATUS_OK, Folder, Photo, Recipe, Score
+from engine.imageio import ImageError, load_image
+from engine.indexer import Indexer, IndexEvent, display_path
+from engine.jobs import CancelToken, ProgressFn
+from engine.paths import thumbnail_dir
+from engine.thumbnails import THUMB_SIZE, ThumbnailCache, shrink
+
+SORTS = ("improvability", "quality", "date", "name")
+
+
+@dataclass(frozen=True)
+class PhotoRow:
+    id: int
+    path: str  # openable file-system path
+    display_path: str
+    name: str
+    status: str
+    error: str | None
+    width: int | None
+    height: int | None
+    captured_at: datetime | None
+    fingerprint: str | None
+    improvability: float | None
+    quality: float | None
+    recommended: bool | None
+    top_degradation: str | None  # the severity with the highest value, for the grid's badge
+    has_recipe: bool
+
+
+@dataclass(frozen=True)
+class ScoreInfo:
+    id: int
+    model: str
+    model_version: str
+    head: str
+    improvability: float
+    quality: float
+    recommended: bool
+    severity: dict[str, float]
+    scored_at: datetime
+
+
+@dataclass(frozen=True)
+class RecipeSummary:
+    id: int
+    version: int
+    created_at: datetime
+    status: str
+    ops: tuple[str, ...]
+    quality_before: float | None
+    quality_after: float | None
+    measured_gain: float | None
+
+
+@dataclass(frozen=True)
+class PhotoInfo:
+    id: int
+    path: str
+    display_path: str
+    folder: str | None
+    size: int
+    mtime_ns: int
+    fingerprint: str | None
+    width: int | None
+    height: int | None
+    orientation: int | None
+    format: str | None
+    camera_make: str | None
+    camera_model: str | None
+    lens: str | None
+    captured_at: datetime | None
+    iso: int | None
+    exposure_time: float | None
+    f_number: float | None
+    focal_length: float | None
+    has_gps: bool
+    status: str
+    error: str | None
+    error_code: str | None
+    warning: str | None
+    indexed_at: datetime
+    score: ScoreInfo | None
+    recipe: RecipeSummary | None
+    n_versions: int
+
+
+def _severity(js: str | None) -> dict[str, float]:
+    if not js:
+        return {}
+    try:
+        d = json.loads(js)
+    except ValueError:
+        return {}
+    return {str(k): float(v) for k, v in d.items()} if isinstance(d, dict) else {}
+
+
+def _ops(recipe_json: str) -> tuple[str, ...]:
+    """Stage names of a recipe, read defensively (the recipe format belongs to engine.recipes)."""
+    try:
+        d = json.loads(recipe_json)
+    except ValueError:
+        return ()
+    ops = d.get("ops", d.get("operations", d.get("stages"))) if isinstance(d, dict) else d
+    out: list[str] = []
+    if isinstance(ops, list):
+        for o in ops:
+            if isinstance(o, str):
+                out.append(o)
+            elif isinstance(o, dict):
+                name = o.get("op") or o.get("name") or o.get("stage")
+                if isinstance(name, str):
+                    out.append(name)
+            elif isinstance(o, list | tuple) and o and isinstance(o[0], str):
+                out.append(o[0])
+    return tuple(out)
+
+
+def _under(col: Any, folder: str) -> ColumnElement[bool]:
+    lo = os.fsencode(os.path.join(os.path.realpath(folder), ""))
+    hi = lo[:-1] + bytes([lo[-1] + 1])
+    return and_(col >= lo, col < hi)
+
+
+class Library:
+    """Service over one open catalog. Thread-safe: every call opens its own short session."""
+
+    def __init__(self, catalog: Catalog, thumb_dir: Path | None = None) -> None:
+        self.catalog = catalog
+        self.thumbs = ThumbnailCache(thumb_dir or thumbnail_dir(catalog.url))
+
+    # -- indexing ---------------------------------------------------------------------------
+    def index(self, root: str | os.PathLike[str], progress: ProgressFn | None = None,
+              cancel: CancelToken | None = None) -> Iterator[IndexEvent]:
+        """Add or update a folder tree; see :mod:`engine.indexer`."""
+        return Indexer(self.catalog, self.thumbs).index(root, progress=progress, cancel=cancel)
+
+    def folders(self) -> list[str]:
+        with self.catalog.session() as s:
+            return [os.fsdecode(pb) for pb in s.scalars(select(Folder.path_bytes).order_by(Folder.path))]
+
+    # -- queries ----------------------------------------------------------------------------
+    @staticmethod
+    def _current_score_id() -> Any:
+        return (select(func.max(Score.id))
+                .where(Score.photo_id == Photo.id, Score.fingerprint == Photo.fingerprint)
+                .correlate(Photo).scalar_subquery())
+
+    def _select(self, folder: str | None, filters: dict[str, Any] | None, columns: list[Any]) -> Select[Any]:
+        filters = dict(filters or {})
+        sc = aliased(Score)
+        q = select(*columns)
+        q = q.select_from(Photo).outerjoin(sc, sc.id == self._current_score_id())
+        conds: list[ColumnElement[bool]] = []
+        if folder:
+            conds.append(_under(Photo.path_bytes, folder))
+        status = filters.pop("status", None)
+        include_missing = bool(filters.pop("include_missing", False))
+        if status:
+            conds.append(Photo.status.in_([status] if isinstance(status, str) else list(status)))
+        elif not include_missing:
+            conds.append(Photo.status != STATUS_MISSING)
+        if "recommended" in filters:
+            want = bool(filters.pop("recommended"))
+            conds.append(sc.recommended.is_(True) if want else func.coalesce(sc.recommended, False).is_(False))
+        if "min_improvability" in filters:
+            conds.append(sc.improvability >= float(filters.pop("min_improvability")))
+        if "scored" in filters:
+            conds.append(sc.id.is_not(None) if filters.pop("scored") else sc.id.is_(None))
+        if "has_recipe" in filters:
+            conds.append(Photo.current_recipe_id.is_not(None) if filters.pop("has_recipe")
+                         else Photo.current_recipe_id.is_(None))
+        if "text" in filters:
+            conds.append(Photo.path.ilike(f"%{filters.pop('text')}%"))
+        if filters:
+            raise ValueError(f"unknown filters: {sorted(filters)}")
+        if conds:
+            q = q.where(and_(*conds))
+        return q.add_columns(sc.improvability, sc.quality, sc.recommended, sc.severity_json)  # type: ignore[no-any-return]
+
+    def query(self, folder: str | None = None, sort: str = "improvability", filters: dict[str, Any] | None = None,
+              offset: int = 0, limit: int = 200) -> list[PhotoRow]:
+        """One page of photos, sorted and filtered in SQL (see the module docstring for keys)."""
+        desc = sort.startswith("-")
+        key = sort.lstrip("-")
+        if key not in SORTS:
+            raise ValueError(f"unknown sort {sort!r}; one of {SORTS}")
+        q = self._select(folder, filters, [Photo.id, Photo.path_bytes, Photo.path, Photo.status, Photo.error,
+                                           Photo.width, Photo.height, Photo.captured_at, Photo.fingerprint,
+                                           Photo.current_recipe_id])
+        cols = list(q.selected_columns)
+        imp, qual = cols[-4], cols[-3]
+        if key == "improvability":
+            order = [case((imp.is_(None), 1), else_=0), imp.asc() if desc else imp.desc()]
+        elif key == "quality":
+            order = [case((qual.is_(None), 1), else_=0), qual.desc() if desc else qual.asc()]
+        elif key == "date":
+            order = [case((Photo.captured_at.is_(None), 1), else_=0),
+                     Photo.captured_at.asc() if desc else Photo.captured_at.desc()]
+        else:
+            order = [Photo.path.desc() if desc else Photo.path.asc()]
+        q = q.order_by(*order, Photo.id).offset(max(0, offset)).limit(max(0, limit))
+        with self.catalog.session() as s:
+            rows = s.execute(q).all()
+        out = []
+        for r in rows:
+            sev = _severity(r[13])
+            top = max(sev, key=lambda k: sev[k]) if sev else None
+            fs = os.fsdecode(r[1])
+            out.append(PhotoRow(
+                id=r[0], path=fs, display_path=r[2], name=os.path.basename(r[2]), status=r[3], error=r[4],
+                width=r[5], height=r[6], captured_at=r[7], fingerprint=r[8], improvability=r[10],
+                quality=r[11], recommended=None if r[12] is None else bool(r[12]), top_degradation=top,
+                has_recipe=r[9] is not None))
+        return out
+
+    def count(self, folder: str | None = None, filters: dict[str, Any] | None = None) -> int:
+        q = self._select(folder, filters, [Photo.id])
+        with self.catalog.session() as s:
+            return int(s.scalar(select(func.count()).select_from(q.subquery())) or 0)
+
+    def ids_for_paths(self, paths: Iterable[str | os.PathLike[str]]) -> dict[str, int]:
+        """Catalog ids of the given files (as typed; resolved to absolute real paths); absent ones are left out."""
+        wanted: dict[bytes, str] = {}
+        for p in paths:
+            wanted[os.fsencode(os.path.realpath(os.fspath(p)))] = os.fspath(p)
+        out: dict[str, int] = {}
+        keys = list(wanted)
+        with self.catalog.session() as s:
+            for i in range(0, len(keys), 500):
+                for pid, pb in s.execute(select(Photo.id, Photo.path_bytes).where(
+                        Photo.path_bytes.in_(keys[i:i + 500]))).all():
+                    out[wanted[pb]] = int(pid)
+        return out
+
+    # -- one photo --------------------------------------------------------------------------
+    def photo(self, photo_id: int) -> PhotoInfo:
+        """Everything about one photo; raises KeyError for an unknown id."""
+        with self.catalog.session() as s:
+            p = s.get(Photo, photo_id)
+            if p is None:
+                raise KeyError(photo_id)
+            score_row = s.scalar(select(Score).where(Score.photo_id == p.id, Score.fingerprint == p.fingerprint)
+                                 .order_by(Score.id.desc()).limit(1)) if p.fingerprint else None
+            score = None if score_row is None else ScoreInfo(
+                id=score_row.id, model=score_row.model, model_version=score_row.model_version, head=score_row.head,
+                improvability=score_row.improvability, quality=score_row.quality,
+                recommended=bool(score_row.recommended), severity=_severity(score_row.severity_json),
+                scored_at=score_row.scored_at)
+            recipe = None
+            if p.current_recipe_id is not None:
+                rr = s.get(Recipe, p.current_recipe_id)
+                if rr is not None:
+                    recipe = RecipeSummary(id=rr.id, version=rr.version, created_at=rr.created_at, status=rr.status,
+                                           ops=_ops(rr.recipe_json), quality_before=rr.quality_before,
+                                           quality_after=rr.quality_after, measured_gain=rr.measured_gain)
+            n_versions = int(s.scalar(select(func.count(Recipe.id)).where(Recipe.photo_id == p.id)) or 0)
+            folder = s.get(Folder, p.folder_id) if p.folder_id is not None else None
+            return PhotoInfo(
+                id=p.id, path=p.fs_path, display_path=p.path, folder=folder.path if folder else None, size=p.size,
+                mtime_ns=p.mtime_ns, fingerprint=p.fingerprint, width=p.width, height=p.height,
+                orientation=p.orientation, format=p.format, camera_make=p.camera_make,
+                camera_model=p.camera_model, lens=p.lens, captured_at=p.captured_at, iso=p.iso,
+                exposure_time=p.exposure_time, f_number=p.f_number, focal_length=p.focal_length,
+                has_gps=bool(p.has_gps), status=p.status, error=p.error, error_code=p.error_code,
+                warning=p.warning, indexed_at=p.indexed_at, score=score, recipe=recipe, n_versions=n_versions)
+
+    def photo_record(self, photo_id: int) -> dict[str, Any]:
+        """The JSON object of DESIGN.md's score/rank contract (score fields null until scored)."""
+        info = self.photo(photo_id)
+        status = "ok" if info.status == STATUS_OK else "error"
+        error = info.error
+        if info.status == STATUS_MISSING:
+            error = "file is missing (moved or deleted since the last scan)"
+        sc = info.score
+        return {
+            "path": info.display_path,
+            "status": status,
+            "error": error if status == "error" else None,
+            "improvability": None if sc is None else round(sc.improvability, 4),
+            "quality": None if sc is None else round(sc.quality, 4),
+            "recommended": None if sc is None else sc.recommended,
+            "severity": None if sc is None else {k: round(v, 4) for k, v in sc.severity.items()},
+            "model": None if sc is None else {"name": sc.model, "version": sc.model_version,
+                                               **({"head": sc.head} if sc.head else {})},
+            "id": info.id,
+            "width": info.width,
+            "height": info.height,
+            "format": info.format,
+            "captured_at": info.captured_at.isoformat() if info.captured_at else None,
+            "camera": " ".join(x for x in (info.camera_make, info.camera_model) if x) or None,
+            "warning": info.warning,
+            "edited": info.recipe is not None,
+        }
+
+    # -- thumbnails -------------------------------------------------------------------------
+    def thumbnail(self, photo_id: int, size: int = THUMB_SIZE) -> np.ndarray | None:
+        """An RGB uint8 thumbnail (longest side ``size``) from the disk cache, made on a miss;
+        None for photos that cannot be shown (error, missing)."""
+        with self.catalog.session() as s:
+            row = s.execute(select(Photo.fingerprint, Photo.path_bytes, Photo.status).where(Photo.id == photo_id)).first()
+        if row is None or row[0] is None or row[2] != STATUS_OK:
+            return None
+        fp, pb = row[0], row[1]
+        if size <= THUMB_SIZE:
+            base = self.thumbs.get(fp, THUMB_SIZE)
+            if base is not None:
+                return shrink(base, size)
+        else:
+            cached = self.thumbs.get(fp, size)
+            if cached is not None:
+                return cached
+        try:
+            img = load_image(os.fsdecode(pb), max_side=max(size, THUMB_SIZE))
+        except ImageError:
+            return None
+        try:
+            self.thumbs.put(fp, img.rgb, max(size, THUMB_SIZE))
+        except OSError:
+            pass
+        return shrink(img.rgb, size)
+
+
+__all__ = ["SORTS", "IndexEvent", "Library", "PhotoInfo", "PhotoRow", "RecipeSummary", "ScoreInfo", "display_path"]

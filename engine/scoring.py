@@ -1,0 +1,412 @@
+"""The scoring service: the assessor over photos, scores stored per model version.
+
+* ``Scorer.assess(rgb)`` scores one decoded image; ``assess_views`` a batch of views.
+* ``Scorer.score_photos(catalog, ids, progress, cancel)`` is the library job: photos are decoded
+  at reduced scale (JPEG DCT scaling) in a thread pool, their views (``engine.views``) are run
+  through ONE shared onnxruntime session in batches, and each batch of results is written in one
+  transaction through ``catalog.write``. It yields a ``ScoreEvent`` per photo, checks the cancel
+  token between photos, and leaves the catalog consistent whenever it stops (a batch is written
+  whole or not at all).
+* Threads: ``workers`` decoding threads; the session gets ``thread_budget(workers)`` intra-op
+  threads, so threads x workers <= cores (DESIGN: two workers with one intra-op thread each gave
+  the best throughput on 2 cores; decoding, not the network, is the bottleneck).
+* ``recommended`` = improvability >= ``Thresholds.improvability``; its default comes from the
+  precision-recall curve on the held-out split (``models/assessor.json``, written by
+  ``models/training/eval_assessor.py``, see models/assessor.md). Each degradation has its own
+  threshold on its severity; the names above threshold are the photo's ``reasons`` (the badge).
+* A fine-tuned head (``engine.finetune``) replaces the shipped last layer: when a head is active
+  for this model version, improvability and ``recommended`` come from it, and its rows are stored
+  with ``scores.head = str(head.id)`` beside the base rows (``head = ""``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.degrade import SEVERITY_NAMES
+from engine.jobs import CancelToken, JobCancelled, Progress, ProgressFn
+from engine.views import make_views
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "assessor"
+DEFAULT_IMPROVABILITY_THRESHOLD = 1.0  # used only when the model has no sidecar JSON
+DEFAULT_SEVERITY_THRESHOLD = 0.35
+# Decode at half scale when the long side is at least this many pixels (12 MP -> 3 MP).
+REDUCE_FROM_SIDE = 2400
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    improvability: float = DEFAULT_IMPROVABILITY_THRESHOLD
+    severity: dict[str, float] = field(default_factory=lambda: {n: DEFAULT_SEVERITY_THRESHOLD
+                                                                for n in SEVERITY_NAMES})
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Thresholds:
+        sev = {n: DEFAULT_SEVERITY_THRESHOLD for n in SEVERITY_NAMES}
+        sev.update({str(k): float(v) for k, v in (data.get("severity") or {}).items()})
+        return cls(float(data.get("improvability", DEFAULT_IMPROVABILITY_THRESHOLD)), sev)
+
+
+@dataclass(frozen=True)
+class Assessment:
+    improvability: float
+    quality: float
+    severity: dict[str, float]
+    embedding: np.ndarray
+    recommended: bool
+    reasons: tuple[str, ...] = ()  # degradations whose severity is above their threshold
+
+    def to_json(self) -> dict[str, Any]:
+        return {"improvability": round(self.improvability, 4), "quality": round(self.quality, 4),
+                "recommended": self.recommended,
+                "severity": {k: round(v, 4) for k, v in self.severity.items()},
+                "reasons": list(self.reasons)}
+
+
+@dataclass(frozen=True)
+class ScoreEvent:
+    """One photo's outcome in ``score_photos``: an assessment, a skip (already scored) or an error."""
+
+    photo_id: int
+    path: str
+    status: str  # 'ok', 'skipped' (already scored for this model version and content), 'error'
+    assessment: Assessment | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class LastLayer:
+    """A linear improvability head over the embedding: ``w . e + b``."""
+
+    w: np.ndarray
+    b: float
+
+    def __call__(self, emb: np.ndarray) -> np.ndarray:
+        return np.asarray(emb, np.float64) @ np.asarray(self.w, np.float64) + float(self.b)
+
+    def to_bytes(self) -> bytes:
+        return np.concatenate([np.asarray(self.w, np.float32).ravel(), np.array([self.b], np.float32)]).tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LastLayer:
+        a = np.frombuffer(data, np.float32)
+        return cls(a[:-1].astype(np.float64), float(a[-1]))
+
+
+def default_model_path() -> Path:
+    from engine.runtime import models_dir
+
+    return models_dir() / f"{MODEL_NAME}.onnx"
+
+
+def _sidecar(model_path: Path) -> dict[str, Any]:
+    p = model_path.with_suffix(".json")
+    if not p.is_file():
+        return {}
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError) as e:
+        log.warning("ignoring unreadable %s: %s", p, e)
+        return {}
+
+
+class Scorer:
+    """The assessor behind one shared onnxruntime session. Thread-safe; share one (``get_scorer``)."""
+
+    def __init__(self, model_path: Path | str | None = None, workers: int = 2, batch_size: int = 8,
+                 thresholds: Thresholds | None = None) -> None:
+        from engine.runtime import model_version, thread_budget
+
+        self.model_path = Path(model_path) if model_path is not None else default_model_path()
+        if not self.model_path.is_file():
+            from engine.runtime import ModelMissing
+
+            raise ModelMissing(f"assessor model not found: {self.model_path}")
+        self.model_name = MODEL_NAME
+        self.model_version = model_version(self.model_path)
+        self.workers = max(1, int(workers))
+        self.batch_size = max(1, int(batch_size))
+        self.intra_op_threads = thread_budget(self.workers)
+        meta = _sidecar(self.model_path)
+        self.meta = meta
+        self.thresholds = thresholds or Thresholds.from_json(meta.get("thresholds", {}))
+        head = meta.get("head")
+        self.base_head: LastLayer | None = (LastLayer(np.asarray(head["w"], np.float64), float(head["b"]))
+                                            if head else None)
+        sess = self._session()
+        shapes = {i.name: i.shape for i in sess.get_inputs()}
+        crops_shape = shapes.get("crops")
+        if crops_shape is None or "global" not in shapes:
+            raise ValueError(f"{self.model_path.name} lacks the assessor inputs 'crops' and 'global'")
+        views = meta.get("views", {})
+        self.k = int(views.get("k", crops_shape[1] if isinstance(crops_shape[1], int) else 6))
+        s_dim, g_dim = crops_shape[3], shapes["global"][2]
+        self.crop = int(views.get("crop", s_dim if isinstance(s_dim, int) else 96))
+        self.global_size = int(views.get("global", g_dim if isinstance(g_dim, int) else 128))
+        self._head_lock = threading.Lock()
+
+    def _session(self) -> Any:
+        from engine.runtime import get_session
+
+        return get_session(self.model_path, self.intra_op_threads)
+
+    # -- single images ------------------------------------------------------------------------
+    def views(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return make_views(rgb, self.k, self.crop, self.global_size)
+
+    def run_views(self, crops: np.ndarray, glob: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw model outputs for a batch: crops [N,K,3,S,S], global [N,3,G,G]."""
+        sess = self._session()
+        names = [o.name for o in sess.get_outputs()]
+        outs = sess.run(names, {"crops": np.ascontiguousarray(crops, np.float32),
+                                "global": np.ascontiguousarray(glob, np.float32)})
+        return dict(zip(names, outs, strict=True))
+
+    def assess_views(self, crops: np.ndarray, glob: np.ndarray, head: LastLayer | None = None
+                     ) -> list[Assessment]:
+        out = self.run_views(crops, glob)
+        emb = np.asarray(out["embedding"], np.float32)
+        improv = np.asarray(out["improvability"], np.float64).reshape(-1)
+        if head is not None:
+            improv = head(emb)
+        res = []
+        for i in range(len(improv)):
+            sev = {n: float(v) for n, v in zip(SEVERITY_NAMES, np.asarray(out["severity"][i]).reshape(-1),
+                                                strict=False)}
+            res.append(self.make_assessment(float(improv[i]), float(np.asarray(out["quality"]).reshape(-1)[i]),
+                                            sev, emb[i]))
+        return res
+
+    def make_assessment(self, improvability: float, quality: float, severity: dict[str, float],
+                        embedding: np.ndarray) -> Assessment:
+        th = self.thresholds
+        reasons = tuple(sorted((n for n, v in severity.items() if v >= th.severity.get(n, DEFAULT_SEVERITY_THRESHOLD)),
+                               key=lambda n: -severity[n]))
+        return Assessment(improvability, quality, severity, embedding, improvability >= th.improvability, reasons)
+
+    def assess(self, rgb_uint8: np.ndarray, head: LastLayer | None = None) -> Assessment:
+        """Score one decoded image (uint8 HxWx3 as decoded for scoring)."""
+        c, g = self.views(rgb_uint8)
+        return self.assess_views(c[None], g[None], head)[0]
+
+    def assess_many(self, images: Sequence[np.ndarray], head: LastLayer | None = None) -> list[Assessment]:
+        out: list[Assessment] = []
+        for i in range(0, len(images), self.batch_size):
+            vs = [self.views(im) for im in images[i : i + self.batch_size]]
+            out += self.assess_views(np.stack([v[0] for v in vs]), np.stack([v[1] for v in vs]), head)
+        return out
+
+    # -- decoding -------------------------------------------------------------------------------
+    @staticmethod
+    def reduce_for(width: int | None, height: int | None) -> int:
+        """Half-scale decode for large photos (noise and blocking survive a 2x reduction)."""
+        if width and height and max(width, height) >= REDUCE_FROM_SIDE:
+            return 2
+        return 1
+
+    def load_views(self, path: str, width: int | None = None, height: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        from engine.imageio import load_image
+
+        img = load_image(path, reduce=self.reduce_for(width, height))
+        if width is None and self.reduce_for(*img.size) > 1:
+            img = load_image(path, reduce=self.reduce_for(*img.size))
+        return self.views(img.rgb)
+
+    def assess_path(self, path: str) -> Assessment:
+        c, g = self.load_views(path)
+        return self.assess_views(c[None], g[None], self.active_head_weights(None))[0]
+
+    # -- heads ------------------------------------------------------------------------------------
+    def active_head(self, catalog: Any) -> tuple[str, LastLayer] | None:
+        """The active fine-tuned head for this model version in ``catalog``: ``(key, layer)``."""
+        if catalog is None:
+            return None
+        from sqlalchemy import select
+
+        from db.schema import Head
+
+        with catalog.session() as s:
+            row = s.execute(select(Head).where(Head.model == self.model_name,
+                                               Head.model_version == self.model_version,
+                                               Head.active.is_(True)).order_by(Head.id.desc())).scalars().first()
+            if row is None:
+                return None
+            return str(row.id), LastLayer.from_bytes(row.weights)
+
+    def active_head_weights(self, catalog: Any) -> LastLayer | None:
+        h = self.active_head(catalog)
+        return h[1] if h else None
+
+    # -- the library job ------------------------------------------------------------------------
+    def score_photos(self, catalog: Any, photo_ids: Iterable[int], progress: ProgressFn | None = None,
+                     cancel: CancelToken | None = None, force: bool = False) -> Iterator[ScoreEvent]:
+        """Score photos of the catalog; yields one ``ScoreEvent`` per photo (see module doc).
+
+        Photos already scored by this model version for their current content are skipped
+        unless ``force``. Raises ``JobCancelled`` when ``cancel`` fires (after the last whole
+        batch was written).
+        """
+        from sqlalchemy import select
+
+        from db.schema import STATUS_OK, Photo, Score
+
+        ids = list(dict.fromkeys(int(i) for i in photo_ids))
+        todo: list[tuple[int, str, str, int | None, int | None]] = []
+        done_events: list[ScoreEvent] = []
+        with catalog.session() as s:
+            rows = s.execute(select(Photo.id, Photo.path, Photo.fingerprint, Photo.width, Photo.height,
+                                    Photo.status).where(Photo.id.in_(ids))).all() if ids else []
+            scored: set[tuple[int, str]] = set()
+            if rows and not force:
+                scored = {(pid, fp) for pid, fp in s.execute(
+                    select(Score.photo_id, Score.fingerprint).where(
+                        Score.photo_id.in_(ids), Score.model == self.model_name,
+                        Score.model_version == self.model_version, Score.head == "")).all()}
+        found = {r[0] for r in rows}
+        for pid in ids:
+            if pid not in found:
+                done_events.append(ScoreEvent(pid, "", "error", error="no such photo in the catalog"))
+        for pid, path, fp, w, h, status in rows:
+            if status != STATUS_OK:
+                done_events.append(ScoreEvent(pid, path, "error", error=f"photo status is {status!r}"))
+            elif (pid, fp or "") in scored:
+                done_events.append(ScoreEvent(pid, path, "skipped"))
+            else:
+                todo.append((pid, path, fp or "", w, h))
+        total = len(ids)
+        n_done = 0
+        head = self.active_head(catalog)
+
+        def report(msg: str) -> None:
+            if progress is not None:
+                progress(Progress(n_done, total, msg))
+
+        for ev in done_events:
+            n_done += 1
+            report(ev.path)
+            yield ev
+        if not todo:
+            return
+
+        def decode(item: tuple[int, str, str, int | None, int | None]) -> tuple[np.ndarray, np.ndarray]:
+            if cancel is not None and cancel.cancelled:
+                raise JobCancelled()
+            return self.load_views(item[1], item[3], item[4])
+
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="score-decode")
+        try:
+            ahead = self.workers * 2 + self.batch_size
+            queue: list[tuple[tuple[int, str, str, int | None, int | None], Future[Any]]] = []
+            it = iter(todo)
+            batch: list[tuple[tuple[int, str, str, int | None, int | None], np.ndarray, np.ndarray]] = []
+            errors: list[tuple[tuple[int, str, str, int | None, int | None], str, str]] = []
+
+            def fill() -> None:
+                while len(queue) < ahead:
+                    nxt = next(it, None)
+                    if nxt is None:
+                        return
+                    queue.append((nxt, pool.submit(decode, nxt)))
+
+            fill()
+            while queue or batch or errors:
+                if cancel is not None and cancel.cancelled:
+                    raise JobCancelled()
+                # take decoded photos in submission order (deterministic batches)
+                while queue and len(batch) + len(errors) < self.batch_size:
+                    item, fut = queue.pop(0)
+                    try:
+                        c, g = fut.result()
+                        batch.append((item, c, g))
+                    except JobCancelled:
+                        raise
+                    except Exception as e:  # noqa: BLE001 - bad input is state, the batch goes on
+                        code = getattr(e, "code", "decode")
+                        reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
+                        errors.append((item, str(reason), str(code)))
+                    fill()
+                events = self._finish_batch(catalog, batch, errors, head)
+                batch, errors = [], []
+                for ev in events:
+                    n_done += 1
+                    report(ev.path)
+                    yield ev
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _finish_batch(self, catalog: Any, batch: list[Any], errors: list[Any],
+                      head: tuple[str, LastLayer] | None) -> list[ScoreEvent]:
+        from sqlalchemy import delete, update
+
+        from db.schema import STATUS_ERROR, Photo, Score
+
+        results: list[tuple[Any, Assessment, Assessment | None]] = []
+        if batch:
+            crops = np.stack([b[1] for b in batch])
+            glob = np.stack([b[2] for b in batch])
+            base = self.assess_views(crops, glob)
+            tuned = self.assess_views_with(base, head[1]) if head else [None] * len(base)
+            results = [(b[0], a, t) for b, a, t in zip(batch, base, tuned, strict=True)]
+        now = datetime.now()
+
+        def write(s: Any) -> None:
+            for item, a, t in results:
+                pid, _path, fp = item[0], item[1], item[2]
+                pairs = [("", a)] + ([(head[0], t)] if head and t is not None else [])
+                for key, ass in pairs:
+                    s.execute(delete(Score).where(Score.photo_id == pid, Score.model == self.model_name,
+                                                  Score.model_version == self.model_version, Score.head == key))
+                    s.add(self.score_row(pid, fp, ass, key, now))
+            for item, reason, code in errors:
+                s.execute(update(Photo).where(Photo.id == item[0]).values(
+                    status=STATUS_ERROR, error=f"cannot score: {reason}", error_code=code))
+
+        if results or errors:
+            catalog.write(write)
+        events = [ScoreEvent(item[0], item[1], "ok", t if t is not None else a) for item, a, t in results]
+        events += [ScoreEvent(item[0], item[1], "error", error=reason) for item, reason, _ in errors]
+        return events
+
+    def assess_views_with(self, base: list[Assessment], head: LastLayer) -> list[Assessment]:
+        """Re-head assessments from their embeddings (no inference)."""
+        if not base:
+            return []
+        imp = head(np.stack([a.embedding for a in base]))
+        return [self.make_assessment(float(v), a.quality, a.severity, a.embedding) for v, a in zip(imp, base, strict=True)]
+
+    def score_row(self, photo_id: int, fingerprint: str, a: Assessment, head_key: str, when: datetime) -> Any:
+        from db.schema import Score
+
+        return Score(photo_id=photo_id, model=self.model_name, model_version=self.model_version,
+                     fingerprint=fingerprint, improvability=float(a.improvability), quality=float(a.quality),
+                     severity_json=json.dumps({k: round(float(v), 5) for k, v in a.severity.items()}),
+                     embedding=np.asarray(a.embedding, np.float32).tobytes(), recommended=bool(a.recommended),
+                     head=head_key, scored_at=when)
+
+
+_shared: Scorer | None = None
+_shared_lock = threading.Lock()
+
+
+def get_scorer(model_path: Path | str | None = None) -> Scorer:
+    """The process-wide scorer for the shipped assessor (or ``model_path``)."""
+    global _shared
+    with _shared_lock:
+        path = Path(model_path) if model_path is not None else default_model_path()
+        if _shared is None or _shared.model_path != path:
+            _shared = Scorer(path)
+        return _shared

@@ -229,6 +229,8 @@ class Library:
                      Photo.captured_at.asc() if desc else Photo.captured_at.desc()]
         else:
             order = [Photo.path.desc() if desc else Photo.path.asc()]
+        if key != "name":  # bad files after good ones among equals (e.g. all unscored)
+            order.insert(1, case((Photo.status != STATUS_OK, 1), else_=0))
         q = q.order_by(*order, Photo.id).offset(max(0, offset)).limit(max(0, limit))
         with self.catalog.session() as s:
             rows = s.execute(q).all()

@@ -81,6 +81,22 @@ def _ramp(n: int) -> np.ndarray:
     return 0.5 - 0.5 * np.cos(np.pi * k)
 
 
+def _even_tiles(canvas: int, tile: int, overlap: int) -> tuple[list[int], int]:
+    """The fewest tiles of at most ``tile`` pixels covering ``canvas`` with neighbours overlapping by
+    at least ``overlap``, all the same size and evenly spread (no nearly-empty last tile: work
+    wasted on overlap stays close to the minimum). Sizes and starts are multiples of 8."""
+    n = max(2, math.ceil((canvas - overlap) / (tile - overlap)))
+    while True:
+        size = _round_up(math.ceil((canvas + (n - 1) * overlap) / n), MULTIPLE)
+        if size <= tile:
+            step = _round_up(math.ceil((canvas - size) / (n - 1)), MULTIPLE)
+            starts = [min(i * step, canvas - size) for i in range(n)]
+            gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+            if all(0 < g <= size - overlap for g in gaps):
+                return starts, size
+        n += 1
+
+
 def plan_axis(length: int, tile: int, overlap: int, border: int) -> AxisPlan:
     if length < 1:
         raise ValueError("empty image")
@@ -90,11 +106,7 @@ def plan_axis(length: int, tile: int, overlap: int, border: int) -> AxisPlan:
         starts: list[int] = [0]
         size = canvas
     else:
-        size = tile
-        step = tile - overlap
-        starts = list(range(0, canvas - tile, step))
-        if starts[-1] != canvas - tile:
-            starts.append(canvas - tile)
+        starts, size = _even_tiles(canvas, tile, overlap)
     discard = overlap // 4
     ramp = _ramp(overlap - 2 * discard)
     raw: list[np.ndarray] = []

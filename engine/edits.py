@@ -473,3 +473,77 @@ class Editor:
 
 
 __all__ = ["EditError", "Editor", "EnhanceResult", "Guard", "HistoryState", "measure"]
+
+
+# -- files outside the catalog (``photolift enhance FILE... --out DIR``) --------------------------
+
+@dataclass(frozen=True)
+class FileResult:
+    path: str
+    status: str  # 'ok' | 'skipped' | 'error'
+    out_path: str | None = None
+    error: str | None = None
+    measured_gain: float | None = None
+    quality_before: float | None = None
+    quality_after: float | None = None
+    message: str = ""
+    recipe: str = ""
+    warnings: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "status": self.status, "out_path": self.out_path, "error": self.error,
+                "measured_gain": self.measured_gain, "quality_before": self.quality_before,
+                "quality_after": self.quality_after, "message": self.message, "recipe": self.recipe,
+                "warnings": list(self.warnings)}
+
+
+def enhance_file(path: Path, out_dir: Path, renderer: Renderer, ops: Sequence[str] | None = None,
+                 strength: float = 1.0, fmt: str = "jpeg", quality: int = 92, bits: int = 8,
+                 template: str = "{name}_enhanced", force: bool = False,
+                 cancel: CancelToken | None = None) -> FileResult:
+    """Render the one-click enhancement of one file to a new file in ``out_dir``.
+
+    The same plan, full render, guard and atomic export as the catalog path. A result whose
+    measured gain is <= 0 is not written unless ``force``. ``out_dir`` must have been checked
+    with ``engine.export.check_out_dir``. Raises ``StageUnavailable`` for a missing model (a
+    failure of the whole command); other problems are returned as an ``error`` result.
+    """
+    from engine.export import (
+        EnvironmentFailure,
+        ExportError,
+        current_fingerprint,
+        render_name,
+        write_export,
+    )
+    from engine.imageio import ImageError, load_image
+
+    shown = str(path)
+    try:
+        fp = current_fingerprint(path)
+        view = renderer.load_view(path, PREVIEW_SIDE)
+        recipe = renderer.pipeline.plan(view.astype(np.float32) / 255.0, ops, strength)
+        rendered = renderer.full(path, fp, recipe, cancel=cancel)
+        original = load_image(path).rgb
+    except ImageError as e:
+        return FileResult(shown, "error", error=e.reason)
+    except OSError as e:
+        return FileResult(shown, "error", error=f"cannot read {shown}: {e.strerror or e}")
+    guard = measure(original, to_uint8(rendered.rgb))
+    del original
+    gain = guard.gain
+    common: dict[str, Any] = {"measured_gain": gain, "quality_before": guard.quality_before,
+                              "quality_after": guard.quality_after, "recipe": recipe.summary()}
+    if gain is not None and gain <= 0 and not force:
+        return FileResult(shown, "skipped", message=guard_message(guard, False) + " (use --force to write it)",
+                          **common)
+    try:
+        stem = render_name(template, {"name": path.stem, "stem": path.stem, "id": "",
+                                      "gain": f"{gain:+.2f}" if gain is not None else "na",
+                                      "ext": path.suffix.lstrip(".").lower(), "date": "", "camera": ""})
+        out, warnings = write_export(rendered, out_dir, stem, fmt, quality, bits, recipe)
+    except EnvironmentFailure:
+        raise
+    except ExportError as e:
+        return FileResult(shown, "error", error=str(e), **common)
+    return FileResult(shown, "ok", out_path=str(out), message=guard_message(guard, True),
+                      warnings=tuple(warnings), **common)

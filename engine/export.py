@@ -85,6 +85,7 @@ class ExportResult:
     recipe_id: int | None = None
     enhanced: bool = False
     warnings: tuple[str, ...] = ()
+    fatal: bool = False  # the environment failed (disk full...): the export stopped here
 
     def to_json(self) -> dict[str, Any]:
         return {"photo_id": self.photo_id, "path": self.source, "status": self.status, "out_path": self.out_path,
@@ -410,6 +411,16 @@ def format_seconds(s: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
+def library_roots(catalog: Any) -> list[Path]:
+    """The library folders of a catalog (exports must not go inside them)."""
+    from sqlalchemy import select
+
+    from db.schema import Folder
+
+    with catalog.session() as s:
+        return [Path(os.fsdecode(b)) for b in s.scalars(select(Folder.path_bytes)).all()]
+
+
 # -- the service ----------------------------------------------------------------------------------
 
 @dataclass
@@ -441,12 +452,7 @@ class Exporter:
         self.renderer = renderer
 
     def library_roots(self) -> list[Path]:
-        from sqlalchemy import select
-
-        from db.schema import Folder
-
-        with self.catalog.session() as s:
-            return [Path(os.fsdecode(b)) for b in s.scalars(select(Folder.path_bytes)).all()]
+        return library_roots(self.catalog)
 
     def _rows(self, photo_ids: Sequence[int]) -> dict[int, _PhotoRow]:
         from sqlalchemy import select
@@ -505,7 +511,7 @@ class Exporter:
             row = rows.get(pid)
             if stopped is not None:
                 yield ExportResult(pid, row.path if row else "", "error",
-                                   error=f"not exported: the export stopped ({stopped})")
+                                   error=f"not exported: the export stopped ({stopped})", fatal=True)
                 continue
             if row is None:
                 yield ExportResult(pid, "", "error", error=f"photo {pid} is not in the catalog")
@@ -516,7 +522,7 @@ class Exporter:
                                 cleaned, cancel)
             except EnvironmentFailure as e:
                 stopped = str(e)
-                res = ExportResult(pid, row.path, "error", error=str(e), recipe_id=row.recipe_id)
+                res = ExportResult(pid, row.path, "error", error=str(e), recipe_id=row.recipe_id, fatal=True)
             except JobCancelled:
                 raise
             except ExportError as e:
@@ -544,9 +550,10 @@ class Exporter:
             rel = Path(os.path.relpath(os.path.dirname(row.fs_path), row.folder_root))
             if not rel.is_absolute() and ".." not in rel.parts and str(rel) != ".":
                 folder = root_out / rel
+        kind = fmt if bits == 8 else f"{fmt}{bits}"  # 'jpeg', 'png', 'png16', 'tiff', 'tiff16'
         if skip_done:
             for out_path, rid, f in row.done_before:
-                if rid == row.recipe_id and f == fmt and Path(out_path).parent == folder and Path(out_path).is_file():
+                if rid == row.recipe_id and f == kind and Path(out_path).parent == folder and Path(out_path).is_file():
                     return ExportResult(row.id, row.path, "skipped", out_path=out_path,
                                         error="already exported with this edit", recipe_id=row.recipe_id,
                                         enhanced=recipe is not None)
@@ -585,7 +592,7 @@ class Exporter:
                   "camera": row.camera or ""}
         name = render_name(template, fields)
         path, warnings = write_export(rendered, folder, name, fmt, quality, bits, recipe)
-        self._record(row.id, row.recipe_id, path, fmt)
+        self._record(row.id, row.recipe_id, path, kind)
         return ExportResult(row.id, row.path, "ok", out_path=str(path), recipe_id=row.recipe_id,
                             enhanced=recipe is not None, warnings=tuple(warnings))
 

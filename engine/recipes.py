@@ -152,7 +152,8 @@ def from_dict(d: Any) -> Recipe:
     for i, s in enumerate(stages_in):
         if not isinstance(s, dict) or not isinstance(s.get("name"), str):
             raise RecipeError(f"recipe stage {i} has no name")
-        params = s.get("params") or {}
+        params = s.get("params")
+        params = {} if params is None else params
         if not isinstance(params, dict):
             raise RecipeError(f"recipe stage {s['name']!r}: params must be an object")
         model = s.get("model")

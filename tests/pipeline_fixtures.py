@@ -46,11 +46,11 @@ def tone_model(exposure: float = 0.3, contrast: float = 0.1) -> onnx.ModelProto:
     return m
 
 
-@pytest.fixture
-def models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """``PHOTOLIFT_MODELS`` -> a folder with a blur restorer and a tone model (no assessor)."""
+def setup_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restorer: str = "blur", **kw: float) -> Path:
+    """``PHOTOLIFT_MODELS`` -> a folder with a restorer fixture and a tone model (no assessor);
+    ``PHOTOLIFT_CACHE`` -> a fresh cache folder."""
     d = tmp_path / "models"
-    write_restorer(d / "restorer.onnx", "blur")
+    write_restorer(d / "restorer.onnx", restorer, **kw)
     write_model(tone_model(), d / "tone.onnx")
     monkeypatch.setenv("PHOTOLIFT_MODELS", str(d))
     monkeypatch.setenv("PHOTOLIFT_CACHE", str(tmp_path / "cache"))
@@ -76,8 +76,7 @@ class FakeScorer:
         return A()
 
 
-@pytest.fixture
-def fake_scorer(monkeypatch: pytest.MonkeyPatch) -> FakeScorer:
+def install_fake_scorer(monkeypatch: pytest.MonkeyPatch) -> FakeScorer:
     import engine.edits
 
     fs = FakeScorer([])
@@ -85,8 +84,7 @@ def fake_scorer(monkeypatch: pytest.MonkeyPatch) -> FakeScorer:
     return fs
 
 
-@pytest.fixture
-def no_scorer(monkeypatch: pytest.MonkeyPatch) -> None:
+def install_no_scorer(monkeypatch: pytest.MonkeyPatch) -> None:
     import engine.edits
 
     monkeypatch.setattr(engine.edits, "_scorer_or_reason",

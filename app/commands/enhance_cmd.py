@@ -1,0 +1,116 @@
+"""``photolift enhance FILE... --out DIR [--ops LIST] [--strength S]``
+
+Renders the one-click enhancement of each file to a new file in DIR (the originals are only
+read). One JSON object per file on stdout: ``path``, ``status`` (``ok``, ``skipped`` when the
+measured gain was <= 0 and ``--force`` was not given, ``error``), ``error``, ``out_path``,
+``measured_gain``, ``quality_before``, ``quality_after``, ``recipe``, ``message``.
+
+Exit codes: 0 when every file was handled (bad files are reported), 2 for usage errors, 1 when
+the command could not run (output folder unusable, a model missing, disk full).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("enhance", help="render the one-click enhancement of files to new files",
+                       description="Render the one-click enhancement of each FILE to a new file in --out. "
+                                   "Originals are never modified. Prints one JSON object per file.")
+    p.add_argument("files", nargs="+", metavar="FILE", help="photos to enhance")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the enhanced copies (created if needed)")
+    p.add_argument("--ops", default=None, metavar="LIST",
+                   help="comma-separated stages of the pipeline: restore, tone (default: all)")
+    p.add_argument("--strength", type=float, default=1.0, metavar="S", help="0..1, default 1")
+    p.add_argument("--format", default="jpeg", choices=["jpeg", "jpg", "png", "tiff", "tif"])
+    p.add_argument("--quality", type=int, default=92, metavar="Q", help="JPEG quality 1..100 (default 92)")
+    p.add_argument("--bits", type=int, default=8, choices=[8, 16], help="bits per channel (16: png/tiff only)")
+    p.add_argument("--template", default="{name}_enhanced", help="file name template (default {name}_enhanced)")
+    p.add_argument("--force", action="store_true",
+                   help="write the result even when the measured quality gain is zero or negative")
+    p.set_defaults(func=run)
+
+
+def _usage(msg: str) -> int:
+    print(f"photolift enhance: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def library_roots(catalog_arg: str | None) -> list[Path]:
+    """Library folders of the catalog, if one exists (never creates a catalog)."""
+    from db.catalog import Catalog, default_catalog_location, sqlite_file, to_url
+
+    loc = catalog_arg or default_catalog_location()
+    if "://" not in loc and not Path(loc).expanduser().exists():
+        return []
+    f = sqlite_file(to_url(loc))
+    if f is not None and not f.exists():
+        return []
+    from engine.export import library_roots as roots_of
+
+    cat = Catalog.open(loc)
+    try:
+        return roots_of(cat)
+    finally:
+        cat.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.edits import enhance_file
+    from engine.export import (
+        EnvironmentFailure,
+        OutputDirError,
+        check_out_dir,
+        check_template,
+        normalise_format,
+    )
+    from engine.pipeline import StageUnavailable, parse_ops
+    from engine.recipes import ModelGone
+    from engine.render import RenderCache, Renderer
+
+    try:
+        ops = parse_ops(args.ops)
+        fmt = normalise_format(args.format)
+        check_template(args.template)
+    except ValueError as e:
+        return _usage(str(e))
+    if not 0.0 <= args.strength <= 1.0:
+        return _usage(f"--strength must be between 0 and 1, got {args.strength}")
+    if fmt == "jpeg" and args.bits != 8:
+        return _usage("JPEG is 8 bit only; use --format png or tiff with --bits 16")
+    if not 1 <= args.quality <= 100:
+        return _usage("--quality must be 1..100")
+    try:
+        out = check_out_dir(Path(args.out), library_roots(args.catalog))
+    except OutputDirError as e:
+        print(f"photolift enhance: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # the catalog could not be read: say so, do not guess
+        print(f"photolift enhance: cannot read the catalog to check the output folder: {e}", file=sys.stderr)
+        return 1
+    renderer = Renderer(cache=RenderCache())
+    n_ok = n_bad = 0
+    for f in args.files:
+        path = Path(f)
+        try:
+            res = enhance_file(path, out, renderer, ops, args.strength, fmt, args.quality, args.bits,
+                               args.template, args.force)
+        except (StageUnavailable, ModelGone) as e:
+            print(f"photolift enhance: {e}", file=sys.stderr)
+            return 1
+        except EnvironmentFailure as e:
+            print(json.dumps({"path": str(path), "status": "error", "error": str(e)}), flush=True)
+            print(f"photolift enhance: {e}", file=sys.stderr)
+            return 1
+        print(json.dumps(res.to_json()), flush=True)
+        if res.status == "error":
+            n_bad += 1
+        else:
+            n_ok += 1
+    print(f"enhance: {n_ok} handled, {n_bad} failed; output in {out}", file=sys.stderr)
+    return 0

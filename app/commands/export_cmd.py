@@ -1,0 +1,210 @@
+"""``photolift export DIR --to OUTDIR [--recommended | --min-score X] [--format jpeg|png|tiff]
+[--quality Q] [--bits 8|16] [--template '{name}_enhanced']``
+
+Indexes DIR (incrementally), chooses photos, enhances the chosen photos that have no current
+edit yet, and exports enhanced copies to OUTDIR, mirroring DIR's sub-folders:
+
+* ``--recommended``: photos the assessor recommends (scored first where needed);
+* ``--min-score X``: photos whose predicted improvability is at least X;
+* neither: the photos of DIR that already have an enhancement (made in the GUI or earlier).
+
+Enhancing here is a batch: a result whose measured gain is <= 0 is not applied, and that photo
+is reported as ``skipped`` (the originals are not re-encoded under an "enhanced" name). A photo
+already exported to the same folder with the same edit and format is skipped, so rerunning an
+interrupted export completes it without duplicates.
+
+One JSON object per photo on stdout: ``path``, ``status`` (``ok``, ``skipped``, ``error``),
+``error``, ``out_path``, ``measured_gain``, ``enhanced``. Exit codes: 0 when the command did
+its job (bad photos reported), 2 for usage errors, 1 when it could not run (output folder
+unusable or inside the library, no assessor for ``--recommended``, disk full).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("export", help="export enhanced copies of a folder's photos",
+                       description="Export enhanced copies of photos of DIR to --to (never overwriting; "
+                                   "originals untouched). Prints one JSON object per photo.")
+    p.add_argument("dir", metavar="DIR", help="library folder")
+    p.add_argument("--to", required=True, metavar="OUTDIR", help="output folder (outside the library)")
+    sel = p.add_mutually_exclusive_group()
+    sel.add_argument("--recommended", action="store_true", help="photos the assessor recommends")
+    sel.add_argument("--min-score", type=float, default=None, metavar="X",
+                     help="photos with predicted improvability >= X")
+    p.add_argument("--format", default="jpeg", choices=["jpeg", "jpg", "png", "tiff", "tif"])
+    p.add_argument("--quality", type=int, default=92, metavar="Q", help="JPEG quality 1..100 (default 92)")
+    p.add_argument("--bits", type=int, default=8, choices=[8, 16], help="bits per channel (16: png/tiff only)")
+    p.add_argument("--template", default="{name}_enhanced",
+                   help="file name template; fields {name} {id} {gain} {ext} {date} {camera}")
+    p.add_argument("--ops", default=None, metavar="LIST", help="stages for photos enhanced now (default all)")
+    p.add_argument("--strength", type=float, default=1.0, metavar="S", help="0..1 for photos enhanced now")
+    p.set_defaults(func=run)
+
+
+def _usage(msg: str) -> int:
+    print(f"photolift export: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _fail(msg: str) -> int:
+    print(f"photolift export: {msg}", file=sys.stderr)
+    return 1
+
+
+def _photos_under(catalog: Any, root: str) -> list[int]:
+    from sqlalchemy import select
+
+    from db.schema import STATUS_OK, Photo
+
+    lo = os.fsencode(os.path.join(root, ""))
+    hi = lo[:-1] + bytes([lo[-1] + 1])
+    with catalog.session() as s:
+        return [int(i) for i in s.scalars(select(Photo.id).where(Photo.path_bytes >= lo, Photo.path_bytes < hi,
+                                                                 Photo.status == STATUS_OK)
+                                          .order_by(Photo.path_bytes)).all()]
+
+
+def _latest_scores(catalog: Any, ids: list[int], model_version: str) -> dict[int, tuple[float, bool]]:
+    """photo id -> (improvability, recommended) of the newest score for the current content."""
+    from sqlalchemy import select
+
+    from db.schema import Photo, Score
+
+    out: dict[int, tuple[float, bool, Any]] = {}
+    with catalog.session() as s:
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            q = (select(Score.photo_id, Score.improvability, Score.recommended, Score.scored_at)
+                 .join(Photo, Photo.id == Score.photo_id)
+                 .where(Score.photo_id.in_(chunk), Score.model_version == model_version,
+                        Score.fingerprint == Photo.fingerprint))
+            for pid, imp, rec, when in s.execute(q).all():
+                if pid not in out or when >= out[pid][2]:
+                    out[pid] = (float(imp), bool(rec), when)
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+def _current_recipes(catalog: Any, ids: list[int]) -> set[int]:
+    from sqlalchemy import select
+
+    from db.schema import Photo
+
+    with catalog.session() as s:
+        return {int(i) for i in s.scalars(select(Photo.id).where(Photo.id.in_(ids),
+                                                                 Photo.current_recipe_id.is_not(None))).all()}
+
+
+def _stderr_progress(p: Any) -> None:
+    if p.total:
+        print(f"\r{p.message[:100]:<100}", end="", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from db.catalog import Catalog, CatalogError
+    from engine.edits import Editor
+    from engine.export import (
+        EnvironmentFailure,
+        Exporter,
+        OutputDirError,
+        check_out_dir,
+        check_template,
+        library_roots,
+        normalise_format,
+    )
+    from engine.indexer import Indexer
+    from engine.pipeline import StageUnavailable, parse_ops
+
+    try:
+        fmt = normalise_format(args.format)
+        check_template(args.template)
+        ops = parse_ops(args.ops)
+    except ValueError as e:
+        return _usage(str(e))
+    if fmt == "jpeg" and args.bits != 8:
+        return _usage("JPEG is 8 bit only; use --format png or tiff with --bits 16")
+    if not 1 <= args.quality <= 100:
+        return _usage("--quality must be 1..100")
+    if not 0.0 <= args.strength <= 1.0:
+        return _usage(f"--strength must be between 0 and 1, got {args.strength}")
+    root = os.path.realpath(args.dir)
+    if not os.path.isdir(root):
+        return _usage(f"not a folder: {args.dir}")
+    try:
+        catalog = Catalog.open(args.catalog)
+    except CatalogError as e:
+        return _fail(str(e))
+    try:
+        try:
+            out = check_out_dir(Path(args.to), [*library_roots(catalog), Path(root)])
+        except OutputDirError as e:
+            return _fail(str(e))
+        for _ in Indexer(catalog).index(root):
+            pass
+        ids = _photos_under(catalog, root)
+        gains: dict[int, float] = {}
+        if args.recommended or args.min_score is not None:
+            try:
+                from engine.scoring import get_scorer
+
+                scorer = get_scorer()
+            except Exception as e:
+                return _fail(f"cannot choose photos by score: the assessor is not available ({e})")
+            for _ in scorer.score_photos(catalog, ids, progress=_stderr_progress):
+                pass
+            scores = _latest_scores(catalog, ids, scorer.model_version)
+            if args.recommended:
+                chosen = [i for i in ids if i in scores and scores[i][1]]
+            else:
+                chosen = [i for i in ids if i in scores and scores[i][0] >= args.min_score]
+        else:
+            chosen = sorted(_current_recipes(catalog, ids), key=ids.index)
+        editor = Editor(catalog)
+        exporter = Exporter(catalog, renderer=editor.renderer)
+        todo = [i for i in chosen if i not in _current_recipes(catalog, chosen)]
+        notes: dict[int, dict[str, Any]] = {}
+        if todo:
+            try:
+                for r in editor.enhance_batch(todo, ops, args.strength, progress=_stderr_progress,
+                                              apply_if_no_gain=False):
+                    notes[r.photo_id] = {"measured_gain": r.measured_gain, "message": r.message,
+                                         "enhance_error": r.error}
+            except StageUnavailable as e:
+                return _fail(str(e))
+        for pid, info in notes.items():
+            if info.get("measured_gain") is not None:
+                gains[pid] = info["measured_gain"]
+        n_ok = n_skip = n_err = 0
+        stopped = False
+        try:
+            results = exporter.export(chosen, out, fmt=fmt, quality=args.quality, template=args.template,
+                                      progress=_stderr_progress, bits=args.bits, only_enhanced=True)
+            for res in results:
+                d = res.to_json()
+                note = notes.get(res.photo_id or -1, {})
+                d["measured_gain"] = note.get("measured_gain", gains.get(res.photo_id or -1))
+                if res.status == "skipped" and note.get("enhance_error"):
+                    d["status"], d["error"] = "error", f"could not enhance: {note['enhance_error']}"
+                elif res.status == "skipped" and note.get("message") and res.error == "not enhanced":
+                    d["error"] = f"not enhanced: {note['message']}"
+                print(json.dumps(d), flush=True)
+                n_ok += d["status"] == "ok"
+                n_skip += d["status"] == "skipped"
+                n_err += d["status"] == "error"
+                stopped = stopped or res.fatal
+        except OutputDirError as e:
+            return _fail(str(e))
+        print(file=sys.stderr)
+        print(f"export: {n_ok} written, {n_skip} skipped, {n_err} failed; output in {out}", file=sys.stderr)
+        return 1 if stopped else 0
+    except EnvironmentFailure as e:
+        return _fail(str(e))
+    finally:
+        catalog.close()

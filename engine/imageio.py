@@ -369,7 +369,8 @@ def _open_checked(data: bytes, ext: str) -> tuple[Image.Image, str]:
     try:
         im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:
-        raise ImageError(f"decompression bomb refused: {e}", "bomb") from e
+        raise ImageError(f"decompression bomb refused: a {len(data):,}-byte file claiming more pixels than "
+                         f"the {MAX_PIXELS / 1e6:.0f} MP limit ({e})", "bomb") from e
     except UnidentifiedImageError as e:
         raise ImageError(_describe_non_image(data), "not_image") from e
     except (OSError, SyntaxError, ValueError, EOFError) as e:
@@ -450,9 +451,9 @@ def decode(data: bytes, ext: str = "", max_side: int | None = None, reduce: int 
                 rgb0, alpha0 = _to_rgb(frame)
                 frame = Image.fromarray(rgb0) if alpha0 is None else Image.fromarray(
                     np.dstack([rgb0, alpha0]), "RGBA")
-            frame = frame.resize(target, Image.Resampling.LANCZOS if frame.size[0] < 3 * target[0]
-                                 else Image.Resampling.BOX, reducing_gap=3.0 if frame.size[0] >= 3 * target[0]
-                                 else None)
+            # bicubic: thumbnail/view quality at ~60% of Lanczos' cost; a reducing gap for big ratios
+            big = frame.size[0] >= 3 * target[0]
+            frame = frame.resize(target, Image.Resampling.BICUBIC, reducing_gap=2.0 if big else None)
         if orientation != 1:
             frame = frame.transpose(_TRANSPOSE[orientation])
         rgb, alpha = _to_rgb(frame)

@@ -1,9 +1,9 @@
 """Thumbnail disk cache, keyed by content fingerprint and size, written atomically.
 
 A file is ``<root>/<fp[:2]>/<fp>-<size>.jpg``: a moved or renamed photo keeps its thumbnail, an
-edited one gets a new key, and a crash can leave at most a stray temporary file (cleaned on the
-next write to that folder), never a half-written thumbnail under a real name (vimiv's
-thumbnail_manager and the freedesktop thumbnail spec work the same way).
+edited one gets a new key, and a crash can leave at most a stray ``.tmp-*`` file (never read),
+never a half-written thumbnail under a real name (vimiv's thumbnail_manager and the freedesktop
+thumbnail spec work the same way).
 """
 
 from __future__ import annotations

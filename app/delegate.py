@@ -42,23 +42,27 @@ def row_severity(row: Any) -> dict[str, float]:
     return {}
 
 
-def top_problem(row: Any) -> tuple[str, float] | None:
-    """The most severe degradation of a scored photo, or None (unscored, or nothing notable)."""
-    top = getattr(row, "top_severity", None)
-    if isinstance(top, tuple | list) and len(top) == 2 and top[0]:
-        name, value = str(top[0]), float(top[1])
-    else:
-        sev = row_severity(row)
-        if not sev:
-            return None
+def top_problem(row: Any) -> tuple[str, float | None] | None:
+    """What is most wrong with a scored photo: (degradation, severity or None when the row only
+    names it). None for unscored photos and for photos with nothing to gain."""
+    sev = row_severity(row)
+    if sev:
         name, value = max(sev.items(), key=lambda kv: kv[1])
-    return (name, value) if value >= SEVERITY_SHOWN else None
+        return (name, value) if value >= SEVERITY_SHOWN else None
+    name = getattr(row, "top_degradation", None)
+    imp = getattr(row, "improvability", None)
+    # The library's row names the top degradation without its value; only call it a problem
+    # when the model expects the enhancement to gain something.
+    if name and imp is not None and float(imp) > 0:
+        return str(name), None
+    return None
 
 
 def is_edited(row: Any) -> bool:
-    edited = getattr(row, "edited", None)
-    if edited is not None:
-        return bool(edited)
+    for attr in ("has_recipe", "edited"):
+        v = getattr(row, attr, None)
+        if v is not None:
+            return bool(v)
     return getattr(row, "current_recipe_id", None) is not None
 
 
@@ -78,17 +82,24 @@ class PhotoDelegate(QStyledItemDelegate):
     def __init__(self, thumb_size: int = 168, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.thumb_size = thumb_size
+        self.threshold: float | None = None  # the user's own "recommended" threshold, if set
         self._small = QFont()
         self._small.setPointSizeF(max(7.0, self._small.pointSizeF() * 0.85))
         self._bold = QFont(self._small)
         self._bold.setBold(True)
+
+    def is_recommended(self, row: Any) -> bool:
+        imp = getattr(row, "improvability", None)
+        if self.threshold is not None:
+            return imp is not None and float(imp) >= self.threshold
+        return bool(getattr(row, "recommended", False))
 
     def set_thumb_size(self, size: int) -> None:
         self.thumb_size = size
 
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
         fm = QFontMetrics(self._small)
-        return QSize(self.thumb_size + 12, self.thumb_size + fm.height() + 16)
+        return QSize(self.thumb_size + 12, self.thumb_size + fm.height() + 18)
 
     def paint(self, p: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> None:
         row = index.data(Roles.Row)
@@ -110,33 +121,34 @@ class PhotoDelegate(QStyledItemDelegate):
             pw, ph = pix.width() / dpr, pix.height() / dpr
             s = min(ts / max(1.0, pw), ts / max(1.0, ph))
             w, h = int(pw * s), int(ph * s)
-            target = QRect(box.x() + (ts - w) // 2, box.y() + (ts - h) // 2, w, h)
+            img = QRect(box.x() + (ts - w) // 2, box.y() + (ts - h) // 2, w, h)
             p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
-            p.drawPixmap(target, pix)
+            p.drawPixmap(img, pix)
         else:
-            p.fillRect(box.adjusted(8, 8, -8, -8), QColor(70, 70, 74) if not error else QColor(90, 40, 40))
+            img = box.adjusted(0, ts // 8, 0, -ts // 8)
+            p.fillRect(img, QColor(70, 70, 74) if not error else QColor(90, 40, 40))
             if not error and not index.data(Roles.ThumbFailed):
                 p.setPen(QColor(150, 150, 150))
                 p.setFont(self._small)
-                p.drawText(box, Qt.AlignmentFlag.AlignCenter, "…")
-
-        self._paint_badge(p, box, row)
-        if getattr(row, "recommended", False) and not error:
-            self._paint_recommended(p, box)
+                p.drawText(img, Qt.AlignmentFlag.AlignCenter, "…")
+        # Badges sit on the picture itself, whatever its aspect ratio.
         if error:
-            self._paint_error(p, box, row)
+            self._paint_error(p, img, row)
         else:
+            self._paint_badge(p, img, row)
+            if self.is_recommended(row):
+                self._paint_recommended(p, img)
             prob = top_problem(row)
             if prob is not None:
-                self._paint_problem(p, box, prob)
+                self._paint_problem(p, img, prob)
         if is_edited(row):
-            self._paint_pill(p, QRectF(box.right() - 50, box.bottom() - 42, 46, 16), "edited",
+            self._paint_pill(p, QRectF(img.right() - 52, img.bottom() - 22, 48, 18), "edited",
                              QColor(52, 120, 220), QColor(255, 255, 255))
 
         # file name
         p.setFont(self._small)
         fm = QFontMetrics(self._small)
-        name_rect = QRect(r.x() + 4, box.bottom() + 4, r.width() - 8, fm.height())
+        name_rect = QRect(r.x() + 4, box.bottom() + 4, r.width() - 8, fm.height() + 2)
         p.setPen(pal.highlightedText().color() if selected else pal.text().color())
         p.drawText(name_rect, Qt.AlignmentFlag.AlignHCenter,
                    fm.elidedText(display_name(row), Qt.TextElideMode.ElideMiddle, name_rect.width()))
@@ -170,12 +182,12 @@ class PhotoDelegate(QStyledItemDelegate):
         p.setFont(self._bold)
         p.drawText(c, Qt.AlignmentFlag.AlignCenter, "★")
 
-    def _paint_problem(self, p: QPainter, box: QRect, prob: tuple[str, float]) -> None:
+    def _paint_problem(self, p: QPainter, box: QRect, prob: tuple[str, float | None]) -> None:
         text = severity_label(prob[0])
         fm = QFontMetrics(self._bold)
-        w = min(box.width() - 8, fm.horizontalAdvance(text) + 14)
+        w = min(box.width() - 60, fm.horizontalAdvance(text) + 14)
         rect = QRectF(box.x() + 4, box.bottom() - 22, w, 18)
-        alpha = int(150 + 100 * min(1.0, prob[1]))
+        alpha = int(150 + 100 * min(1.0, prob[1] if prob[1] is not None else 0.8))
         self._paint_pill(p, rect, fm.elidedText(text, Qt.TextElideMode.ElideRight, int(w) - 8),
                          QColor(20, 20, 20, alpha), QColor(255, 255, 255))
 

@@ -116,7 +116,7 @@ class DetailsPane(QScrollArea):
             self.sev_title.hide()
             self.edit.setText("")
             return
-        path = str(_get(info, "path") or "")
+        path = str(_get(info, "display_path", "path") or "")
         name = path.replace("\\", "/").rsplit("/", 1)[-1]
         self.title.setText(f"<b style='font-size:large'>{html.escape(name)}</b><br>"
                            f"<span style='color:gray'>{html.escape(path)}</span>")

@@ -107,9 +107,9 @@ class ExportDialog(QDialog):
             lambda _i: self.quality.setEnabled(self.format.currentData() == "jpeg"))
         self.quality.setEnabled(self.format.currentData() == "jpeg")
         self.template = QLineEdit(settings.get(S.EXPORT_TEMPLATE))
-        self.template.setToolTip("Fields: {stem} original name without extension, {id} catalog id, "
-                                 "{gain} measured gain. An existing file is never overwritten: "
-                                 "a number is appended instead.")
+        self.template.setToolTip("Fields: {name} original name without extension, {id} catalog id, "
+                                 "{gain} measured gain, {date} capture date, {camera}. An existing file "
+                                 "is never overwritten: a number is appended instead.")
         self.template.textChanged.connect(self._validate)
 
         form = QFormLayout()
@@ -222,15 +222,16 @@ class ExportDialog(QDialog):
 
 
 def _bad_template(template: str) -> str:
+    """The unknown fields of an export name template ('' when all are known)."""
     import string
 
-    allowed = {"stem", "id", "gain", "ext"}
+    from engine.export import TEMPLATE_FIELDS
+
     try:
         names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
     except ValueError as e:
         return str(e)
-    bad = names - allowed
-    return ", ".join(sorted(bad))
+    return ", ".join(sorted(names - set(TEMPLATE_FIELDS)))
 
 
 class PreferencesDialog(QDialog):
@@ -240,15 +241,16 @@ class PreferencesDialog(QDialog):
         self.setWindowTitle("Preferences")
         self.setMinimumWidth(560)
         self._s = settings
-        thr = float(settings.get(S.THRESHOLD))
+        own = bool(settings.get(S.OWN_THRESHOLD))
         self.own_threshold = QCheckBox("Use my own threshold")
         self.threshold = QDoubleSpinBox()
-        self.threshold.setRange(0.0, 10.0)
+        self.threshold.setRange(-10.0, 10.0)
         self.threshold.setDecimals(2)
         self.threshold.setSingleStep(0.05)
-        self.threshold.setValue(thr if thr >= 0 else (default_threshold or 0.0))
-        self.own_threshold.setChecked(thr >= 0)
-        self.threshold.setEnabled(thr >= 0)
+        self.threshold.setValue(float(settings.get(S.THRESHOLD)) if own or default_threshold is None
+                                else default_threshold)
+        self.own_threshold.setChecked(own)
+        self.threshold.setEnabled(own)
         self.own_threshold.toggled.connect(self.threshold.setEnabled)
         model_thr = f"{default_threshold:.2f}" if default_threshold is not None else "not loaded"
         thr_row = QWidget()
@@ -318,7 +320,8 @@ class PreferencesDialog(QDialog):
 
     def accept(self) -> None:
         s = self._s
-        s.set(S.THRESHOLD, self.threshold.value() if self.own_threshold.isChecked() else -1.0)
+        s.set(S.OWN_THRESHOLD, self.own_threshold.isChecked())
+        s.set(S.THRESHOLD, self.threshold.value())
         s.set(S.THREADS, self.threads.value())
         s.set(S.CATALOG, self.catalog.text().strip())
         s.set(S.EXPORT_DIR, self.export_dir.text().strip())

@@ -97,12 +97,11 @@ class PhotoListModel(QAbstractListModel):
     def reload(self) -> None:
         """Start over from the first page (sort, filter or folder changed)."""
         self.beginResetModel()
-        self._rows = []
-        self._row_of = {}
+        # The first page is read inside the reset, so views see one consistent change.
         self._total = self._count()
+        self._rows = self._fetch(0, min(self.PAGE, self._total))
+        self._row_of = {int(r.id): i for i, r in enumerate(self._rows)}
         self.endResetModel()
-        if self.canFetchMore(QModelIndex()):
-            self.fetchMore(QModelIndex())
         self.totalChanged.emit(self._total)
 
     def _count(self) -> int:
@@ -144,6 +143,9 @@ class PhotoListModel(QAbstractListModel):
         return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemNeverHasChildren
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        return self._data(index, role)
+
+    def _data(self, index: Index, role: int) -> Any:
         if not index.isValid() or index.parent().isValid() or not 0 <= index.row() < len(self._rows):
             return None
         row = self._rows[index.row()]

@@ -29,6 +29,9 @@ def make_app(argv: list[str] | None = None) -> QApplication:
     QCoreApplication.setApplicationName(APP)
     app = QApplication(argv if argv is not None else sys.argv[:1])
     app.setApplicationDisplayName("photolift")
+    from app.qtfix import guard_none_refcount
+
+    guard_none_refcount()
     return app
 
 

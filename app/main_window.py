@@ -166,6 +166,7 @@ class MainWindow(QMainWindow):
         self.grid.setSpacing(4)
         self.grid.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.delegate = PhotoDelegate(thumb_size, self.grid)
+        self.delegate.threshold = self.own_threshold()
         self.grid.setItemDelegate(self.delegate)
         self.grid.setModel(self.model)
         self.grid.activated.connect(self._open_index)
@@ -463,24 +464,36 @@ class MainWindow(QMainWindow):
         if i != self.sort_combo.currentIndex():
             self.sort_combo.setCurrentIndex(i)
 
+    def own_threshold(self) -> float | None:
+        """The user's own 'recommended' threshold, or None to use the model's."""
+        return float(self.settings.get(S.THRESHOLD)) if self.settings.get(S.OWN_THRESHOLD) else None
+
+    def recommended_filter(self) -> dict[str, Any]:
+        """'Recommended' in the library's filter terms: the model's own flag, or the user's threshold."""
+        thr = self.own_threshold()
+        return {"min_improvability": thr} if thr is not None else {"recommended": True}
+
     def current_filters(self) -> dict[str, Any]:
         f: dict[str, Any] = {}
-        for key in ("recommended", "edited", "errors"):
-            if self.filter_actions[key].isChecked():
-                f[key] = True
+        if self.filter_actions["recommended"].isChecked():
+            f.update(self.recommended_filter())
+        if self.filter_actions["edited"].isChecked():
+            f["has_recipe"] = True
+        if self.filter_actions["errors"].isChecked():
+            f["status"] = ["error", "missing"]
         deg = self.degradation_group.checkedAction()
         if deg is not None:
             f["degradation"] = str(deg.data())
-        thr = float(self.settings.get(S.THRESHOLD))
-        if thr >= 0:
-            f["threshold"] = thr
         return f
 
     def _apply_filters(self) -> None:
         filters = self.current_filters()
-        shown = [k for k in filters if k != "threshold"]
-        self.filter_button.setText("Filter" if not shown else f"Filter ({len(shown)})")
-        self.model.set_query(filters=filters)
+        self.delegate.threshold = self.own_threshold()
+        self.filter_button.setText("Filter" if not filters else f"Filter ({len(filters)})")
+        try:
+            self.model.set_query(filters=filters)
+        except ValueError as e:  # a filter this catalog's library does not know
+            self.statusBar().showMessage(f"Filter not available: {e}", 8000)
 
     def set_filter(self, key: str, on: bool = True) -> None:
         self.filter_actions[key].setChecked(on)
@@ -600,11 +613,7 @@ class MainWindow(QMainWindow):
     def enhance_recommended(self) -> None:
         if self.folder is None:
             return
-        filters = {"recommended": True}
-        thr = float(self.settings.get(S.THRESHOLD))
-        if thr >= 0:
-            filters["threshold"] = thr  # type: ignore[assignment]
-        ids = self.services.ids(self.folder, filters)
+        ids = self.services.ids(self.folder, self.recommended_filter())
         if not ids:
             self.statusBar().showMessage("No recommended photos yet (scoring may still be running).", 5000)
             return
@@ -680,7 +689,9 @@ class MainWindow(QMainWindow):
 
     def apply_finetune(self) -> None:
         job = Job("Fine-tuning the ranking on your ratings", self.services.finetune_job(), kind="finetune")
-        job.signals.yielded.connect(lambda r: self.statusBar().showMessage(f"Ranking updated: {r}", 8000))
+        job.signals.yielded.connect(lambda r: self.statusBar().showMessage(
+            f"Ranking updated from {getattr(r, 'n_ratings', '?')} ratings; "
+            f"{getattr(r, 'rescored', '?')} photos re-ranked.", 10000))
         job.signals.errored.connect(lambda msg: QMessageBox.warning(self, "photolift",
                                                                     f"Fine-tuning failed: {msg}"))
         self.jobs.submit(job, "library")
@@ -691,8 +702,8 @@ class MainWindow(QMainWindow):
         if self.folder is None:
             return None
         counts = {"selection": len(self.selected_ids()) or (1 if self.current_id() is not None else 0),
-                  "enhanced": self.services.count(self.folder, {"edited": True}),
-                  "recommended": self.services.count(self.folder, {"recommended": True})}
+                  "enhanced": self.services.count(self.folder, {"has_recipe": True}),
+                  "recommended": self.services.count(self.folder, self.recommended_filter())}
         dlg = ExportDialog(self.settings, counts, self)
         dlg.exportRequested.connect(lambda choice: self._start_export(dlg, choice))
         dlg.setModal(True)
@@ -703,12 +714,18 @@ class MainWindow(QMainWindow):
         assert self.folder is not None
         if choice.which == "selection":
             ids = self._target_ids()
+        elif choice.which == "enhanced":
+            ids = self.services.ids(self.folder, {"has_recipe": True})
         else:
-            ids = self.services.ids(self.folder, {choice.which if choice.which != "enhanced" else "edited": True})
+            ids = self.services.ids(self.folder, self.recommended_filter())
+        problem = self.services.check_template(choice.template)
+        if problem:
+            dlg.status.setText(problem)
+            return
         try:
-            choice.out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            dlg.status.setText(f"Cannot create {choice.out_dir}: {e.strerror or e}")
+            self.services.check_export_dir(choice.out_dir)
+        except Exception as e:  # OutputDirError: inside the library, not writable...
+            dlg.status.setText(str(e))
             return
         job = Job(f"Exporting {len(ids)} photos",
                   self.services.export_job(ids, choice.out_dir, choice.fmt, choice.quality, choice.template),
@@ -735,7 +752,7 @@ class MainWindow(QMainWindow):
     def _on_job_finished(self, job: Job, state: str) -> None:
         self._refresh_now()
         if state == "error":
-            self.statusBar().showMessage(f"{job.name} failed (see the log)", 10000)
+            self.statusBar().showMessage(f"{job.name} failed: {job.error}", 15000)
         elif state == "cancelled":
             self.statusBar().showMessage(f"{job.name}: cancelled", 5000)
         if not self.jobs.jobs():

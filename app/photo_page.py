@@ -133,7 +133,7 @@ class PhotoPage(QWidget):
             self.info = None
             self.compare.set_message(f"Cannot read this photo from the catalog: {e}")
             return
-        path = str(getattr(self.info, "path", ""))
+        path = str(getattr(self.info, "display_path", None) or getattr(self.info, "path", ""))
         self.title.setText(f"<b>{path.replace(chr(92), '/').rsplit('/', 1)[-1]}</b>")
         self.title.setToolTip(path)
         self._update_gain()

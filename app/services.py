@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from db.catalog import Catalog
-from engine.jobs import CancelToken, ProgressFn
+from engine.jobs import CancelToken, Progress, ProgressFn
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,8 @@ class Services:
 
         def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[Any]:
             scorer = self.scorer
-            ids = self.library.ids_to_score(root, scorer.model_version)
+            # The scorer skips photos already scored by this model version for their content.
+            ids = self.ids(root, {}, sort="name")
             return iter(scorer.score_photos(self.catalog, ids, progress=progress, cancel=cancel))
 
         return fn
@@ -113,9 +114,25 @@ class Services:
         Renders pixels: call it from a worker."""
         return self.editor.preview(photo_id, max_side=max_side)
 
+    @staticmethod
+    def available_ops() -> list[str]:
+        """The one-click stages whose model file is installed, in pipeline order."""
+        from engine.pipeline import RESTORER_MODEL, STAGE_ORDER, TONE_MODEL
+        from engine.runtime import models_dir
+
+        model_of = {"restore": RESTORER_MODEL, "tone": TONE_MODEL}
+        d = models_dir()
+        return [st for st in STAGE_ORDER if (d / f"{model_of.get(st, st)}.onnx").is_file()]
+
     def enhance_job(self, photo_ids: list[int], strength: float, ops: list[str] | None = None) -> Any:
+        """Enhance photos in one batch (engine ``Editor.enhance_batch``); ``ops`` None = every
+        installed stage."""
+        stages = ops if ops is not None else self.available_ops()
+
         def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[Any]:
-            return iter(self.editor.enhance_batch(photo_ids, ops=ops, strength=strength,
+            if not stages:
+                raise RuntimeError("no enhancement model is installed (models/restorer.onnx, models/tone.onnx)")
+            return iter(self.editor.enhance_batch(photo_ids, ops=stages, strength=strength,
                                                   progress=progress, cancel=cancel))
 
         return fn
@@ -133,14 +150,40 @@ class Services:
         return self.editor.rate(photo_id, rating)
 
     def finetune_job(self) -> Any:
-        def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[Any]:
-            from engine import finetune
+        """Fit the last layer on the stored ratings (engine.finetune) and re-rank with it."""
 
-            yield finetune.finetune_and_apply(self.catalog, progress=progress, cancel=cancel)
+        def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[Any]:
+            from engine.finetune import finetune_catalog
+
+            progress(Progress(0, 1, "fitting the ranking to your ratings"))
+            result = finetune_catalog(self.catalog, self.scorer)
+            progress(Progress(1, 1, f"{result.n_ratings} ratings, {result.rescored} photos re-ranked"))
+            yield result
 
         return fn
 
+    def default_threshold(self) -> float:
+        """The scorer's own 'recommended' threshold on improvability."""
+        return float(self.scorer.thresholds.improvability)
+
     # -- export ----------------------------------------------------------------------------
+    def check_export_dir(self, out_dir: Path) -> Path:
+        """Create and probe the export folder now (raises ``engine.export.OutputDirError`` with the reason)."""
+        from engine.export import check_out_dir
+
+        return check_out_dir(out_dir, self.exporter.library_roots())
+
+    @staticmethod
+    def check_template(template: str) -> str:
+        """'' when the export name template is usable, else the reason."""
+        from engine.export import check_template
+
+        try:
+            check_template(template)
+        except ValueError as e:
+            return str(e)
+        return ""
+
     def export_job(self, photo_ids: list[int], out_dir: Path, fmt: str, quality: int, template: str) -> Any:
         def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[Any]:
             return iter(self.exporter.export(photo_ids, out_dir, fmt=fmt, quality=quality, template=template,

@@ -16,7 +16,7 @@ from PySide6.QtCore import QByteArray, QSettings
 
 log = logging.getLogger(__name__)
 
-SETTINGS_VERSION = 2
+SETTINGS_VERSION = 3
 _VERSION_KEY = "meta/settings_version"
 
 
@@ -46,9 +46,10 @@ SORT = _declare("library/sort", str, "improvability", "Grid order: improvability
 THUMB_SIZE = _declare("library/thumb_size", int, 168, "Edge of a grid cell's thumbnail in logical pixels.")
 MAX_RECENT = 10
 # -- scoring / jobs
-THRESHOLD = _declare("scoring/threshold", float, -1.0,
-                     "Improvability at or above which a photo is marked recommended; "
-                     "negative = the model's own threshold.")
+OWN_THRESHOLD = _declare("scoring/own_threshold", bool, False,
+                         "Use THRESHOLD instead of the model's own threshold for 'recommended'.")
+THRESHOLD = _declare("scoring/threshold", float, 1.0,
+                     "Improvability at or above which a photo counts as recommended (when OWN_THRESHOLD).")
 THREADS = _declare("jobs/threads", int, 0, "Worker threads for scoring and enhancement (0 = one per core).")
 CATALOG = _declare("catalog/location", str, "",
                    "Catalog file or SQLAlchemy URL (empty = the per-user catalog). Takes effect on restart.")
@@ -58,8 +59,8 @@ STRENGTH = _declare("enhance/strength", float, 1.0, "Strength of the one-click e
 EXPORT_DIR = _declare("export/folder", str, "", "Default export folder.")
 EXPORT_FORMAT = _declare("export/format", str, "jpeg", "Default export format: jpeg, png or tiff.")
 EXPORT_QUALITY = _declare("export/quality", int, 92, "JPEG quality of exports, 1..100.")
-EXPORT_TEMPLATE = _declare("export/template", str, "{stem}_lift",
-                           "Export file name template; fields {stem}, {ext}, {id}, {gain}.")
+EXPORT_TEMPLATE = _declare("export/template", str, "{name}_enhanced",
+                           "Export file name template; fields {name}, {id}, {gain}, {date}, {camera}.")
 # -- window state (opaque Qt blobs)
 WINDOW_GEOMETRY = _declare("window/geometry", QByteArray, QByteArray(), "Main window geometry.")
 WINDOW_STATE = _declare("window/state", QByteArray, QByteArray(), "Main window toolbars and docks.")
@@ -79,7 +80,23 @@ def _upgrade_1_to_2(qs: QSettings) -> None:
     qs.remove("recent")
 
 
-_UPGRADES: dict[int, Callable[[QSettings], None]] = {1: _upgrade_1_to_2}
+def _upgrade_2_to_3(qs: QSettings) -> None:
+    # Version 2 said "use the model's threshold" with a negative threshold, which cannot tell
+    # that apart from a real negative gain threshold; version 3 has a separate switch.
+    raw = qs.value(THRESHOLD.key)
+    if raw is None:
+        return
+    try:
+        thr = float(raw)
+    except (TypeError, ValueError):
+        qs.remove(THRESHOLD.key)
+        return
+    qs.setValue(OWN_THRESHOLD.key, thr >= 0)
+    if thr < 0:
+        qs.remove(THRESHOLD.key)
+
+
+_UPGRADES: dict[int, Callable[[QSettings], None]] = {1: _upgrade_1_to_2, 2: _upgrade_2_to_3}
 
 
 class Settings:

@@ -78,6 +78,7 @@ class Job(QRunnable):
         self.started_at: float | None = None
         self.state = "queued"
         self.last_progress: Progress | None = None
+        self.error: str | None = None
         self._last_emit = 0.0
 
     def cancel(self) -> None:
@@ -114,7 +115,8 @@ class Job(QRunnable):
         except Exception as e:  # a bug or the environment failed: report, never kill the app
             log.exception("job %s failed", self.name)
             state = "error"
-            self.signals.errored.emit(f"{type(e).__name__}: {e}")
+            self.error = str(e) or type(e).__name__
+            self.signals.errored.emit(self.error)
         finally:
             close = getattr(gen, "close", None)
             if close is not None:

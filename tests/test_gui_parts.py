@@ -68,6 +68,19 @@ def test_settings_upgrade_from_v1(tmp_path: Path) -> None:
     assert qs.value("recent") is None
 
 
+def test_settings_upgrade_v2_negative_threshold_means_model_default(tmp_path: Path) -> None:
+    qs = _qs(tmp_path)
+    qs.setValue("meta/settings_version", 2)
+    qs.setValue(S.THRESHOLD.key, -1.0)
+    s = S.Settings(qs)
+    assert s.get(S.OWN_THRESHOLD) is False and s.get(S.THRESHOLD) == S.THRESHOLD.default
+    qs2 = _qs(tmp_path / "b")
+    qs2.setValue("meta/settings_version", 2)
+    qs2.setValue(S.THRESHOLD.key, 0.4)
+    s2 = S.Settings(qs2)
+    assert s2.get(S.OWN_THRESHOLD) is True and s2.get(S.THRESHOLD) == 0.4
+
+
 def test_recent_folders_most_recent_first_and_bounded(tmp_path: Path) -> None:
     s = S.Settings(_qs(tmp_path))
     for i in range(S.MAX_RECENT + 3):

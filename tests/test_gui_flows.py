@@ -1,0 +1,259 @@
+"""The main flows through the real window and the real engine, offscreen, on tiny models and images.
+
+open a folder -> indexed -> scored -> sorted; enhance -> compare in three modes -> undo/revert;
+rate -> fine-tune; export; preferences; shutdown with work in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QSettings
+
+from app import settings as S
+from app.library_model import Roles
+from app.main_window import MainWindow
+from app.services import Services
+from app.settings import Settings
+from app.workers import busy_pools
+from tests.conftest import make_rgb
+from tests.onnx_fixtures import write_assessor, write_restorer
+
+pytestmark = pytest.mark.qt_log_ignore("This plugin does not support propagateSizeHints")
+
+SHARPEN = np.array([[0, -0.25, 0], [-0.25, 2.0, -0.25], [0, -0.25, 0]], np.float32)
+
+
+@pytest.fixture(autouse=True)
+def no_pool_left_running() -> Iterator[None]:
+    yield
+    deadline = time.monotonic() + 3.0
+    while busy_pools() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not busy_pools(), "a test left a QThreadPool running"
+
+
+@pytest.fixture
+def models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "models"
+    d.mkdir()
+    write_assessor(d / "assessor.onnx")
+    write_restorer(d / "restorer.onnx", kind="blur", kernel=SHARPEN)  # type: ignore[arg-type]
+    monkeypatch.setenv("PHOTOLIFT_MODELS", str(d))
+    monkeypatch.setenv("PHOTOLIFT_CACHE", str(tmp_path / "cache"))
+    return d
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    from PIL import Image
+
+    root = tmp_path / "Photos"
+    (root / "sub").mkdir(parents=True)
+    for i in range(6):
+        rgb = make_rgb(96, 64, seed=i)
+        if i % 2:
+            rgb = (rgb * (0.3 + 0.1 * i)).astype(np.uint8)  # some darker ones: different scores
+        Image.fromarray(rgb).save(root / ("sub" if i > 3 else "") / f"img_{i}.jpg", quality=90)
+    (root / "broken.jpg").write_bytes(b"not a jpeg at all")
+    return root
+
+
+@pytest.fixture
+def window(qtbot, tmp_path: Path, models: Path) -> Iterator[MainWindow]:
+    settings = Settings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    services = Services.open(str(tmp_path / "catalog.sqlite"))
+    win = MainWindow(services, settings)
+    qtbot.addWidget(win)
+    win.resize(1100, 700)
+    win.show()
+    qtbot.waitExposed(win)
+    try:
+        yield win
+    finally:
+        win.close()
+        services.close()
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _open_and_wait(qtbot, win: MainWindow, folder: Path) -> None:  # type: ignore[no-untyped-def]
+    with qtbot.waitSignal(win.libraryJobsFinished, timeout=60000):
+        win.open_folder(str(folder))
+
+
+def test_open_folder_indexes_scores_and_ranks(qtbot, window: MainWindow, photos: Path) -> None:  # type: ignore[no-untyped-def]
+    before = _digest(photos)
+    _open_and_wait(qtbot, window, photos)
+    m = window.model
+    assert m.total == 7
+    rows = [m.photo_at(r) for r in range(m.rowCount())]
+    ok = [r for r in rows if r.status == "ok"]
+    assert len(ok) == 6 and all(r.improvability is not None for r in ok)  # every readable photo scored
+    imps = [r.improvability for r in ok]
+    assert imps == sorted(imps, reverse=True)  # ranked by improvability
+    bad = [r for r in rows if r.status == "error"]
+    assert len(bad) == 1 and bad[0].error and bad[0].improvability is None
+    # sort by name, then filter errors: both come from SQL
+    window.set_sort("name")
+    names = [m.data(m.index(r)) for r in range(m.rowCount())]
+    assert names == sorted(names)
+    window.set_filter("errors", True)
+    assert m.total == 1 and m.photo_at(0).status == "error"
+    window.clear_filters()
+    assert m.total == 7
+    # details pane shows the error reason
+    window.set_filter("errors", True)
+    window.select_row(0)
+    assert "error" in window.details.facts.text().lower()
+    window.clear_filters()
+    # thumbnails arrive lazily
+    idx = m.index(0)
+    m.data(idx, Roles.Thumb)
+    qtbot.waitUntil(lambda: m.data(idx, Roles.Thumb) is not None or m.data(idx, Roles.ThumbFailed), timeout=10000)
+    assert _digest(photos) == before  # nothing written into the library folder
+    assert window.settings.get(S.RECENT_FOLDERS)[0] == str(photos.resolve())
+
+
+def test_enhance_compare_undo_revert(qtbot, window: MainWindow, photos: Path) -> None:  # type: ignore[no-untyped-def]
+    before = _digest(photos)
+    _open_and_wait(qtbot, window, photos)
+    window.set_sort("improvability")
+    window.view_row(0)
+    page = window.photo_page
+    qtbot.waitUntil(lambda: page.compare.before is not None, timeout=10000)
+    assert page.compare.after is None and "Not enhanced" in page.gain_label.text()
+    with qtbot.waitSignal(window.enhanceFinished, timeout=60000) as blocker:
+        window.actions["enhance"].trigger()
+    assert blocker.args == ["done"]
+    qtbot.waitUntil(lambda: page.compare.after is not None, timeout=10000)
+    assert "Measured gain" in page.gain_label.text()
+    for mode in ("split", "side", "single"):
+        window.actions[f"mode_{mode}"].trigger()
+        assert page.compare.mode == mode
+    assert page.compare.main.split is False
+    window.actions["mode_split"].trigger()
+    assert page.compare.main.split is True
+    pid = page.photo_id
+    assert window.services.photo(pid).recipe is not None
+    window.actions["undo"].trigger()
+    assert window.services.photo(pid).recipe is None
+    qtbot.waitUntil(lambda: page.compare.after is None, timeout=10000)
+    window.actions["redo"].trigger()
+    assert window.services.photo(pid).recipe is not None
+    window.actions["revert"].trigger()
+    assert window.services.photo(pid).recipe is None
+    # keyboard navigation through the ranked order
+    window.actions["next"].trigger()
+    assert page.photo_id != pid
+    window.actions["first"].trigger()
+    assert page.photo_id == pid
+    window.actions["back"].trigger()
+    assert window.pages.currentWidget() is window.splitter
+    assert _digest(photos) == before  # originals untouched
+
+
+def test_rate_and_apply_finetuned_head(qtbot, window: MainWindow, photos: Path) -> None:  # type: ignore[no-untyped-def]
+    _open_and_wait(qtbot, window, photos)
+    ids = window.services.ids(window.folder, {"status": "ok"})
+    for i, pid in enumerate(ids[:4]):
+        window.services.rate(pid, [2, 1, 0, -1][i])
+    with qtbot.waitSignal(window.libraryJobsFinished, timeout=30000):
+        window.actions["finetune"].trigger()
+    info = window.services.photo(ids[0])
+    assert info.score is not None and info.score.head  # ranked by the fine-tuned head now
+
+
+def test_enhance_all_recommended_then_export(qtbot, window: MainWindow, photos: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _open_and_wait(qtbot, window, photos)
+    # A threshold every scored photo passes makes "enhance all recommended" take them all.
+    window.settings.set(S.OWN_THRESHOLD, True)
+    window.settings.set(S.THRESHOLD, float(min(r.improvability for r in (
+        window.model.photo_at(i) for i in range(window.model.rowCount())) if r.improvability is not None)))
+    n_rec = window.services.count(window.folder, window.recommended_filter())
+    assert n_rec == 6
+    with qtbot.waitSignal(window.enhanceFinished, timeout=120000):
+        window.actions["enhance_recommended"].trigger()
+    window.model.refresh()
+    assert window.services.count(window.folder, {"has_recipe": True}) >= 1
+    dlg = window.export()
+    assert dlg is not None
+    out = tmp_path / "export"
+    dlg.folder.setText(str(out))
+    dlg.radio["enhanced"].setChecked(True)
+    dlg.export_button.click()
+    qtbot.waitUntil(lambda: dlg.cancel_button.text() == "Close", timeout=60000)
+    files = sorted(out.rglob("*.jpg"))
+    assert files, dlg.status.text()
+    assert "finished" in dlg.status.text()
+    dlg.accept()
+    # Exporting again never overwrites: new names, the first files unchanged
+    first = {f: f.read_bytes() for f in files}
+    dlg2 = window.export()
+    assert dlg2 is not None
+    dlg2.folder.setText(str(out))
+    dlg2.radio["enhanced"].setChecked(True)
+    dlg2.export_button.click()
+    qtbot.waitUntil(lambda: dlg2.cancel_button.text() == "Close", timeout=60000)
+    assert all(f.read_bytes() == b for f, b in first.items())
+    dlg2.accept()
+
+
+def test_export_refuses_a_folder_inside_the_library(qtbot, window: MainWindow, photos: Path) -> None:  # type: ignore[no-untyped-def]
+    _open_and_wait(qtbot, window, photos)
+    window.select_row(0)
+    dlg = window.export()
+    assert dlg is not None
+    dlg.radio["selection"].setChecked(True)
+    dlg.folder.setText(str(photos / "out"))
+    dlg.export_button.click()
+    assert "inside the library" in dlg.status.text()
+    assert not (photos / "out").exists() or not any((photos / "out").iterdir())
+    dlg.reject()
+
+
+def test_preferences_are_saved(qtbot, window: MainWindow) -> None:  # type: ignore[no-untyped-def]
+    dlg = window.preferences()
+    dlg.own_threshold.setChecked(True)
+    dlg.threshold.setValue(0.8)
+    dlg.threads.setValue(1)
+    dlg.export_quality.setValue(80)
+    dlg.accept()
+    s = window.settings
+    assert s.get(S.THRESHOLD) == pytest.approx(0.8)
+    assert s.get(S.THREADS) == 1 and s.get(S.EXPORT_QUALITY) == 80
+    assert window.recommended_filter() == {"min_improvability": pytest.approx(0.8)}
+
+
+def test_close_with_jobs_running_stops_everything(qtbot, window: MainWindow, photos: Path) -> None:  # type: ignore[no-untyped-def]
+    window.open_folder(str(photos))
+    qtbot.waitUntil(lambda: bool(window.jobs.jobs()), timeout=5000)
+    t0 = time.monotonic()
+    window.close()
+    assert time.monotonic() - t0 < 30
+    assert not busy_pools()
+    assert not window.jobs.jobs() or all(j.state != "running" for j in window.jobs.jobs())
+
+
+def test_window_state_is_remembered(qtbot, tmp_path: Path, models: Path) -> None:  # type: ignore[no-untyped-def]
+    ini = str(tmp_path / "state.ini")
+    services = Services.open(str(tmp_path / "c.sqlite"))
+    try:
+        w1 = MainWindow(services, Settings(QSettings(ini, QSettings.Format.IniFormat)))
+        qtbot.addWidget(w1)
+        w1.resize(700, 500)
+        w1.set_sort("quality")
+        w1.close()
+        w2 = MainWindow(services, Settings(QSettings(ini, QSettings.Format.IniFormat)))
+        qtbot.addWidget(w2)
+        assert w2.size().width() == 700 and w2.model.query.sort == "quality"
+        w2.close()
+    finally:
+        services.close()

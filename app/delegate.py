@@ -27,8 +27,9 @@ SEVERITY_LABELS = {
     "color_cast": "colour cast",
 }
 
-# A severity below this is not worth naming as "what is wrong".
-SEVERITY_SHOWN = 0.2
+# A severity below this is not worth naming as "what is wrong" (the library's default level
+# for its degradation filter, so the badge and the filter agree).
+SEVERITY_SHOWN = 0.35
 
 
 def severity_label(name: str) -> str:
@@ -50,9 +51,12 @@ def top_problem(row: Any) -> tuple[str, float | None] | None:
         name, value = max(sev.items(), key=lambda kv: kv[1])
         return (name, value) if value >= SEVERITY_SHOWN else None
     name = getattr(row, "top_degradation", None)
+    value = getattr(row, "top_severity", None)
+    if name and value is not None:
+        return (str(name), float(value)) if float(value) >= SEVERITY_SHOWN else None
     imp = getattr(row, "improvability", None)
-    # The library's row names the top degradation without its value; only call it a problem
-    # when the model expects the enhancement to gain something.
+    # A row that names the top degradation without its value: only call it a problem when the
+    # model expects the enhancement to gain something.
     if name and imp is not None and float(imp) > 0:
         return str(name), None
     return None

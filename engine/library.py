@@ -10,7 +10,8 @@ model version or fine-tuned head adds newer rows, which then win).
 Sort keys: ``improvability`` (highest first), ``quality`` (lowest first), ``date`` (capture time,
 newest first; files without EXIF time last), ``name`` (path A-Z). Prefix ``-`` reverses. Unscored
 photos always sort last. Filters (all optional): ``status`` (str or list), ``recommended`` (bool),
-``min_improvability`` (float), ``scored`` (bool), ``has_recipe`` (bool), ``text`` (substring of
+``min_improvability`` (float), ``scored`` (bool), ``has_recipe`` (bool), ``degradation`` (a name of
+``engine.degrade.SEVERITY_NAMES``; with optional ``min_severity``, default 0.35), ``text`` (substring of
 the path, case-insensitive), ``include_missing`` (bool, default False).
 """
 
@@ -25,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, Select, and_, case, func, select
+from sqlalchemy import JSON, ColumnElement, Select, and_, case, func, select, type_coerce
 from sqlalchemy.orm import aliased
 
 from db.catalog import Catalog
 from db.schema import STATUS_MISSING, STATUS_OK, Folder, Photo, Recipe, Score
+from engine.degrade import SEVERITY_NAMES
 from engine.imageio import ImageError, load_image
 from engine.indexer import Indexer, IndexEvent, display_path
 from engine.jobs import CancelToken, ProgressFn
@@ -37,6 +39,7 @@ from engine.paths import thumbnail_dir
 from engine.thumbnails import THUMB_SIZE, ThumbnailCache, shrink
 
 SORTS = ("improvability", "quality", "date", "name")
+DEGRADATION_LEVEL = 0.35  # default ``min_severity`` of the ``degradation`` filter
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class PhotoRow:
     recommended: bool | None
     top_degradation: str | None  # the severity with the highest value, for the grid's badge
     has_recipe: bool
+    top_severity: float | None = None  # the value of top_degradation (0..1)
 
 
 @dataclass(frozen=True)
@@ -200,6 +204,14 @@ class Library:
         if "has_recipe" in filters:
             conds.append(Photo.current_recipe_id.is_not(None) if filters.pop("has_recipe")
                          else Photo.current_recipe_id.is_(None))
+        if "degradation" in filters:
+            # Photos whose current score has this degradation at or above ``min_severity``
+            # (default DEGRADATION_LEVEL); JSON path in SQL, portable across back ends.
+            name = str(filters.pop("degradation"))
+            if name not in SEVERITY_NAMES:
+                raise ValueError(f"unknown degradation {name!r}; one of {SEVERITY_NAMES}")
+            level = float(filters.pop("min_severity", DEGRADATION_LEVEL))
+            conds.append(type_coerce(sc.severity_json, JSON)[name].as_float() >= level)
         if "text" in filters:
             conds.append(Photo.path.ilike(f"%{filters.pop('text')}%"))
         if filters:
@@ -243,6 +255,7 @@ class Library:
                 id=r[0], path=fs, display_path=r[2], name=os.path.basename(r[2]), status=r[3], error=r[4],
                 width=r[5], height=r[6], captured_at=r[7], fingerprint=r[8], improvability=r[10],
                 quality=r[11], recommended=None if r[12] is None else bool(r[12]), top_degradation=top,
+                top_severity=sev[top] if top else None,
                 has_recipe=r[9] is not None))
         return out
 

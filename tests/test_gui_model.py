@@ -108,6 +108,11 @@ def test_paging_sorting_and_filters_come_from_sql(tmp_catalog: Catalog, library)
     assert all(model.photo_at(r).status == "error" for r in range(model.rowCount()))
     model.set_query(filters={"recommended": True})
     assert model.total > 0 and all(model.photo_at(r).recommended for r in range(model.rowCount()))
+    # one filter per degradation, in SQL over the current score's severities
+    model.set_query(filters={"degradation": "noise"})
+    assert 0 < model.total < 400
+    noise = [library.photo(model.photo_at(r).id).score.severity["noise"] for r in range(model.rowCount())]
+    assert min(noise) >= 0.35
 
 
 def test_thumbnail_requested_once_and_only_its_row_changes(qtbot, tmp_catalog: Catalog, library) -> None:  # type: ignore[no-untyped-def]

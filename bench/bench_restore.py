@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from engine import runtime  # noqa: E402
 from engine.metrics import psnr  # noqa: E402
-from engine.restore import DEFAULT_BORDER, DEFAULT_OVERLAP, DEFAULT_TILE, DEFAULT_WORKERS, Restorer  # noqa: E402
+from engine.restore import DEFAULT_BORDER, DEFAULT_OVERLAP, DEFAULT_TILE, Restorer, default_workers  # noqa: E402
 
 
 def synthetic_photo(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -89,6 +89,7 @@ def main() -> None:
     ap.add_argument("--mp", type=float, default=2.0)
     ap.add_argument("--tiles", default="256,384,512,768")
     ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--overlaps", default=str(DEFAULT_OVERLAP))
     ap.add_argument("--rss-mp", type=float, default=24.0, help="0 to skip the memory run")
     ap.add_argument("--rss-tile", type=int, default=DEFAULT_TILE)
     ap.add_argument("--json", type=Path, default=REPO / "runs" / "bench_restore.json")
@@ -108,51 +109,56 @@ def main() -> None:
     h = int(round(args.mp * 1e6 / w))
     img = synthetic_photo(h, w, 1)
     mp = h * w / 1e6
-    configs = [(int(t), int(k)) for t in args.tiles.split(",") for k in args.workers.split(",")]
-    restorers = {c: Restorer(args.model, tile=c[0], workers=c[1]) for c in configs}
+    configs = [(int(t), int(k), int(o)) for t in args.tiles.split(",") for k in args.workers.split(",")
+               for o in args.overlaps.split(",")]
+    restorers = {c: Restorer(args.model, tile=c[0], workers=c[1], overlap=c[2]) for c in configs}
     for r in restorers.values():  # warm-up: session creation and first-run allocations
         r.run(img[:256, :256])
-    walls: dict[tuple[int, int], list[float]] = {c: [] for c in configs}
-    cpus: dict[tuple[int, int], list[float]] = {c: [] for c in configs}
+    walls: dict[tuple[int, int, int], list[float]] = {c: [] for c in configs}
+    cpus: dict[tuple[int, int, int], list[float]] = {c: [] for c in configs}
     for i in range(args.runs):
         for c in configs:
             t0, c0 = time.perf_counter(), time.process_time()
             restorers[c].run(img)
             walls[c].append((time.perf_counter() - t0) / mp)
             cpus[c].append((time.process_time() - c0) / mp)
-            print(f"  run {i + 1} tile {c[0]} workers {c[1]}: {walls[c][-1]:.2f} s/MP wall, "
+            print(f"  run {i + 1} tile {c[0]} workers {c[1]} overlap {c[2]}: {walls[c][-1]:.2f} s/MP wall, "
                   f"{cpus[c][-1]:.2f} CPU-s/MP", flush=True)
     speed = []
     for c in configs:
-        speed.append({"tile": c[0], "workers": c[1], "threads_per_worker": restorers[c].threads,
+        speed.append({"tile": c[0], "workers": c[1], "overlap": c[2], "threads_per_worker": restorers[c].threads,
                       "tiles": restorers[c].tile_count(h, w), "wall_s_per_mp": statistics.median(walls[c]),
                       "cpu_s_per_mp": statistics.median(cpus[c]),
                       "est_dedicated_2core_s_per_mp": statistics.median(cpus[c]) / 2})
     report["speed"] = {"image": [h, w], "mp": mp, "runs": args.runs, "results": speed}
     print(f"\nspeed on {w}x{h} ({mp:.2f} MP), median of {args.runs}:")
-    print("| tile | workers x threads | tiles | wall s/MP | CPU s/MP | CPU/2 (2 dedicated cores, est.) |")
-    print("|---|---|---|---|---|---|")
+    print("| tile | overlap | workers x threads | tiles | wall s/MP | CPU s/MP | CPU/2 (2 dedicated cores, est.) |")
+    print("|---|---|---|---|---|---|---|")
     for s in speed:
-        print(f"| {s['tile']} | {s['workers']} x {s['threads_per_worker']} | {s['tiles']} | "
+        print(f"| {s['tile']} | {s['overlap']} | {s['workers']} x {s['threads_per_worker']} | {s['tiles']} | "
               f"{s['wall_s_per_mp']:.2f} | {s['cpu_s_per_mp']:.2f} | {s['est_dedicated_2core_s_per_mp']:.2f} |")
 
     # ---- agreement of tiled and single pass (real network: receptive field > discarded band)
     ah, aw = min(h, 1024), min(w, 1536)
     sub = img[:ah, :aw]
     tiled = Restorer(args.model).run(sub)
+    tiled64 = Restorer(args.model, overlap=64).run(sub)
     single_tile = ((max(ah, aw) + 2 * DEFAULT_BORDER + 7) // 8) * 8 + 8
     single = Restorer(args.model, tile=single_tile).run(sub)
     report["agreement"] = {"image": [ah, aw], "psnr_tiled_vs_single_db": psnr(tiled, single),
-                           "max_abs_diff": float(np.abs(tiled - single).max())}
+                           "max_abs_diff": float(np.abs(tiled - single).max()),
+                           "psnr_overlap64_vs_single_db": psnr(tiled64, single),
+                           "max_abs_diff_overlap64": float(np.abs(tiled64 - single).max())}
     print(f"\ntiled (tile {DEFAULT_TILE}, overlap {DEFAULT_OVERLAP}) vs single pass on {aw}x{ah}: "
           f"PSNR {report['agreement']['psnr_tiled_vs_single_db']:.1f} dB, "  # type: ignore[index]
-          f"max |diff| {report['agreement']['max_abs_diff']:.4f}", flush=True)  # type: ignore[index]
-    del tiled, single, sub
+          f"max |diff| {report['agreement']['max_abs_diff']:.4f}; overlap 64: "  # type: ignore[index]
+          f"{report['agreement']['psnr_overlap64_vs_single_db']:.1f} dB", flush=True)  # type: ignore[index]
+    del tiled, tiled64, single, sub
 
     # ---- peak memory of a child process on a big photo
     if args.rss_mp > 0:
         cmd = [sys.executable, __file__, "--_child", "--model", args.model, "--rss-mp", str(args.rss_mp),
-               "--rss-tile", str(args.rss_tile), "--workers", str(DEFAULT_WORKERS)]
+               "--rss-tile", str(args.rss_tile), "--workers", str(default_workers())]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         child = json.loads(proc.stdout.strip().splitlines()[-1])
         child["children_ru_maxrss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0

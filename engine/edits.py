@@ -299,6 +299,7 @@ class Editor:
             if cancel is not None:
                 cancel.raise_if_cancelled()
             original = load_image(path).rgb
+            self.renderer.store_preview(path, fp, recipe, rendered.rgb)
         except ImageError as e:
             raise EditError(f"cannot read the original: {e.reason}") from e
         guard = measure(original, to_uint8(rendered.rgb))

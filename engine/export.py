@@ -16,7 +16,8 @@ So a crash or ``kill -9`` at any moment leaves either nothing or a complete, ver
 a final name, plus at worst a ``.part`` file that the next export into that folder removes
 (only if the process that wrote it is gone). The ``exports`` table records each finished file;
 a rerun skips photos already exported with the same recipe and format into the same folder and
-whose file is still there, so an interrupted batch completes without duplicates.
+whose file is still there, so an interrupted batch completes without duplicates
+(``exports.format`` is ``jpeg``, ``png``, ``tiff``, or ``png16``/``tiff16`` for 16-bit files).
 
 Names come from a template (``{name}``/``{stem}``: the original's name without extension,
 ``{id}``, ``{gain}``, ``{ext}``, ``{date}``, ``{camera}``); the original's sub-folder below its

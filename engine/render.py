@@ -3,6 +3,10 @@
 * **Preview** decodes the original at reduced scale (JPEG DCT scaling through
   ``engine.imageio.load_image(max_side=...)``), resizes to the screen size and runs the stages
   on that small copy. It is what the GUI's before/after shows; it is not used for export.
+  Once a full render of the recipe exists (``Editor.enhance`` makes one to measure the gain,
+  export makes one), the preview is its area-downscale instead: cheaper than running the stages
+  again (a cache read and a resize) and closer to what export writes, since the restorer then
+  saw native-resolution noise and blur.
 * **Full** decodes at full resolution and replays the recipe there (the restorer is tiled, the
   tone operators are pointwise plus upsampled smooth maps), returning float32 pixels, the ICC
   profile and the EXIF block of the original.
@@ -159,6 +163,13 @@ def fit_side(rgb: np.ndarray, max_side: int) -> np.ndarray:
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 
+def resize_to(rgb: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Area-resize ``rgb`` to ``shape`` (h, w, ...) unless it already has it."""
+    if rgb.shape[:2] == tuple(shape[:2]):
+        return rgb
+    return cv2.resize(rgb, (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_AREA)
+
+
 class Renderer:
     """Renders recipes for previews and exports, through the disk cache."""
 
@@ -184,12 +195,29 @@ class Renderer:
         before = self.load_view(path, max_side)
         if recipe is None or recipe.is_identity:
             return before, before
-        key = self.cache.key(fingerprint, recipe_hash(recipe), f"preview{max_side}")
+        rhash = recipe_hash(recipe)
+        key = self.cache.key(fingerprint, rhash, f"preview{max_side}")
         after = self.cache.get(key)
         if after is None or after.shape != before.shape or after.dtype != np.uint8:
-            after = to_uint8(self.pipeline.apply(recipe, before.astype(np.float32) / 255.0))
+            full = self.cache.get(self.cache.key(fingerprint, rhash, "full"))
+            if full is not None and full.dtype == np.uint16 and full.ndim == 3:
+                # the full render exists (made by enhance or export): its downscale is both
+                # faster and closer to what export writes than running the stages again
+                after = resize_to(to_uint8(full.astype(np.float32) / 65535.0), before.shape)
+            else:
+                after = to_uint8(self.pipeline.apply(recipe, before.astype(np.float32) / 255.0))
             self.cache.put(key, after)
         return before, after
+
+    def store_preview(self, path: Path, fingerprint: str, recipe: Recipe, full_rgb: np.ndarray,
+                      max_side: int = PREVIEW_SIDE) -> None:
+        """Cache the screen-size preview of a full render just made (so the first preview
+        after an enhance costs a decode and a cache read, not a second run of the stages)."""
+        if recipe.is_identity:
+            return
+        shape = self.load_view(path, max_side).shape
+        key = self.cache.key(fingerprint, recipe_hash(recipe), f"preview{max_side}")
+        self.cache.put(key, resize_to(to_uint8(full_rgb), shape))
 
     def render_view(self, rgb_u8: np.ndarray, recipe: Recipe) -> np.ndarray:
         """Apply ``recipe`` to an already-decoded uint8 view (no cache)."""

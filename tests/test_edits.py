@@ -154,7 +154,9 @@ def test_preview_pairs_and_none_when_unedited(tmp_catalog: Catalog, make_image: 
     ed.enhance(pid, ops="restore")
     b, a = ed.preview(pid, 32)
     assert a is not None and a.shape == b.shape
-    np.testing.assert_allclose(a.astype(float), b * 0.5, atol=1.0)
+    # derived from the full render: JPEG DCT-scaled decode vs area resize differ by a few levels
+    np.testing.assert_allclose(a.astype(float), b * 0.5, atol=4.0)
+    assert abs(a.mean() - b.mean() * 0.5) < 0.5
 
 
 def test_changed_or_missing_source_is_refused(tmp_catalog: Catalog, make_image: ImageFactory, tmp_path: Path,

@@ -79,6 +79,20 @@ def test_full_render_keeps_icc_and_exif_and_is_cached_16_bit(renderer: Any, make
     np.testing.assert_allclose(out.rgb, plain.rgb * 0.5, atol=1e-5)
 
 
+def test_preview_after_a_full_render_reuses_it(renderer: Any, make_image: ImageFactory) -> None:
+    r, pipe, d = renderer
+    src = make_image("f.jpg", 120, 90)
+    rec = _gain_recipe(d)
+    full = r.full(src, "fpf", rec)
+    assert pipe.calls == 1
+    before, after = r.preview(src, "fpf", rec, max_side=60)
+    assert pipe.calls == 1 and after.shape == before.shape == (45, 60, 3)
+    np.testing.assert_allclose(after.astype(float), before * 0.5, atol=4.0)  # JPEG DCT-scaled vs area resize
+    r.store_preview(src, "fpf", rec, full.rgb, max_side=50)
+    b2, a2 = r.preview(src, "fpf", rec, max_side=50)
+    assert pipe.calls == 1 and a2.shape == b2.shape
+
+
 def test_a_torn_cache_entry_is_recomputed(renderer: Any, make_image: ImageFactory, tmp_path: Path) -> None:
     r, pipe, d = renderer
     src = make_image("t.jpg", 40, 30)

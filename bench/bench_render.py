@@ -1,0 +1,117 @@
+"""Benchmark of rendering and export for a 12 MP JPEG (see docs/BENCHMARKS.md, "Enhancement
+pipeline and export").
+
+    .venv/bin/python bench/bench_render.py [--image PATH] [--runs 3] [--models DIR] [--full]
+
+Without ``--image`` a 4000x3000 JPEG with photo-like texture and sensor noise is generated in a
+temporary folder. Models come from ``--models`` (else ``PHOTOLIFT_MODELS`` / ``models/``);
+the preview and full-render figures need ``restorer.onnx`` and ``tone.onnx`` there. Reported
+numbers are medians over ``--runs`` runs; caches are cleared before every uncached run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def make_photo(path: Path, w: int = 4000, h: int = 3000, seed: int = 0) -> None:
+    import cv2
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    base = rng.random((h // 50, w // 50, 3), dtype=np.float32)
+    img = cv2.resize(base, (w, h), interpolation=cv2.INTER_CUBIC)
+    detail = cv2.GaussianBlur(rng.random((h, w), dtype=np.float32), (0, 0), 1.5)[..., None]
+    img = np.clip(0.75 * img + 0.35 * (detail - 0.5) + rng.normal(0, 0.03, (h, w, 3)).astype(np.float32), 0, 1)
+    Image.fromarray((img * 255).astype(np.uint8)).save(path, "JPEG", quality=90)
+
+
+def median_time(fn: Callable[[], object], runs: int, setup: Callable[[], None] | None = None) -> float:
+    times = []
+    for _ in range(runs):
+        if setup is not None:
+            setup()
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--image", type=Path)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--models", type=Path)
+    ap.add_argument("--full", action="store_true", help="also time the full-resolution render and export")
+    args = ap.parse_args()
+    if args.models:
+        os.environ["PHOTOLIFT_MODELS"] = str(args.models)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_render_"))
+    os.environ["PHOTOLIFT_CACHE"] = str(tmp / "cache")
+    try:
+        from engine.export import write_export
+        from engine.imageio import load_image
+        from engine.indexer import fingerprint
+        from engine.pipeline import Pipeline
+        from engine.render import RenderCache, Renderer
+        from engine.runtime import cpu_count, models_dir
+
+        src = args.image or tmp / "photo12mp.jpg"
+        if args.image is None:
+            make_photo(src)
+        w, h = load_image(src, max_side=64).size
+        print(f"image {src} {w}x{h} ({w * h / 1e6:.1f} MP); cores {cpu_count()}; models {models_dir()}")
+        fp = fingerprint(src)
+        cache = RenderCache(tmp / "cache")
+        pipe = Pipeline()
+        r = Renderer(pipe, cache)
+
+        def clear() -> None:
+            shutil.rmtree(cache.root, ignore_errors=True)
+
+        t = median_time(lambda: r.load_view(src, 1600), args.runs)
+        print(f"decode at 1600 px (DCT-scaled + area resize): {t * 1000:.0f} ms")
+        view = r.load_view(src, 1600)
+        t = median_time(lambda: pipe.plan(view.astype(np.float32) / 255.0), args.runs)
+        print(f"plan (tone parameters predicted): {t * 1000:.0f} ms")
+        recipe = pipe.plan(view.astype(np.float32) / 255.0)
+        for ops in (("restore", "tone"), ("tone",), ("restore",)):
+            from engine.recipes import Recipe
+
+            sub = Recipe(stages=tuple(s for s in recipe.stages if s.name in ops), strength=recipe.strength)
+            t = median_time(lambda sub=sub: r.preview(src, fp, sub, 1600), args.runs, setup=clear)
+            print(f"preview 1600 px, {'+'.join(ops)}, uncached: {t * 1000:.0f} ms")
+        r.preview(src, fp, recipe, 1600)
+        t = median_time(lambda: r.preview(src, fp, recipe, 1600), args.runs)
+        print(f"preview 1600 px, cached: {t * 1000:.0f} ms")
+        if args.full:
+            t = median_time(lambda: r.full(src, fp, recipe), 1 if args.runs < 3 else args.runs, setup=clear)
+            print(f"full render {w}x{h}, restore+tone, uncached: {t:.2f} s")
+            r.full(src, fp, recipe)
+            t = median_time(lambda: r.full(src, fp, recipe), args.runs)
+            print(f"full render, cached (16-bit .npy): {t:.2f} s")
+            rendered = r.full(src, fp, recipe)
+            out = tmp / "out"
+            out.mkdir()
+            for fmt, bits in (("jpeg", 8), ("png", 8), ("tiff", 8), ("tiff", 16), ("png", 16)):
+                t = median_time(lambda fmt=fmt, bits=bits: write_export(rendered, out, "x", fmt, 92, bits, recipe),
+                                args.runs)
+                print(f"encode+write+verify {fmt} {bits}-bit: {t:.2f} s")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -372,6 +372,9 @@ class Indexer:
                     raise JobCancelled()
             yield from self._flush(batch, folder_id, claimed, vanished_ids, counts)
             batch = []
+        except GeneratorExit:  # the consumer stopped early: keep what was already examined
+            list(self._flush(batch, folder_id, claimed, vanished_ids, counts))
+            raise
         finally:
             for f in window:
                 f.cancel()

@@ -127,6 +127,7 @@ def test_palette_alpha_grayscale_tiny(tmp_path: Path) -> None:
     assert load_image(tmp_path / "bw.bmp").rgb[0, 0, 0] == 255
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # pytest resets our module filter
 def test_very_large_jpeg_reduced(tmp_path: Path) -> None:
     # 12000 x 9000 = 108 MP: above Pillow's warning threshold, below the hard limit; flat so it is quick
     p = tmp_path / "huge.jpg"

@@ -298,12 +298,14 @@ class Editor:
             rendered = self.renderer.full(path, fp, recipe, progress=progress, cancel=cancel)
             if cancel is not None:
                 cancel.raise_if_cancelled()
+            after = to_uint8(rendered.rgb)
+            del rendered  # the float copy is the biggest; keep only 8-bit from here
             original = load_image(path).rgb
-            self.renderer.store_preview(path, fp, recipe, rendered.rgb)
+            self.renderer.store_preview(path, fp, recipe, after)
         except ImageError as e:
             raise EditError(f"cannot read the original: {e.reason}") from e
-        guard = measure(original, to_uint8(rendered.rgb))
-        del original, rendered
+        guard = measure(original, after)
+        del original, after
         gain = guard.gain
         apply = apply_if_no_gain or gain is None or gain > 0
         rid, version = self._record(p.id, recipe, guard, apply, job_id)
@@ -523,7 +525,7 @@ def enhance_file(path: Path, out_dir: Path, renderer: Renderer, ops: Sequence[st
         fp = current_fingerprint(path)
         view = renderer.load_view(path, PREVIEW_SIDE)
         recipe = renderer.pipeline.plan(view.astype(np.float32) / 255.0, ops, strength)
-        rendered = renderer.full(path, fp, recipe, cancel=cancel)
+        rendered = renderer.full(path, fp, recipe, cancel=cancel, store=False)
         original = load_image(path).rgb
     except ImageError as e:
         return FileResult(shown, "error", error=e.reason)

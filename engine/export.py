@@ -494,7 +494,7 @@ class Exporter:
         if fmt == "jpeg" and not 1 <= int(quality) <= 100:
             raise ValueError("JPEG quality must be 1..100")
         root_out = check_out_dir(Path(out_dir), self.library_roots())
-        ids = [int(i) for i in photo_ids]
+        ids = list(dict.fromkeys(int(i) for i in photo_ids))  # a photo listed twice is exported once
         return self._run(ids, root_out, fmt, int(quality), template, progress, cancel, bits, mirror,
                          only_enhanced, skip_done)
 

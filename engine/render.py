@@ -29,6 +29,7 @@ import hashlib
 import os
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,8 @@ class RenderCache:
         self.root = (root or cache_root()) / "renders"
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
+        self._since_evict = 0
+        self._bytes_since_evict = 0
 
     @staticmethod
     def key(fingerprint: str, rhash: str, size: str) -> str:
@@ -115,14 +118,30 @@ class RenderCache:
                 raise
         except OSError:
             return  # a cache that cannot be written is a slower cache, not an error
-        self._evict()
+        with self._lock:
+            self._since_evict += 1
+            self._bytes_since_evict += arr.nbytes
+            due = self._since_evict >= 32 or self._bytes_since_evict >= self.max_bytes // 16
+            if due:
+                self._since_evict = self._bytes_since_evict = 0
+        if due:  # scanning the folder on every put would cost O(entries) each time
+            self._evict()
 
     def _evict(self) -> None:
+        now = time.time()
         with self._lock:
-            try:
-                files = [(f.stat().st_mtime_ns, f.stat().st_size, f) for f in self.root.glob("*/*.npy")]
-            except OSError:
-                return
+            files = []
+            for f in self.root.glob("*/*"):
+                try:
+                    st = f.stat()
+                except OSError:
+                    continue
+                if f.suffix == ".part":  # left by a killed writer
+                    if now - st.st_mtime > 3600:
+                        with contextlib.suppress(OSError):
+                            f.unlink()
+                    continue
+                files.append((st.st_mtime_ns, st.st_size, f))
             total = sum(s for _, s, _ in files)
             if total <= self.max_bytes:
                 return
@@ -217,7 +236,8 @@ class Renderer:
             return
         shape = self.load_view(path, max_side).shape
         key = self.cache.key(fingerprint, recipe_hash(recipe), f"preview{max_side}")
-        self.cache.put(key, resize_to(to_uint8(full_rgb), shape))
+        small = resize_to(full_rgb, shape)
+        self.cache.put(key, small if small.dtype == np.uint8 else to_uint8(small))
 
     def render_view(self, rgb_u8: np.ndarray, recipe: Recipe) -> np.ndarray:
         """Apply ``recipe`` to an already-decoded uint8 view (no cache)."""
@@ -225,9 +245,11 @@ class Renderer:
 
     # -- full resolution ----------------------------------------------------------------------
     def full(self, path: Path, fingerprint: str, recipe: Recipe | None,
-             progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Rendered:
+             progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+             store: bool = True) -> Rendered:
         """Render ``recipe`` on the full-resolution original (the original if ``recipe`` is
-        None). Raises ``engine.imageio.ImageError`` for an unreadable original and
+        None). ``store=False`` does not keep the result in the cache (one-shot renders).
+        Raises ``engine.imageio.ImageError`` for an unreadable original and
         ``engine.recipes.ModelGone`` when a model the recipe needs is gone."""
         from engine.imageio import load_image
 
@@ -245,5 +267,7 @@ class Renderer:
         src = np.asarray(img.rgb, np.float32) / 255.0
         del img  # keep one full-size copy alive, not two
         out = self.pipeline.apply(recipe, src, progress=progress, cancel=cancel)
-        self.cache.put(key, to_uint16(out))
+        del src
+        if store:
+            self.cache.put(key, to_uint16(out))
         return Rendered(out, icc, exif, orientation, False)

@@ -1,4 +1,4 @@
-"""``photolift export DIR --to OUTDIR [--recommended | --min-score X] [--format jpeg|png|tiff]
+"""``photolift export DIR --to OUTDIR [--recommended | --min-score X | --all] [--format jpeg|png|tiff]
 [--quality Q] [--bits 8|16] [--template '{name}_enhanced']``
 
 Indexes DIR (incrementally), chooses photos, enhances the chosen photos that have no current
@@ -6,6 +6,7 @@ edit yet, and exports enhanced copies to OUTDIR, mirroring DIR's sub-folders:
 
 * ``--recommended``: photos the assessor recommends (scored first where needed);
 * ``--min-score X``: photos whose predicted improvability is at least X;
+* ``--all``: every photo of DIR (works without an assessor; the gain is then not measured);
 * neither: the photos of DIR that already have an enhancement (made in the GUI or earlier).
 
 Enhancing here is a batch: a result whose measured gain is <= 0 is not applied, and that photo
@@ -38,7 +39,8 @@ def add_parser(sub: Any) -> None:
     sel = p.add_mutually_exclusive_group()
     sel.add_argument("--recommended", action="store_true", help="photos the assessor recommends")
     sel.add_argument("--min-score", type=float, default=None, metavar="X",
-                     help="photos with predicted improvability >= X")
+                     help="photos with predicted improvability >= X (negative: --min-score=-1)")
+    sel.add_argument("--all", action="store_true", help="every photo of DIR (no assessor needed)")
     p.add_argument("--format", default="jpeg", choices=["jpeg", "jpg", "png", "tiff", "tif"])
     p.add_argument("--quality", type=int, default=92, metavar="Q", help="JPEG quality 1..100 (default 92)")
     p.add_argument("--bits", type=int, default=8, choices=[8, 16], help="bits per channel (16: png/tiff only)")
@@ -164,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
                 chosen = [i for i in ids if i in scores and scores[i][1]]
             else:
                 chosen = [i for i in ids if i in scores and scores[i][0] >= args.min_score]
+        elif args.all:
+            chosen = ids
         else:
             chosen = sorted(_current_recipes(catalog, ids), key=ids.index)
         editor = Editor(catalog)
@@ -190,6 +194,8 @@ def run(args: argparse.Namespace) -> int:
                 d = res.to_json()
                 note = notes.get(res.photo_id or -1, {})
                 d["measured_gain"] = note.get("measured_gain", gains.get(res.photo_id or -1))
+                if note.get("message"):
+                    d["message"] = note["message"]
                 if res.status == "skipped" and note.get("enhance_error"):
                     d["status"], d["error"] = "error", f"could not enhance: {note['enhance_error']}"
                 elif res.status == "skipped" and note.get("message") and res.error == "not enhanced":

@@ -1,6 +1,6 @@
 """Evaluate the restorer on the held-out validation split, beside classical baselines.
 
-    python -m models.training.eval_restorer [--model models/restorer.onnx] [--limit 48] [--crop 320]
+    python -m models.training.eval_restorer [--model models/restorer.onnx] [--limit 36] [--crop 320]
     python -m models.training.eval_restorer --tune-baselines     # re-pick the baselines' settings
 
 Protocol (fixed, reproducible; every number of one table comes from one run):
@@ -181,10 +181,13 @@ def evaluate(model: Path, limit: int, crop: int, log: Callable[[str], None] = pr
     pixels = 0
     t_start = time.monotonic()
     groups: dict[str, int] = {}
+    per_photo: list[dict[str, object]] = []
     for pi, ph in enumerate(photos):
         u = load_crop(ph, crop)
         groups[ph.group] = groups.get(ph.group, 0) + 1
         pixels += u.shape[0] * u.shape[1]
+        rec: dict[str, object] = {"photo": f"{ph.group}/{ph.path.name}", "size": [u.shape[1], u.shape[0]]}
+        per_photo.append(rec)
         for ci, case in enumerate(CASES):
             x = degraded(u, ci, pi)
             ref = x if case.key == "clean" else u
@@ -201,6 +204,8 @@ def evaluate(model: Path, limit: int, crop: int, log: Callable[[str], None] = pr
             times["model"] += time.perf_counter() - t
             for m, y in outs.items():
                 sums.setdefault((case.key, m), []).append((psnr(y, ref, max_db=100.0), ssim(y, ref)))
+            rec[case.key] = {"none": round(sums[(case.key, "none")][-1][0], 3),
+                             "model": round(sums[(case.key, "model")][-1][0], 3)}
         log(f"[{pi + 1}/{len(photos)}] {ph.group}/{ph.path.name} {u.shape[1]}x{u.shape[0]} "
             f"{time.monotonic() - t_start:.0f} s")
     results: dict[str, dict[str, dict[str, float]]] = {}
@@ -219,7 +224,7 @@ def evaluate(model: Path, limit: int, crop: int, log: Callable[[str], None] = pr
         "photos": len(photos), "groups": groups, "crop": crop, "megapixels": pixels / 1e6,
         "seed": SEED, "results": results,
         "clean_model_psnr_min": float(clean.min()), "clean_model_share_ge_38db": float((clean >= 38).mean()),
-        "seconds": time.monotonic() - t_start, "method_seconds": times,
+        "seconds": time.monotonic() - t_start, "method_seconds": times, "per_photo_psnr": per_photo,
         "model_s_per_mp": times["model"] / (pixels * len(CASES) / 1e6),
         "machine": f"{platform.machine()}, {runtime.cpu_count()} cores, load average {np.round(__import__('os').getloadavg(), 2).tolist()}",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -267,7 +272,7 @@ def markdown(rep: dict[str, object]) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=runtime.models_dir() / "restorer.onnx")
-    ap.add_argument("--limit", type=int, default=48, help="number of validation photos (0 = all)")
+    ap.add_argument("--limit", type=int, default=36, help="number of validation photos (0 = all)")
     ap.add_argument("--crop", type=int, default=320)
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "eval_restorer")
     ap.add_argument("--tune-baselines", action="store_true")

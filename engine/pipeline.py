@@ -78,8 +78,6 @@ class Pipeline:
 
     def __init__(self, models_dir: Path | None = None) -> None:
         self._models_dir = models_dir
-        self._restorers: dict[str, Any] = {}
-        self._lock = threading.Lock()
 
     # -- model files --------------------------------------------------------------------------
     def models_dir(self) -> Path:
@@ -95,18 +93,14 @@ class Pipeline:
             raise StageUnavailable(f"the {stage!r} stage needs the model file {path}, which is missing")
         return path, file_version(path)
 
-    def _restorer(self, path: Path) -> Any:
+    @staticmethod
+    def _restorer(path: Path) -> Any:
+        """The shared restorer of that model file (one ORT session per file, process-wide)."""
         try:
-            from engine.restore import Restorer
+            from engine.restore import get_restorer
         except ImportError as e:  # pragma: no cover - the module is part of the app
             raise StageUnavailable(f"the 'restore' stage is not available: {e}") from e
-        key = str(path.resolve())
-        with self._lock:
-            r = self._restorers.get(key)
-            if r is None:
-                r = Restorer(model_path=path)
-                self._restorers[key] = r
-        return r
+        return get_restorer(path)
 
     # -- planning -----------------------------------------------------------------------------
     def plan(self, view: np.ndarray, ops: str | Sequence[str] | None = None, strength: float = 1.0) -> Recipe:

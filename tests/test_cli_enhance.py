@@ -154,3 +154,17 @@ def test_enhance_with_the_shipped_restorer(tmp_path: Path, make_image: ImageFact
     assert d["status"] == "ok" and os.path.getsize(d["out_path"]) > 0
     with Image.open(d["out_path"]) as im:
         assert im.size == (96, 64)
+
+
+def test_export_all_without_an_assessor(photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    setup_models(tmp_path, monkeypatch)
+    install_no_scorer(monkeypatch)
+    out = tmp_path / "all"
+    assert main(["--catalog", str(tmp_path / "c.sqlite"), "export", str(photos), "--to", str(out), "--all",
+                 "--format", "png"]) == 0
+    lines = _lines(capsys.readouterr().out)
+    assert [x["status"] for x in lines] == ["ok"] * 3
+    assert all(x["measured_gain"] is None and "not measured" in x["message"] for x in lines)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
+        "one_enhanced.png", "trip/three_enhanced.png", "two_enhanced.png"]

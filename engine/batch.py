@@ -1,7 +1,8 @@
 """The batch queue: one ``jobs`` row per photo, so a batch survives a restart.
 
 ``enqueue`` writes every item as ``queued`` in one transaction (a batch id in ``params_json``
-groups them). ``run`` takes the queued items of a kind (oldest first), marks each ``running``,
+groups them); queued or interrupted jobs of the same kind for the same photos are marked
+``cancelled`` ("superseded") in that transaction, so a rerun never does a photo twice. ``run`` takes the queued items of a kind (oldest first), marks each ``running``,
 calls the handler, and marks it ``done`` or ``error`` with the reason; the batch goes on after
 an error. A handler may mark its own job done inside the same transaction as its result (the
 editor does, so a crash between the two cannot apply an edit twice).
@@ -59,10 +60,21 @@ class BatchQueue:
         body["batch"] = batch
         text = json.dumps(body, sort_keys=True)
 
+        ids = list(dict.fromkeys(int(p) for p in photo_ids))
+
         def fn(s: Any) -> None:
+            from sqlalchemy import update
+
+            from db.schema import JOB_CANCELLED, JOB_RUNNING
+
             now = datetime.now()
-            s.add_all([Job(kind=kind, photo_id=int(pid), params_json=text, state=JOB_QUEUED, created_at=now,
-                           updated_at=now) for pid in photo_ids])
+            # a photo queued again (e.g. a rerun after a crash) is done once, by the new batch
+            for i in range(0, len(ids), 500):
+                s.execute(update(Job).where(Job.kind == kind, Job.photo_id.in_(ids[i:i + 500]),
+                                            Job.state.in_([JOB_QUEUED, JOB_RUNNING]))
+                          .values(state=JOB_CANCELLED, error="superseded by a newer batch", updated_at=now))
+            s.add_all([Job(kind=kind, photo_id=pid, params_json=text, state=JOB_QUEUED, created_at=now,
+                           updated_at=now) for pid in ids])
 
         self.catalog.write(fn)
         return batch

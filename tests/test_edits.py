@@ -207,6 +207,12 @@ def test_batch_queue_survives_a_restart_and_cancel(tmp_path: Path, make_image: I
     with pytest.raises(JobCancelled):
         list(ed.run_queue(cancel=tok, batch=batch))
     assert ed.queue.counts("enhance", batch) == {"cancelled": 2}
+    # queueing photos again supersedes their queued jobs: nothing is done twice
+    b1 = ed.queue_enhance(ids[:3], ops="restore")
+    b2 = ed.queue_enhance(ids[1:], ops="restore")
+    assert ed.queue.counts("enhance", b2) == {"queued": 3}
+    assert ed.queue.counts("enhance", b1) == {"queued": 1, "cancelled": 2}
+    assert [r.photo_id for r in ed.run_queue()] == [ids[0], *ids[1:]]
     cat.close()
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-K_CROPS = 6  # crops per photo
+K_CROPS = 4  # crops per photo
 CROP = 96  # crop side in pixels, at decoded resolution
 GLOBAL = 128  # side of the global view
 

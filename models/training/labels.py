@@ -160,17 +160,17 @@ class Source:
 
 
 def _region(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A photo-like region: small photos whole, large ones as a 384..768 px region at 1x or 0.5x."""
+    """A photo-like region of at most 512 px: small photos whole, large ones as a region at 1x or 0.5x."""
     import cv2
 
     h, w = img.shape[:2]
-    if max(h, w) <= 800:
+    if max(h, w) <= 512:
         return img
-    if rng.random() < 0.5:
+    if max(h, w) > 1600 and rng.random() < 0.5:
         img = cv2.resize(img, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
         h, w = img.shape[:2]
-    ch = int(min(h, rng.integers(384, 641)))
-    cw = int(min(w, rng.integers(384, 769)))
+    ch = int(min(h, rng.integers(320, 449)))
+    cw = int(min(w, rng.integers(384, 513)))
     y = int(rng.integers(0, h - ch + 1))
     x = int(rng.integers(0, w - cw + 1))
     return img[y : y + ch, x : x + cw]
@@ -185,7 +185,7 @@ def run_shard(split: str, shard: int, nshards: int, n: int, minutes: float, seed
     photos = [p for i, p in enumerate(discover(split)) if i % nshards == shard]
     enh = Enhancer(Path(restorer))
     q = QModel(Path(quality))
-    from models.training.train_quality import quality_target
+    from models.training.train_quality import fr_measures
 
     cache: dict[Path, np.ndarray] = {}
     rows: dict[str, list[Any]] = {k: [] for k in (
@@ -213,12 +213,13 @@ def run_shard(split: str, shard: int, nshards: int, n: int, minutes: float, seed
         rows["q_orig"].append(qo)
         rows["q_enh"].append(qe)
         rows["sev"].append(d.severity_vector())
+        fo, fe = fr_measures(u, v, colour_scale=0.5), fr_measures(u, e, colour_scale=0.5)
         rows["psnr_orig"].append(metrics.psnr(v, u, max_db=60))
         rows["psnr_enh"].append(metrics.psnr(e, u, max_db=60))
-        rows["ssim_orig"].append(metrics.ssim(v, u))
-        rows["ssim_enh"].append(metrics.ssim(e, u))
-        rows["frq_orig"].append(quality_target(u, v))
-        rows["frq_enh"].append(quality_target(u, e))
+        rows["ssim_orig"].append(fo["ssim"])
+        rows["ssim_enh"].append(fe["ssim"])
+        rows["frq_orig"].append(fo["quality"])
+        rows["frq_enh"].append(fe["quality"])
         rows["lapvar"].append(laplacian_variance(v))
         rows["case"].append(case)
         rows["photo"].append(ph.path.name)

@@ -19,35 +19,104 @@ from torch.nn import functional as F
 from engine.degrade import SEVERITY_NAMES
 
 
-class QualityNet(nn.Module):
-    """Small no-reference quality CNN.
+def _grad_mag(z: torch.Tensor) -> torch.Tensor:
+    dx = (z[..., :, 1:] - z[..., :, :-1]).abs().mean(dim=(1, 2, 3))
+    dy = (z[..., 1:, :] - z[..., :-1, :]).abs().mean(dim=(1, 2, 3))
+    return dx + dy
 
-    The first convolution runs at full resolution (noise and JPEG blocking live at the pixel
-    scale); four stride-2 stages follow. Spatial mean and standard deviation of the last
-    features are pooled, so the score is defined for any size and does not depend on it much.
-    The output is ``1 + 9 * sigmoid(z)``.
+
+def _blockiness(y: torch.Tensor) -> torch.Tensor:
+    """Strongest 8-pixel periodicity of the column and row differences (JPEG grid, any alignment)."""
+    out = []
+    for d in ((y[..., :, 1:] - y[..., :, :-1]).abs().mean(dim=(1, 2)),
+              (y[..., 1:, :] - y[..., :-1, :]).abs().mean(dim=(1, 3))):
+        n = d.shape[1] // 8 * 8
+        per = d[:, :n].reshape(d.shape[0], -1, 8).mean(dim=1)  # [N, 8] mean diff at each offset
+        out.append(torch.log((per.amax(dim=1) + 1e-4) / (per.mean(dim=1) + 1e-4)))
+    return torch.stack(out, dim=1)
+
+
+N_STATS = 26
+
+
+def image_stats(x: torch.Tensor) -> torch.Tensor:
+    """Differentiable hand-made statistics of an image batch [N,3,H,W] in 0..1 -> [N, N_STATS].
+
+    Tone (channel means and spreads, luminance moments, crushed and clipped shares), sharpness
+    (gradient energy at three scales and their ratios, Laplacian), noise (high-pass energy, also
+    in flat regions), JPEG blocking (8-pixel periodicity), colour (colourfulness, cast) and haze
+    (dark channel, coarse contrast). They give the quality model a fast start on a CPU budget;
+    the CNN branch learns what they miss.
+    """
+    n = x.shape[0]
+    m = x.mean(dim=(2, 3))
+    s = (x.var(dim=(2, 3), unbiased=False) + 1e-6).sqrt()
+    y = (0.2126 * x[:, 0:1] + 0.7152 * x[:, 1:2] + 0.0722 * x[:, 2:3])
+    ym = y.mean(dim=(1, 2, 3))
+    ys = (y.var(dim=(1, 2, 3), unbiased=False) + 1e-6).sqrt()
+    yskew = ((y - ym.view(n, 1, 1, 1)) ** 3).mean(dim=(1, 2, 3)) / ys**3
+    dark = torch.sigmoid((0.04 - y) / 0.01).mean(dim=(1, 2, 3))
+    bright = torch.sigmoid((y - 0.96) / 0.01).mean(dim=(1, 2, 3))
+    y2 = F.avg_pool2d(y, 2)
+    y4 = F.avg_pool2d(y2, 2)
+    g1, g2, g4 = _grad_mag(y), _grad_mag(y2), _grad_mag(y4)
+    lg1, lg2, lg4 = torch.log(g1 + 1e-3), torch.log(g2 + 1e-3), torch.log(g4 + 1e-3)
+    hp = y - F.avg_pool2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    smooth = F.avg_pool2d(F.pad(y, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
+    sg = (smooth[..., :, 2:] - smooth[..., :, :-2]).abs()[..., 1:-1, :] + \
+        (smooth[..., 2:, :] - smooth[..., :-2, :]).abs()[..., :, 1:-1]
+    w = torch.exp(-sg / 0.02)
+    hpc = hp[..., 1:-1, 1:-1].abs()
+    noise_flat = torch.log((hpc * w).sum(dim=(1, 2, 3)) / (w.sum(dim=(1, 2, 3)) + 1e-3) + 1e-4)
+    noise_all = torch.log(hp.abs().mean(dim=(1, 2, 3)) + 1e-4)
+    lap = y[..., 1:-1, 1:-1] * 4 - y[..., :-2, 1:-1] - y[..., 2:, 1:-1] - y[..., 1:-1, :-2] - y[..., 1:-1, 2:]
+    llap = torch.log(lap.abs().mean(dim=(1, 2, 3)) + 1e-4)
+    blk = _blockiness(y)
+    rg = x[:, 0] - x[:, 1]
+    yb = 0.5 * (x[:, 0] + x[:, 1]) - x[:, 2]
+    colourful = ((rg.var(dim=(1, 2), unbiased=False) + yb.var(dim=(1, 2), unbiased=False) + 1e-6).sqrt()
+                 + 0.3 * (rg.mean(dim=(1, 2)) ** 2 + yb.mean(dim=(1, 2)) ** 2 + 1e-6).sqrt())
+    dch = -F.max_pool2d(-x.amin(dim=1, keepdim=True), 7, stride=4)
+    y8 = F.avg_pool2d(y4, 2)
+    coarse = (y8.var(dim=(1, 2, 3), unbiased=False) + 1e-6).sqrt()
+    return torch.cat([m, s, torch.stack([ym, ys, yskew, dark, bright, lg1, lg2, lg4, lg1 - lg2, lg2 - lg4,
+                                         noise_flat, noise_all, llap], dim=1), blk,
+                      torch.stack([colourful, rg.mean(dim=(1, 2)), yb.mean(dim=(1, 2)),
+                                   dch.mean(dim=(1, 2, 3)), coarse], dim=1)], dim=1)
+
+
+class QualityNet(nn.Module):
+    """Small no-reference quality model: a CNN branch plus differentiable image statistics.
+
+    The CNN's first convolution runs at full resolution (noise and JPEG blocking live at the
+    pixel scale); four stride-2 stages follow; spatial mean and standard deviation of its last
+    features are pooled, so the score is defined for any size >= 64 and depends little on it.
+    ``image_stats`` adds hand-made statistics (normalised by a batch-norm layer). The output is
+    ``1 + 9 * sigmoid(z)``. Batch normalisation makes it train several times faster on the
+    CPU; as a loss term use it in eval mode with frozen weights (``load_quality`` does
+    ``eval()``; call ``requires_grad_(False)`` too).
     """
 
-    def __init__(self, width: int = 16) -> None:
+    def __init__(self, width: int = 12) -> None:
         super().__init__()
         w = width
         chans = [(3, w, 1), (w, w + 8, 2), (w + 8, w + 8, 1), (w + 8, 2 * w, 2), (2 * w, 2 * w, 1),
                  (2 * w, 3 * w, 2), (3 * w, 4 * w, 2)]
         layers: list[nn.Module] = []
         for cin, cout, s in chans:
-            layers += [nn.Conv2d(cin, cout, 3, stride=s, padding=1), nn.LeakyReLU(0.1)]
+            layers += [nn.Conv2d(cin, cout, 3, stride=s, padding=1, bias=False), nn.BatchNorm2d(cout),
+                       nn.LeakyReLU(0.1)]
         self.features = nn.Sequential(*layers)
-        self.fc1 = nn.Linear(2 * 4 * w + 6, 64)
+        self.stat_norm = nn.BatchNorm1d(N_STATS)
+        self.fc1 = nn.Linear(2 * 4 * w + N_STATS, 64)
         self.fc2 = nn.Linear(64, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.features(x * 2.0 - 1.0)
         mean = f.mean(dim=(2, 3))
         std = (f.var(dim=(2, 3), unbiased=False) + 1e-6).sqrt()
-        # global colour statistics of the input: exposure and cast are global properties
-        xm = x.mean(dim=(2, 3))
-        xs = (x.var(dim=(2, 3), unbiased=False) + 1e-6).sqrt()
-        h = F.leaky_relu(self.fc1(torch.cat([mean, std, xm, xs], dim=1)), 0.1)
+        st = self.stat_norm(image_stats(x))
+        h = F.leaky_relu(self.fc1(torch.cat([mean, std, st], dim=1)), 0.1)
         return 1.0 + 9.0 * torch.sigmoid(self.fc2(h).squeeze(1))
 
 
@@ -83,18 +152,19 @@ class InvertedResidual(nn.Module):
 
 
 class Backbone(nn.Module):
-    """Stem (3x3, stride 2) then inverted residual stages; global average + std pooling."""
+    """Stem (3x3, stride 2) then inverted residual stages ``(out, repeats, stride, expansion)``;
+    global average + standard-deviation pooling (the spread of features carries noise and blur)."""
 
-    def __init__(self, cfg: tuple[tuple[int, int, int], ...] = ((16, 1, 1), (24, 2, 2), (32, 2, 2),
-                                                                (48, 2, 2), (64, 1, 1)),
+    def __init__(self, cfg: tuple[tuple[int, int, int, int], ...] = ((16, 1, 1, 2), (24, 2, 2, 3), (40, 2, 2, 3),
+                                                                     (64, 1, 2, 3)),
                  stem: int = 16, out: int = 96) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(3, stem, 3, stride=2, padding=1, bias=False),
                                    nn.BatchNorm2d(stem), nn.ReLU6(inplace=True)]
         cin = stem
-        for cout, n, s in cfg:
+        for cout, n, s, e in cfg:
             for i in range(n):
-                layers.append(InvertedResidual(cin, cout, s if i == 0 else 1))
+                layers.append(InvertedResidual(cin, cout, s if i == 0 else 1, e))
                 cin = cout
         layers += [nn.Conv2d(cin, out, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU6(inplace=True)]
         self.net = nn.Sequential(*layers)
@@ -120,7 +190,7 @@ class Assessor(nn.Module):
     def __init__(self, embed: int = 64) -> None:
         super().__init__()
         self.crop_net = Backbone()
-        self.global_net = Backbone(cfg=((16, 1, 1), (24, 1, 2), (32, 1, 2), (48, 1, 2)), out=64)
+        self.global_net = Backbone(cfg=((24, 1, 2, 2), (32, 1, 2, 3), (48, 1, 2, 3)), out=64)
         d = 2 * self.crop_net.out_dim + self.global_net.out_dim
         self.trunk = nn.Sequential(nn.Linear(d, 128), nn.ReLU(inplace=True), nn.Dropout(0.1))
         self.embed = nn.Sequential(nn.Linear(128, embed), nn.ReLU())

@@ -83,6 +83,7 @@ def predict(net: Assessor, L: dict[str, np.ndarray], idx: np.ndarray, bs: int = 
 
 
 def export(net: Assessor, path: Path, thresholds: dict | None = None) -> None:
+    net = net.to(memory_format=torch.contiguous_format)
     net.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.onnx")
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         export(net, args.out)
         print(f"exported {args.out}")
         return
+    net = net.to(memory_format=torch.channels_last)  # depthwise convolutions are ~2x faster so on the CPU
     L = load_labels("train", args.labels)
     hold = _holdout(L["photo"])
     tr_idx, mon_idx = np.flatnonzero(~hold), np.flatnonzero(hold)
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         lr = args.lr * min(1.0, (step + 1) / 50) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
-        idx = rng.choice(tr_idx, args.batch, replace=False)
+        idx = rng.choice(tr_idx, args.batch, replace=len(tr_idx) < args.batch)
         loss, parts = losses(net, L, idx, rng)
         opt.zero_grad()
         loss.backward()

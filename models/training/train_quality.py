@@ -39,6 +39,30 @@ def _half(x: np.ndarray) -> np.ndarray:
                                  interpolation=cv2.INTER_AREA))
 
 
+def fr_measures(clean: np.ndarray, img: np.ndarray, colour_scale: float = 1.0) -> dict[str, float]:
+    """Full-reference measures of ``img`` against ``clean`` (float HxWx3 0..1) and the quality target.
+
+    ``colour_scale`` < 1 computes CIEDE2000 on a reduced copy (colour shifts are low-frequency;
+    used for whole photos, where the full-size computation would dominate the label cost).
+    """
+    c = np.clip(clean, 0, 1).astype(np.float32)
+    v = np.clip(img, 0, 1).astype(np.float32)
+    s1 = metrics.ssim(v, c)
+    ch, vh = _half(c), _half(v)
+    s2 = metrics.ssim(vh, ch)
+    if colour_scale < 1.0 and min(c.shape[:2]) * colour_scale >= 16:
+        sz = (max(1, round(c.shape[1] * colour_scale)), max(1, round(c.shape[0] * colour_scale)))
+        de = metrics.ciede2000(cv2.resize(v, sz, interpolation=cv2.INTER_AREA),
+                               cv2.resize(c, sz, interpolation=cv2.INTER_AREA))
+    else:
+        de = metrics.ciede2000(v, c)
+    ss = float(np.clip(0.15 * s1 + 0.85 * s2, 0.0, 1.0))
+    ds = float(np.clip((1.0 - ss) / 0.5, 0.0, 1.0)) ** 0.75
+    dc = float(np.clip((de - 1.0) / 45.0, 0.0, 1.0)) ** 0.85
+    d = 1.0 - (1.0 - ds) * (1.0 - dc)
+    return {"ssim": s1, "ssim_half": s2, "ciede2000": de, "quality": 10.0 - 9.0 * d}
+
+
 def quality_target(clean: np.ndarray, img: np.ndarray) -> float:
     """Full-reference quality 1..10 of ``img`` against ``clean`` (float HxWx3 0..1).
 
@@ -54,16 +78,7 @@ def quality_target(clean: np.ndarray, img: np.ndarray) -> float:
     Gaussian noise sigma 15 ~ 5.0, 25 ~ 3.2, 50 ~ 1.4; Gaussian blur sigma 0.8 ~ 8.4, 1.8 ~ 5.6;
     1 stop under ~ 5.6, 3 stops under ~ 1.0; strong haze ~ 2.4; mild cast ~ 9.3 (models/quality.md).
     """
-    c = np.clip(clean, 0, 1).astype(np.float32)
-    v = np.clip(img, 0, 1).astype(np.float32)
-    s1 = metrics.ssim(v, c)
-    s2 = metrics.ssim(_half(v), _half(c))
-    de = metrics.ciede2000(v, c)
-    ss = float(np.clip(0.15 * s1 + 0.85 * s2, 0.0, 1.0))
-    ds = float(np.clip((1.0 - ss) / 0.5, 0.0, 1.0)) ** 0.75
-    dc = float(np.clip((de - 1.0) / 45.0, 0.0, 1.0)) ** 0.85
-    d = 1.0 - (1.0 - ds) * (1.0 - dc)
-    return 10.0 - 9.0 * d
+    return fr_measures(clean, img)["quality"]
 
 
 class OnnxRestorer:

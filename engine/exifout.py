@@ -207,7 +207,7 @@ def encode_png(rgb: np.ndarray, exif_app1: bytes | None, icc: bytes | None) -> b
     import cv2
 
     bgr = np.ascontiguousarray(rgb[..., ::-1])
-    ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
         raise RuntimeError("PNG encoding failed")
     png = buf.tobytes()

@@ -210,8 +210,9 @@ class Renderer:
     def preview(self, path: Path, fingerprint: str, recipe: Recipe | None,
                 max_side: int = PREVIEW_SIDE) -> tuple[np.ndarray, np.ndarray]:
         """``(before, after)`` uint8 arrays of the same screen size; ``after`` is ``before``
-        when ``recipe`` is None or empty."""
-        before = self.load_view(path, max_side)
+        when ``recipe`` is None or empty. The decoded original is cached too (keyed by the
+        content fingerprint), so a cached preview costs two small reads, not a decode."""
+        before = self.cached_view(path, fingerprint, max_side)
         if recipe is None or recipe.is_identity:
             return before, before
         rhash = recipe_hash(recipe)
@@ -234,10 +235,21 @@ class Renderer:
         after an enhance costs a decode and a cache read, not a second run of the stages)."""
         if recipe.is_identity:
             return
-        shape = self.load_view(path, max_side).shape
+        shape = self.cached_view(path, fingerprint, max_side).shape
         key = self.cache.key(fingerprint, recipe_hash(recipe), f"preview{max_side}")
         small = resize_to(full_rgb, shape)
         self.cache.put(key, small if small.dtype == np.uint8 else to_uint8(small))
+
+    def cached_view(self, path: Path, fingerprint: str, max_side: int) -> np.ndarray:
+        """``load_view`` through the cache (only when a fingerprint is known)."""
+        if not fingerprint:
+            return self.load_view(path, max_side)
+        key = self.cache.key(fingerprint, "original", f"preview{max_side}")
+        view = self.cache.get(key)
+        if view is None or view.dtype != np.uint8 or view.ndim != 3:
+            view = self.load_view(path, max_side)
+            self.cache.put(key, view)
+        return view
 
     def render_view(self, rgb_u8: np.ndarray, recipe: Recipe) -> np.ndarray:
         """Apply ``recipe`` to an already-decoded uint8 view (no cache)."""

@@ -291,7 +291,7 @@ class Editor:
         fp = self._checked_source(p)
         path = Path(p.fs_path)
         try:
-            view = self.renderer.load_view(path, PREVIEW_SIDE)
+            view = self.renderer.cached_view(path, fp, PREVIEW_SIDE)
             recipe = self.renderer.pipeline.plan(view.astype(np.float32) / 255.0, names, strength)
             if cancel is not None:
                 cancel.raise_if_cancelled()

@@ -162,7 +162,7 @@ class Pipeline:
                 continue
             if st.name == "restore":
                 restorer = self._restorer(self._restore_path(st))
-                out = restorer.run(out, strength=float(st.strength), cancel=cancel)
+                out = restorer.run(out, strength=float(st.strength), progress=progress, cancel=cancel)
             elif st.name == "tone":
                 from engine import tone
 

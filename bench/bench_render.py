@@ -38,15 +38,36 @@ def make_photo(path: Path, w: int = 4000, h: int = 3000, seed: int = 0) -> None:
     Image.fromarray((img * 255).astype(np.uint8)).save(path, "JPEG", quality=90)
 
 
-def median_time(fn: Callable[[], object], runs: int, setup: Callable[[], None] | None = None) -> float:
-    times = []
+class Timing(float):
+    """Median wall seconds (the float) plus the median CPU seconds of the process (all threads):
+    on a shared machine CPU time is far less inflated by the load than wall time."""
+
+    cpu: float
+
+    def __new__(cls, wall: float, cpu: float) -> Timing:
+        t = super().__new__(cls, wall)
+        t.cpu = cpu
+        return t
+
+
+def median_time(fn: Callable[[], object], runs: int, setup: Callable[[], None] | None = None) -> Timing:
+    walls, cpus = [], []
     for _ in range(runs):
         if setup is not None:
             setup()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        walls.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
+    return Timing(statistics.median(walls), statistics.median(cpus))
+
+
+def ms(t: Timing) -> str:
+    return f"{t * 1000:.0f} ms wall, {t.cpu * 1000:.0f} ms CPU"
+
+
+def sec(t: Timing) -> str:
+    return f"{t:.2f} s wall, {t.cpu:.2f} s CPU"
 
 
 def main() -> None:
@@ -72,7 +93,8 @@ def main() -> None:
         if args.image is None:
             make_photo(src)
         w, h = load_image(src, max_side=64).size
-        print(f"image {src} {w}x{h} ({w * h / 1e6:.1f} MP); cores {cpu_count()}; models {models_dir()}")
+        print(f"image {src} {w}x{h} ({w * h / 1e6:.1f} MP); cores {cpu_count()}; models {models_dir()}; "
+              f"load average {os.getloadavg()[0]:.1f}")
         fp = fingerprint(src)
         cache = RenderCache(tmp / "cache")
         pipe = Pipeline()
@@ -82,33 +104,33 @@ def main() -> None:
             shutil.rmtree(cache.root, ignore_errors=True)
 
         t = median_time(lambda: r.load_view(src, 1600), args.runs)
-        print(f"decode at 1600 px (DCT-scaled + area resize): {t * 1000:.0f} ms")
+        print(f"decode at 1600 px (DCT-scaled + area resize): {ms(t)}")
         view = r.load_view(src, 1600)
         t = median_time(lambda: pipe.plan(view.astype(np.float32) / 255.0), args.runs)
-        print(f"plan (tone parameters predicted): {t * 1000:.0f} ms")
+        print(f"plan (tone parameters predicted): {ms(t)}")
         recipe = pipe.plan(view.astype(np.float32) / 255.0)
         for ops in (("restore", "tone"), ("tone",), ("restore",)):
             from engine.recipes import Recipe
 
             sub = Recipe(stages=tuple(s for s in recipe.stages if s.name in ops), strength=recipe.strength)
             t = median_time(lambda sub=sub: r.preview(src, fp, sub, 1600), args.runs, setup=clear)
-            print(f"preview 1600 px, {'+'.join(ops)}, uncached: {t * 1000:.0f} ms")
+            print(f"preview 1600 px, {'+'.join(ops)}, uncached: {ms(t)}")
         r.preview(src, fp, recipe, 1600)
         t = median_time(lambda: r.preview(src, fp, recipe, 1600), args.runs)
-        print(f"preview 1600 px, cached: {t * 1000:.0f} ms")
+        print(f"preview 1600 px, cached: {ms(t)}")
         if args.full:
             t = median_time(lambda: r.full(src, fp, recipe), 1 if args.runs < 3 else args.runs, setup=clear)
-            print(f"full render {w}x{h}, restore+tone, uncached: {t:.2f} s")
+            print(f"full render {w}x{h}, restore+tone, uncached: {sec(t)}")
             r.full(src, fp, recipe)
             t = median_time(lambda: r.full(src, fp, recipe), args.runs)
-            print(f"full render, cached (16-bit .npy): {t:.2f} s")
+            print(f"full render, cached (16-bit .npy): {sec(t)}")
             rendered = r.full(src, fp, recipe)
             out = tmp / "out"
             out.mkdir()
             for fmt, bits in (("jpeg", 8), ("png", 8), ("tiff", 8), ("tiff", 16), ("png", 16)):
                 t = median_time(lambda fmt=fmt, bits=bits: write_export(rendered, out, "x", fmt, 92, bits, recipe),
                                 args.runs)
-                print(f"encode+write+verify {fmt} {bits}-bit: {t:.2f} s")
+                print(f"encode+write+verify {fmt} {bits}-bit: {sec(t)}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -45,13 +45,10 @@ DEFAULT_CACHE_BYTES = 4 * 1024**3
 
 
 def cache_root() -> Path:
-    """``PHOTOLIFT_CACHE`` or the per-user cache folder."""
-    env = os.environ.get("PHOTOLIFT_CACHE")
-    if env:
-        return Path(env)
-    import platformdirs
+    """``PHOTOLIFT_CACHE`` or the per-user cache folder (``engine.paths.cache_dir``)."""
+    from engine.paths import cache_dir
 
-    return Path(platformdirs.user_cache_dir("photolift", appauthor=False))
+    return cache_dir()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -293,6 +293,7 @@ class Editor:
         try:
             view = self.renderer.cached_view(path, fp, PREVIEW_SIDE)
             recipe = self.renderer.pipeline.plan(view.astype(np.float32) / 255.0, names, strength)
+            recipe = replace(recipe, source=fp)
             if cancel is not None:
                 cancel.raise_if_cancelled()
             rendered = self.renderer.full(path, fp, recipe, progress=progress, cancel=cancel)

@@ -568,6 +568,9 @@ class Exporter:
         if row.fingerprint is None or fp != row.fingerprint:
             raise ExportError(f"the original changed since it was indexed and scored ({row.path}); "
                               f"index the folder again, then enhance and export")
+        if recipe is not None and recipe.source and recipe.source != fp:
+            raise ExportError(f"the original changed since it was enhanced ({row.path}); enhance it again "
+                              f"before exporting")
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:

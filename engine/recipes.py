@@ -8,7 +8,8 @@ A recipe is a JSON object::
                 {"name": "tone", "strength": 1.0, "model": "tone", "model_version": "91bc...",
                  "params": {"exposure": 0.2, ...}}]}
 
-Stages run in the listed order. ``model_version`` is the sha256 prefix of the model file
+Stages run in the listed order. ``source`` (optional) is the content fingerprint of the original
+the recipe was made and measured on; export refuses a recipe whose original has changed since. ``model_version`` is the sha256 prefix of the model file
 (``engine.runtime.model_version``), so a recipe names the exact network that made it. A stage
 whose parameters were *predicted* by a model (``tone``) replays from its stored parameters and
 does not need that model again; a stage that *is* a network (``restore``) needs the exact file.
@@ -92,6 +93,8 @@ class Recipe:
     strength: float = 1.0
     schema: int = RECIPE_SCHEMA
     app: str = ""
+    # content fingerprint of the original the recipe was made and measured on ("" = not recorded)
+    source: str = ""
 
     @property
     def is_identity(self) -> bool:
@@ -102,6 +105,7 @@ class Recipe:
         return {
             "schema": self.schema,
             "app": self.app or f"{APP_NAME} {app_version()}",
+            **({"source": self.source} if self.source else {}),
             "strength": float(self.strength),
             "stages": [s.to_dict() for s in self.stages],
         }
@@ -172,6 +176,7 @@ def from_dict(d: Any) -> Recipe:
         strength=_float(d.get("strength", 1.0), "recipe strength"),
         schema=schema,
         app=str(d.get("app") or ""),
+        source=str(d.get("source") or ""),
     )
 
 
@@ -188,6 +193,7 @@ def recipe_hash(recipe: Recipe) -> str:
     releases renders the same pixels when the models and parameters are the same)."""
     d = recipe.to_dict()
     d.pop("app", None)
+    d.pop("source", None)  # the content is in the cache key already
     text = json.dumps(d, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()
 

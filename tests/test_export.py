@@ -309,3 +309,13 @@ def test_kill_9_mid_export_leaves_no_partial_file_and_the_rerun_completes(
         cat.close()
     assert [r.status for r in res] == ["skipped", "skipped", "ok", "ok"]
     assert sorted(p.name for p in out.iterdir()) == [f"k{i}_enhanced.jpg" for i in range(4)]  # temp cleaned
+
+
+def test_a_recipe_made_on_older_content_is_not_exported(tmp_catalog: Catalog, lib: Path, tmp_path: Path,
+                                                        make_image: ImageFactory) -> None:
+    ids = _enhanced(tmp_catalog, lib)
+    make_image("a.jpg", 60, 40, seed=7)  # changed after the enhance...
+    index(tmp_catalog, lib)  # ...and re-indexed, so the catalog knows the new content
+    res = list(Exporter(tmp_catalog).export(ids, tmp_path / "out"))
+    assert res[0].status == "error" and "changed since it was enhanced" in (res[0].error or "")
+    assert [r.status for r in res[1:]] == ["ok", "ok"]

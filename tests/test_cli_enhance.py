@@ -168,3 +168,19 @@ def test_export_all_without_an_assessor(photos: Path, tmp_path: Path, monkeypatc
     assert all(x["measured_gain"] is None and "not measured" in x["message"] for x in lines)
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
         "one_enhanced.png", "trip/three_enhanced.png", "two_enhanced.png"]
+
+
+def test_enhance_refuses_an_output_folder_inside_the_library(photos: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from db.catalog import Catalog
+    from tests.pipeline_fixtures import index
+
+    setup_models(tmp_path, monkeypatch)
+    cat_path = str(tmp_path / "lib.sqlite")
+    cat = Catalog.open(cat_path)
+    index(cat, photos)
+    cat.close()
+    rc = main(["--catalog", cat_path, "enhance", str(photos / "one.jpg"), "--out", str(photos / "trip" / "x")])
+    assert rc == 1 and "inside the library" in capsys.readouterr().err
+    assert not (photos / "trip" / "x").exists()

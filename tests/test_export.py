@@ -319,3 +319,21 @@ def test_a_recipe_made_on_older_content_is_not_exported(tmp_catalog: Catalog, li
     res = list(Exporter(tmp_catalog).export(ids, tmp_path / "out"))
     assert res[0].status == "error" and "changed since it was enhanced" in (res[0].error or "")
     assert [r.status for r in res[1:]] == ["ok", "ok"]
+
+
+def test_cancel_stops_between_photos_and_progress_has_an_estimate(tmp_catalog: Catalog, lib: Path,
+                                                                  tmp_path: Path) -> None:
+    from engine.jobs import CancelToken, JobCancelled, Progress
+
+    ids = _enhanced(tmp_catalog, lib)
+    tok = CancelToken()
+    seen: list[Progress] = []
+    it = Exporter(tmp_catalog).export(ids, tmp_path / "out", progress=seen.append, cancel=tok)
+    first = next(it)
+    assert first.status == "ok"
+    tok.cancel()
+    with pytest.raises(JobCancelled):
+        next(it)
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.is_file()] == ["a_enhanced.jpg"]
+    assert seen[0].done == 0 and seen[-1].done == 1 and seen[-1].total == 3
+    assert "left" in seen[-1].message

@@ -191,6 +191,27 @@ def dump(ex: ExifOut) -> bytes:
         return bytes(piexif.dump(ex.data))
 
 
+APP1_LIMIT = 65533  # a JPEG segment holds at most 65535 bytes including its 2-byte length
+
+
+def dump_for_jpeg(ex: ExifOut) -> bytes:
+    """:func:`dump`, made to fit one JPEG APP1 segment: a too-large block first loses the
+    thumbnail, then the maker note (both reported in ``warnings``)."""
+    data = dump(ex)
+    if len(data) > APP1_LIMIT and ex.data.get("thumbnail"):
+        ex.data["thumbnail"] = None
+        ex.data["1st"] = {}
+        ex.warnings.append("the EXIF block was too large for JPEG with a thumbnail; written without it")
+        data = dump(ex)
+    if len(data) > APP1_LIMIT and piexif.ExifIFD.MakerNote in ex.data["Exif"]:
+        del ex.data["Exif"][piexif.ExifIFD.MakerNote]
+        ex.warnings.append("the EXIF block was too large for JPEG; the camera maker note was dropped")
+        data = dump(ex)
+    if len(data) > APP1_LIMIT:
+        raise ValueError(f"the EXIF block is {len(data)} bytes, more than a JPEG can hold")
+    return data
+
+
 def tiff_body(exif_app1: bytes) -> bytes:
     """The TIFF structure inside an ``Exif\\0\\0`` APP1 payload (what PNG ``eXIf`` holds)."""
     return exif_app1[6:] if exif_app1[:6] == b"Exif\x00\x00" else exif_app1

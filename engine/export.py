@@ -232,7 +232,7 @@ def encode(rgb: np.ndarray, fmt: str, quality: int, bits: int, ex: exifout.ExifO
         if not 1 <= quality <= 100:
             raise ValueError("JPEG quality must be 1..100")
         buf = io.BytesIO()
-        kwargs: dict[str, Any] = {"quality": int(quality), "exif": exifout.dump(ex),
+        kwargs: dict[str, Any] = {"quality": int(quality), "exif": exifout.dump_for_jpeg(ex),
                                   # 4:4:4 at high quality (no chroma blur where it would show)
                                   "subsampling": 0 if quality >= 90 else 2}
         if icc:

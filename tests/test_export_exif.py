@@ -73,3 +73,15 @@ def test_png_chunks_and_16_bit_tiff_layout() -> None:
     n = int.from_bytes(tif[8:10], "big")
     tags = [int.from_bytes(tif[10 + 12 * i:12 + 12 * i], "big") for i in range(n)]
     assert tags == sorted(tags)
+
+
+def test_a_large_maker_note_still_fits_a_jpeg() -> None:
+    src = piexif.dump({"0th": {piexif.ImageIFD.Make: b"Big"},
+                       "Exif": {piexif.ExifIFD.MakerNote: bytes(62_000)}, "GPS": {}, "1st": {}, "thumbnail": None})
+    noisy = np.random.default_rng(0).integers(0, 256, (900, 600, 3), dtype=np.uint8)  # a large thumbnail
+    ex = exifout.build_exif(src, (600, 900), None, noisy)
+    data = exifout.dump_for_jpeg(ex)
+    assert len(data) <= exifout.APP1_LIMIT and ex.warnings
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "JPEG", exif=data)
+    assert piexif.load(buf.getvalue())["0th"][piexif.ImageIFD.Make] == b"Big"

@@ -88,6 +88,11 @@ class ExportResult:
     warnings: tuple[str, ...] = ()
     fatal: bool = False  # the environment failed (disk full...): the export stopped here
 
+    @property
+    def path(self) -> str:
+        """The original's path (same as ``source``; the name the CLI's JSON uses)."""
+        return self.source
+
     def to_json(self) -> dict[str, Any]:
         return {"photo_id": self.photo_id, "path": self.source, "status": self.status, "out_path": self.out_path,
                 "error": self.error, "recipe_id": self.recipe_id, "enhanced": self.enhanced,

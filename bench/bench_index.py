@@ -123,12 +123,24 @@ def files_of(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*.jpg"))
 
 
+CPU: list[float] = []  # process CPU seconds (all threads) of the last measurement
+
+
+def _cpu_start() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _cpu_end(t: tuple[float, float]) -> float:
+    CPU.append(time.process_time() - t[1])
+    return time.perf_counter() - t[0]
+
+
 def t_read(files: list[Path]) -> float:
-    t = time.perf_counter()
+    t = _cpu_start()
     for p in files:
         with open(p, "rb") as f:
             f.read()
-    return time.perf_counter() - t
+    return _cpu_end(t)
 
 
 def t_decode_floor(files: list[Path], workers: int = 2) -> float:
@@ -141,20 +153,29 @@ def t_decode_floor(files: list[Path], workers: int = 2) -> float:
             im.draft("RGB", (max(1, round(w * s)), max(1, round(h * s))))  # same DCT scale as the indexer
             im.load()
 
-    t = time.perf_counter()
+    t = _cpu_start()
     with ThreadPoolExecutor(workers) as ex:
         list(ex.map(one, files))
-    return time.perf_counter() - t
+    return _cpu_end(t)
 
 
 def t_index(cat_path: Path, root: Path, thumbs: Path) -> tuple[float, dict[str, int]]:
     with Catalog.open(str(cat_path)) as cat:
         lib = Library(cat, thumb_dir=thumbs)
-        t = time.perf_counter()
+        t = _cpu_start()
         events = list(lib.index(root))
-        dt = time.perf_counter() - t
+        dt = _cpu_end(t)
     counts = events[-1].counts or {}
     return dt, counts
+
+
+def measure(fn: object, repeats: int) -> tuple[float, float]:
+    """(median wall s, median CPU s) over ``repeats`` calls of ``fn()``."""
+    walls, cpus = [], []
+    for _ in range(repeats):
+        walls.append(fn())  # type: ignore[operator]
+        cpus.append(CPU[-1])
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def main() -> int:
@@ -176,10 +197,10 @@ def main() -> int:
     total_mb = sum(p.stat().st_size for p in files) / 1e6
     res: dict[str, object] = {"files": len(files), "total_mb": round(total_mb, 1)}
     t_read(files)  # warm the page cache the same way for every measurement
-    res["read_s"] = statistics.median(t_read(files) for _ in range(args.repeats))
-    res["decode_floor_s"] = statistics.median(t_decode_floor(files) for _ in range(args.repeats))
-    res["decode_floor_1thread_s"] = statistics.median(t_decode_floor(files, 1) for _ in range(args.repeats))
-    firsts, reruns = [], []
+    res["read_s"], res["read_cpu_s"] = measure(lambda: t_read(files), args.repeats)
+    res["decode_floor_s"], res["decode_floor_cpu_s"] = measure(lambda: t_decode_floor(files), args.repeats)
+    res["decode_floor_1thread_s"], _ = measure(lambda: t_decode_floor(files, 1), args.repeats)
+    firsts, reruns, first_cpu, rerun_cpu = [], [], [], []
     for k in range(args.repeats):
         work = base / f"run{k}"
         shutil.rmtree(work, ignore_errors=True)
@@ -187,11 +208,15 @@ def main() -> int:
         dt, c = t_index(work / "cat.sqlite", tree, work / "thumbs")
         assert c.get("added") == len(files), c
         firsts.append(dt)
+        first_cpu.append(CPU[-1])
         print(f"  first run {k}: {dt:.2f} s", file=sys.stderr)
         dt2, c2 = t_index(work / "cat.sqlite", tree, work / "thumbs")
         assert c2.get("unchanged") == len(files), c2
         reruns.append(dt2)
+        rerun_cpu.append(CPU[-1])
     res["first_run_s"] = statistics.median(firsts)
+    res["first_run_cpu_s"] = statistics.median(first_cpu)
+    res["rerun_cpu_s"] = statistics.median(rerun_cpu)
     res["rerun_s"] = statistics.median(reruns)
     res["first_run_files_per_s"] = round(len(files) / res["first_run_s"], 1)  # type: ignore[operator]
     work = base / "small_run"
@@ -199,12 +224,16 @@ def main() -> int:
     work.mkdir()
     dt, c = t_index(work / "cat.sqlite", small, work / "thumbs")
     res["small_first_run_s"] = dt
-    small_reruns = []
+    res["small_first_run_cpu_s"] = CPU[-1]
+    small_reruns: list[float] = []
+    small_cpu: list[float] = []
     for _ in range(args.repeats):
         dt2, c2 = t_index(work / "cat.sqlite", small, work / "thumbs")
         assert c2.get("unchanged") == args.rerun_n, c2
         small_reruns.append(dt2)
+        small_cpu.append(CPU[-1])
     res["rerun_10k_s"] = statistics.median(small_reruns)
+    res["rerun_10k_cpu_s"] = statistics.median(small_cpu)
     res["rerun_10k_all"] = [round(x, 3) for x in small_reruns]
     res["first_runs_all"] = [round(x, 2) for x in firsts]
     res["reruns_all"] = [round(x, 3) for x in reruns]

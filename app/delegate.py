@@ -32,8 +32,17 @@ SEVERITY_LABELS = {
 SEVERITY_SHOWN = 0.35
 
 
+# Shorter names for the badge on a thumbnail.
+BADGE_LABELS = {**SEVERITY_LABELS, "clipped_highlights": "clipping", "underexposure": "too dark",
+                "overexposure": "too bright", "defocus_blur": "out of focus"}
+
+
 def severity_label(name: str) -> str:
     return SEVERITY_LABELS.get(name, name.replace("_", " "))
+
+
+def badge_label(name: str) -> str:
+    return BADGE_LABELS.get(name, name.replace("_", " "))
 
 
 def row_severity(row: Any) -> dict[str, float]:
@@ -187,7 +196,7 @@ class PhotoDelegate(QStyledItemDelegate):
         p.drawText(c, Qt.AlignmentFlag.AlignCenter, "★")
 
     def _paint_problem(self, p: QPainter, box: QRect, prob: tuple[str, float | None]) -> None:
-        text = severity_label(prob[0])
+        text = badge_label(prob[0])
         fm = QFontMetrics(self._bold)
         w = min(box.width() - 60, fm.horizontalAdvance(text) + 14)
         rect = QRectF(box.x() + 4, box.bottom() - 22, w, 18)
@@ -205,7 +214,7 @@ class PhotoDelegate(QStyledItemDelegate):
         p.setPen(QColor(255, 255, 255))
         p.setFont(self._bold)
         p.drawText(c, Qt.AlignmentFlag.AlignCenter, "!")
-        fm = QFontMetrics(self._small)
+        fm = QFontMetrics(self._bold)
         rect = QRectF(box.x() + 4, box.bottom() - 22, box.width() - 8, 18)
         self._paint_pill(p, rect, fm.elidedText(str(reason), Qt.TextElideMode.ElideRight, int(rect.width()) - 10),
                          QColor(170, 30, 30, 230), QColor(255, 255, 255))

@@ -439,9 +439,9 @@ class MainWindow(QMainWindow):
         if self.folder is None:
             return
         folder = self.folder
-        self.jobs.submit(Job(f"Indexing {Path(folder).name}", self.services.index_job(folder), kind="index"),
+        self.jobs.submit(Job(f"Index {Path(folder).name}", self.services.index_job(folder), kind="index"),
                          "library")
-        self.jobs.submit(Job("Scoring", self.services.score_job(folder), kind="score"), "library")
+        self.jobs.submit(Job("Score", self.services.score_job(folder), kind="score"), "library")
         self._refresh_timer.start()
 
     def dragEnterEvent(self, ev: QDragEnterEvent) -> None:
@@ -486,7 +486,11 @@ class MainWindow(QMainWindow):
             f["degradation"] = str(deg.data())
         return f
 
+    _batch_filters = False
+
     def _apply_filters(self) -> None:
+        if self._batch_filters:
+            return
         filters = self.current_filters()
         self.delegate.threshold = self.own_threshold()
         self.filter_button.setText("Filter" if not filters else f"Filter ({len(filters)})")
@@ -499,10 +503,13 @@ class MainWindow(QMainWindow):
         self.filter_actions[key].setChecked(on)
 
     def clear_filters(self) -> None:
-        for act in self.filter_actions.values():
-            act.blockSignals(True)
-            act.setChecked(False)
-            act.blockSignals(False)
+        # No blockSignals here: the QActionGroup learns of an unchecked action through its signals.
+        self._batch_filters = True
+        try:
+            for act in self.filter_actions.values():
+                act.setChecked(False)
+        finally:
+            self._batch_filters = False
         self._apply_filters()
 
     def set_thumb_size(self, size: int) -> None:
@@ -617,13 +624,13 @@ class MainWindow(QMainWindow):
         if not ids:
             self.statusBar().showMessage("No recommended photos yet (scoring may still be running).", 5000)
             return
-        self.enhance(ids, title=f"Enhancing {len(ids)} recommended photos")
+        self.enhance(ids, title=f"Enhance {len(ids)} recommended photos")
 
     def enhance(self, ids: list[int], title: str | None = None) -> Job | None:
         if not ids:
             return None
         strength = self.photo_page.strength.value() / 100.0
-        name = title or (f"Enhancing {len(ids)} photos" if len(ids) > 1 else "Enhancing")
+        name = title or (f"Enhance {len(ids)} photos" if len(ids) > 1 else "Enhance 1 photo")
         job = Job(name, self.services.enhance_job(ids, strength), kind="enhance")
         job.signals.yielded.connect(self._on_enhanced)
         self._last_enhanced = []
@@ -688,7 +695,7 @@ class MainWindow(QMainWindow):
             self.photo_page.show_photo(pid, self.photo_page.position.text(), keep_view=True)
 
     def apply_finetune(self) -> None:
-        job = Job("Fine-tuning the ranking on your ratings", self.services.finetune_job(), kind="finetune")
+        job = Job("Fine-tune the ranking", self.services.finetune_job(), kind="finetune")
         job.signals.yielded.connect(lambda r: self.statusBar().showMessage(
             f"Ranking updated from {getattr(r, 'n_ratings', '?')} ratings; "
             f"{getattr(r, 'rescored', '?')} photos re-ranked.", 10000))
@@ -727,7 +734,7 @@ class MainWindow(QMainWindow):
         except Exception as e:  # OutputDirError: inside the library, not writable...
             dlg.status.setText(str(e))
             return
-        job = Job(f"Exporting {len(ids)} photos",
+        job = Job(f"Export {len(ids)} photos",
                   self.services.export_job(ids, choice.out_dir, choice.fmt, choice.quality, choice.template),
                   kind="export")
         dlg.start(job, len(ids))

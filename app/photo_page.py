@@ -14,7 +14,6 @@ import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QAction, QImage, QKeyEvent, QPixmap
 from PySide6.QtWidgets import (
-    QButtonGroup,
     QHBoxLayout,
     QLabel,
     QSlider,
@@ -74,12 +73,10 @@ class PhotoPage(QWidget):
         self.title = QLabel()
         self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         top.addWidget(self.title, 1)
-        self.mode_group = QButtonGroup(self)
-        self.mode_group.setExclusive(True)
+        # The actions are in an exclusive QActionGroup; the buttons follow them (a QButtonGroup
+        # on top would fight it and re-trigger the previous mode).
         for key in ("mode_single", "mode_split", "mode_side"):
-            b = _tool(actions[key])
-            self.mode_group.addButton(b)
-            top.addWidget(b)
+            top.addWidget(_tool(actions[key]))
         top.addSpacing(12)
         top.addWidget(_tool(actions["fit"]))
         top.addWidget(_tool(actions["actual"]))

@@ -55,7 +55,7 @@ def _scene(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     return np.clip(img, 0, 1).astype(np.float32)
 
 
-def make_sample_library(root: Path, n: int = 30, size: tuple[int, int] = (960, 640), seed: int = 7) -> list[Path]:
+def make_sample_library(root: Path, n: int = 30, size: tuple[int, int] = (2400, 1600), seed: int = 7) -> list[Path]:
     """Write ``n`` sample JPEGs (some degraded) and two broken files under ``root``."""
     from PIL import Image
 
@@ -70,7 +70,7 @@ def make_sample_library(root: Path, n: int = 30, size: tuple[int, int] = (960, 6
         u = _scene(rng, w, h)
         kind = kinds[i % len(kinds)]
         if kind == "noise":
-            v = D.apply_noise(u, rng)
+            v = D.apply_noise(u, rng, kind="poisson_gaussian_noise", strength=float(rng.uniform(0.25, 0.4)))
         elif kind == "blur":
             v = D.convolve(u, D.disk_kernel(rng.uniform(2.5, 5)))
         elif kind == "motion":
@@ -155,14 +155,22 @@ def _save(out: Path, name: str, whole_screen: bool = False, widget: object = Non
 
 
 def _shrink_png(path: Path, limit: int = 300_000) -> None:
-    """Keep committed screenshots small: fall back to a 256-colour palette when a PNG is big."""
+    """Keep committed screenshots small: a 256-colour palette, then smaller steps until under ``limit``."""
     if path.stat().st_size <= limit:
         return
     from PIL import Image
 
     with Image.open(path) as im:
-        q = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    q.save(path, optimize=True)
+        rgb = im.convert("RGB")
+    scale = 1.0
+    for _ in range(8):
+        img = rgb if scale == 1.0 else rgb.resize((round(rgb.width * scale), round(rgb.height * scale)),
+                                                  Image.Resampling.LANCZOS)
+        q = img.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        q.save(path, optimize=True)
+        if path.stat().st_size <= limit:
+            return
+        scale *= 0.85
 
 
 def run(out: Path, n: int = 30) -> int:
@@ -197,8 +205,8 @@ def run(out: Path, n: int = 30) -> int:
         win.select_row(0)
         saved.append(_save(out, "01_grid_ranked", widget=win))
 
-        # filters: the menu open over a filtered grid
-        win.set_filter("recommended", True)
+        # filters: the menu open over a grid filtered to one degradation
+        win.filter_actions["deg:noise"].setChecked(True)
         _pump(200)
         pos = win.filter_button.mapToGlobal(QPoint(0, win.filter_button.height()))
         win.filter_menu.popup(pos)
@@ -231,7 +239,7 @@ def run(out: Path, n: int = 30) -> int:
         saved.append(_save(out, "05_photo_fit", widget=win))
         page.compare.actual_size()
         _pump(500)
-        _wait(lambda: not page._full.busy(), 60, "the full-resolution image")
+        _wait(lambda: not page._full.busy() and not page.compare._message, 120, "the full-resolution image")
         saved.append(_save(out, "06_photo_100", widget=win))
         page.compare.fit()
 
@@ -242,6 +250,8 @@ def run(out: Path, n: int = 30) -> int:
         saved.append(_save(out, "07_enhance_progress", widget=win))
         _wait(lambda: not win.jobs.jobs(), 600, "the enhancement")
         _wait(lambda: page.compare.after is not None, 60, "the enhanced preview")
+        _wait(lambda: not page._full.busy() and not page._loader.busy() and not page.compare._message, 120,
+              "the enhanced full-resolution image")
         win.set_compare_mode("split")
         page.compare.main.set_divider(0.5)
         saved.append(_save(out, "08_compare_split", widget=win))
@@ -290,7 +300,7 @@ def run(out: Path, n: int = 30) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path, help="folder for the PNGs")
-    ap.add_argument("--photos", type=int, default=30, help="number of sample photos")
+    ap.add_argument("--photos", type=int, default=20, help="number of sample photos")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return run(args.out, args.photos)

@@ -110,6 +110,10 @@ def test_open_folder_indexes_scores_and_ranks(qtbot, window: MainWindow, photos:
     window.clear_filters()
     assert m.total == 7
     # details pane shows the error reason
+    window.filter_actions["deg:noise"].setChecked(True)
+    assert window.current_filters() == {"degradation": "noise"}
+    window.clear_filters()
+    assert window.current_filters() == {} and m.total == 7
     window.set_filter("errors", True)
     window.select_row(0)
     assert "error" in window.details.facts.text().lower()
@@ -141,6 +145,10 @@ def test_enhance_compare_undo_revert(qtbot, window: MainWindow, photos: Path) ->
     assert page.compare.main.split is False
     window.actions["mode_split"].trigger()
     assert page.compare.main.split is True
+    for mode in ("single", "side", "split", "single"):  # programmatic changes land on the mode asked for
+        window.set_compare_mode(mode)
+        assert page.compare.mode == mode and window.actions[f"mode_{mode}"].isChecked()
+    window.set_compare_mode("split")
     pid = page.photo_id
     assert window.services.photo(pid).recipe is not None
     window.actions["undo"].trigger()

@@ -178,6 +178,50 @@ def measure(fn: object, repeats: int) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
+def bench_queries(base: Path, n: int, repeats: int) -> dict[str, float]:
+    """Median ms of Library.query/count over a synthetic catalog of ``n`` photos (90% scored)."""
+    import random
+    from datetime import datetime
+
+    from db.schema import Photo, Score
+
+    work = base / "query_run"
+    shutil.rmtree(work, ignore_errors=True)
+    cat = Catalog.open(str(work / "cat.sqlite"))
+    now = datetime.now()
+    rnd = random.Random(0)
+
+    def fill(s: object) -> None:
+        s.execute(Photo.__table__.insert(), [  # type: ignore[attr-defined]
+            {"path": f"/plib/d{i // 1000}/p{i}.jpg", "path_bytes": f"/plib/d{i // 1000}/p{i}.jpg".encode(),
+             "size": i, "mtime_ns": i, "fingerprint": f"{i:032x}", "status": "ok", "indexed_at": now,
+             "has_gps": False} for i in range(n)])
+        s.execute(Score.__table__.insert(), [  # type: ignore[attr-defined]
+            {"photo_id": i + 1, "model": "a", "model_version": "v", "fingerprint": f"{i:032x}",
+             "improvability": rnd.random(), "quality": 5.0, "severity_json": '{"noise": 0.5}',
+             "recommended": False, "head": "", "scored_at": now} for i in range(n) if i % 10])
+
+    cat.write(fill)
+    lib = Library(cat, thumb_dir=work / "thumbs")
+    out: dict[str, float] = {}
+
+    def ms(fn: object) -> float:
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()  # type: ignore[operator]
+            ts.append(time.perf_counter() - t)
+        return round(statistics.median(ts) * 1000, 1)
+
+    for sort in ("improvability", "quality", "date", "name"):
+        out[f"{sort}_first_page_ms"] = ms(lambda sort=sort: lib.query("/plib", sort, {}, 0, 200))
+        out[f"{sort}_offset_{n // 2}_ms"] = ms(lambda sort=sort: lib.query("/plib", sort, {}, n // 2, 200))
+    out["count_ms"] = ms(lambda: lib.count("/plib"))
+    out["count_recommended_ms"] = ms(lambda: lib.count("/plib", {"recommended": True}))
+    cat.close()
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", default=os.path.join(tempfile.gettempdir(), "photolift_bench"))
@@ -187,8 +231,15 @@ def main() -> int:
     ap.add_argument("--rerun-n", type=int, default=10000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--photos", default=None, help="folder of real photos to draw content from")
+    ap.add_argument("--query-n", type=int, default=100000, help="photos in the synthetic query catalog (0: skip)")
+    ap.add_argument("--only-queries", action="store_true")
     args = ap.parse_args()
     base = Path(args.root)
+    if args.query_n:
+        q = bench_queries(base, args.query_n, args.repeats)
+        print(json.dumps({"queries": q, "photos": args.query_n}, indent=2))
+        if args.only_queries:
+            return 0
     tree, small = base / "tree", base / "small"
     print("generating...", file=sys.stderr)
     generate(tree, args.n, args.n12, args.n24, args.photos)

@@ -6,6 +6,7 @@ Kept small on purpose; area-specific fixtures live in the area's own test files.
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,10 @@ import pytest
 from PIL import Image
 
 from db.catalog import Catalog
+
+# The suite runs headless (CI, no display): Qt must use its offscreen platform. Set before any
+# test module imports PySide6; an explicit setting (e.g. xvfb for screenshots) wins.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from typing import Any
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
 
-from app.workers import ThumbnailLoader
+from app.workers import LatestTask, ThumbnailLoader
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,18 @@ class PhotoListModel(QAbstractListModel):
     PIXMAP_CACHE = 3000
 
     def __init__(self, library: Any, thumbs: ThumbnailLoader | None = None, thumb_size: int = 256,
-                 parent: QObject | None = None) -> None:
+                 parent: QObject | None = None, background: bool = False) -> None:
+        """``background``: run the paging and refresh queries on a worker thread (the window
+        does; on a 100k catalog one sorted page costs ~0.3 s of SQL, too long for the GUI
+        thread). Without it every query is synchronous (tests, scripts)."""
         super().__init__(parent)
+        self._gen = 0  # bumped when the query changes: late results of the old one are dropped
+        self._fetch_pending = False
+        self._task: LatestTask | None = None
+        if background:
+            self._task = LatestTask(self)
+            self._task.done.connect(self._on_task)
+            self._task.failed.connect(self._on_task_failed)
         self._library = library
         self._thumbs = thumbs
         self._thumb_size = thumb_size
@@ -96,6 +106,8 @@ class PhotoListModel(QAbstractListModel):
 
     def reload(self) -> None:
         """Start over from the first page (sort, filter or folder changed)."""
+        self._gen += 1
+        self._fetch_pending = False
         self.beginResetModel()
         # The first page is read inside the reset, so views see one consistent change.
         self._total = self._count()
@@ -104,17 +116,53 @@ class PhotoListModel(QAbstractListModel):
         self.endResetModel()
         self.totalChanged.emit(self._total)
 
-    def _count(self) -> int:
-        if self._library is None or self._query.folder is None:
+    def _count(self, q: Query | None = None) -> int:
+        q = q or self._query
+        if self._library is None or q.folder is None:
             return 0
-        q = self._query
         return int(self._library.count(q.folder, q.filters))
 
-    def _fetch(self, offset: int, limit: int) -> list[Any]:
-        if self._library is None or self._query.folder is None or limit <= 0:
+    def _fetch(self, offset: int, limit: int, q: Query | None = None) -> list[Any]:
+        q = q or self._query
+        if self._library is None or q.folder is None or limit <= 0:
             return []
-        q = self._query
         return list(self._library.query(q.folder, q.sort, q.filters, offset, limit))
+
+    # Background queries: the worker only reads the library; rows are applied here, on the GUI thread.
+    def _on_task(self, result: tuple[Any, ...]) -> None:
+        kind, gen = result[0], result[1]
+        self._fetch_pending = False
+        if gen != self._gen:
+            return
+        if kind == "page":
+            _, _, start, rows = result
+            if start == len(self._rows):
+                self._insert_page(start, rows)
+        else:
+            _, _, total, rows, cost = result
+            self._apply_refresh(rows, total)
+            self.last_refresh_s = cost
+
+    def _on_task_failed(self, message: str) -> None:
+        self._fetch_pending = False
+        log.warning("library query failed: %s", message)
+
+    def _insert_page(self, start: int, new: list[Any]) -> None:
+        if not new:
+            self._total = start  # the catalog shrank under us; the next refresh recounts
+            return
+        self.beginInsertRows(QModelIndex(), start, start + len(new) - 1)
+        for i, r in enumerate(new):
+            self._row_of[int(r.id)] = start + i
+        self._rows.extend(new)
+        self.endInsertRows()
+
+    def busy(self) -> bool:
+        return self._fetch_pending
+
+    def shutdown(self) -> None:
+        if self._task is not None:
+            self._task.shutdown()
 
     # -- Qt model API --------------------------------------------------------------------
     def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
@@ -127,15 +175,15 @@ class PhotoListModel(QAbstractListModel):
         if parent.isValid():
             return
         start = len(self._rows)
-        new = self._fetch(start, min(self.PAGE, self._total - start))
-        if not new:
-            self._total = start  # the catalog shrank under us; the next refresh recounts
+        limit = min(self.PAGE, self._total - start)
+        if self._task is not None:
+            if self._fetch_pending:
+                return
+            self._fetch_pending = True
+            q, gen = self._query, self._gen
+            self._task.submit(lambda: ("page", gen, start, self._fetch(start, limit, q)))
             return
-        self.beginInsertRows(QModelIndex(), start, start + len(new) - 1)
-        for i, r in enumerate(new):
-            self._row_of[r.id] = start + i
-        self._rows.extend(new)
-        self.endInsertRows()
+        self._insert_page(start, self._fetch(start, limit))
 
     def flags(self, index: Index) -> Qt.ItemFlag:
         if not index.isValid():
@@ -182,16 +230,45 @@ class PhotoListModel(QAbstractListModel):
     def ids(self) -> list[int]:
         return [int(r.id) for r in self._rows]
 
-    def refresh(self) -> None:
-        """Re-read the loaded rows (scores arrived, photos were indexed) keeping the selection."""
+    def refresh(self, sync: bool = False) -> None:
+        """Re-read the loaded rows (scores arrived, photos were indexed) keeping the selection.
+        In the background unless ``sync`` (or the model has no worker)."""
+        want = max(len(self._rows), self.PAGE)
+        if self._task is not None and not sync:
+            if self._task.busy():
+                return  # the previous refresh is still running; the next tick will ask again
+            self._fetch_pending = True
+            q, gen = self._query, self._gen
+
+            def run() -> tuple[Any, ...]:
+                t0 = time.perf_counter()
+                total = self._count(q)
+                rows = self._fetch(0, min(want, total), q)
+                return "refresh", gen, total, rows, time.perf_counter() - t0
+
+            self._task.submit(run)
+            return
         t0 = time.perf_counter()
+        self._gen += 1  # a background result still on its way is older than this
+        self._fetch_pending = False
+        total = self._count()
+        self._apply_refresh(self._fetch(0, min(want, total)), total)
+        self.last_refresh_s = time.perf_counter() - t0
+
+    def load_rows(self, n: int | None = None) -> None:
+        """Synchronously page in rows until ``n`` are loaded (None: all), e.g. for "go to last"."""
+        while self.canFetchMore(QModelIndex()) and (n is None or len(self._rows) < n):
+            start = len(self._rows)
+            before = start
+            self._insert_page(start, self._fetch(start, min(self.PAGE, self._total - start)))
+            if len(self._rows) == before:
+                break
+
+    def _apply_refresh(self, new: list[Any], total: int) -> None:
         old_ids = [int(r.id) for r in self._rows]
         old_n = len(old_ids)
-        total = self._count()
-        new = self._fetch(0, min(max(old_n, self.PAGE), total))
         if len(new) < old_n:
             self.reload()
-            self.last_refresh_s = time.perf_counter() - t0
             return
         head, tail = new[:old_n], new[old_n:]
         if old_n:
@@ -213,13 +290,8 @@ class PhotoListModel(QAbstractListModel):
                 self.layoutChanged.emit()
         self._total = total
         if tail:
-            self.beginInsertRows(QModelIndex(), old_n, old_n + len(tail) - 1)
-            for i, r in enumerate(tail):
-                self._row_of[int(r.id)] = old_n + i
-            self._rows.extend(tail)
-            self.endInsertRows()
+            self._insert_page(old_n, tail)
         self.totalChanged.emit(self._total)
-        self.last_refresh_s = time.perf_counter() - t0
 
     def update_photo(self, photo_id: int, row_obj: Any) -> None:
         """Replace one row's data in place (e.g. after an enhancement) without moving it."""

@@ -141,11 +141,10 @@ class MainWindow(QMainWindow):
         threads = int(settings.get(S.THREADS)) or (os.cpu_count() or 2)
         self.thumbs = ThumbnailLoader(lambda pid: services.thumbnail(pid, 256), threads=min(4, threads), parent=self)
         thumb_size = int(settings.get(S.THUMB_SIZE))
-        self.model = PhotoListModel(services.library, self.thumbs, parent=self)
+        self.model = PhotoListModel(services.library, self.thumbs, parent=self, background=True)
         self.model.set_query(sort=str(settings.get(S.SORT)) if settings.get(S.SORT) in
                              [k for k, _ in SORT_LABELS] else "improvability")
         self.model.totalChanged.connect(self._update_counts)
-        self._dirty = False
         self._refresh_timer = QTimer(self)
         self._refresh_timer.setInterval(1500)
         self._refresh_timer.timeout.connect(self._refresh_tick)
@@ -593,11 +592,9 @@ class MainWindow(QMainWindow):
 
     def step_to(self, row: int) -> None:
         if row < 0:  # End: load every page first so "last" is the real last photo
-            while self.model.canFetchMore(QModelIndex()):
-                self.model.fetchMore(QModelIndex())
+            self.model.load_rows(None)
             row = self.model.rowCount() - 1
-        while row >= self.model.rowCount() and self.model.canFetchMore(QModelIndex()):
-            self.model.fetchMore(QModelIndex())
+        self.model.load_rows(row + 1)
         if 0 <= row < self.model.rowCount():
             self.view_row(row)
 
@@ -642,7 +639,6 @@ class MainWindow(QMainWindow):
         if pid is None:
             return
         self._last_enhanced.append(int(pid))
-        self._dirty = True
         if pid == self.photo_page.photo_id and self.pages.currentWidget() is self.photo_page:
             self.photo_page.reload()
         if pid == self.current_id():
@@ -664,7 +660,7 @@ class MainWindow(QMainWindow):
         self._after_edit(pid)
 
     def _after_edit(self, pid: int) -> None:
-        self._refresh_now()
+        self._refresh_now(sync=True)
         self._show_details(pid)
         if self.pages.currentWidget() is self.photo_page:
             self.photo_page.reload()
@@ -757,7 +753,7 @@ class MainWindow(QMainWindow):
 
     # ----------------------------------------------------------------------------- jobs
     def _on_job_finished(self, job: Job, state: str) -> None:
-        self._refresh_now()
+        self._refresh_now(sync=True)  # once at the end of a job: the grid is exact when it says done
         if state == "error":
             self.statusBar().showMessage(f"{job.name} failed: {job.error}", 15000)
         elif state == "cancelled":
@@ -777,10 +773,10 @@ class MainWindow(QMainWindow):
         cost_ms = self.model.last_refresh_s * 1000
         self._refresh_timer.setInterval(int(max(1500, 20 * cost_ms)))
 
-    def _refresh_now(self) -> None:
+    def _refresh_now(self, sync: bool = False) -> None:
         if self.folder is None:
             return
-        self.model.refresh()
+        self.model.refresh(sync=sync)
         cur = self.current_id()
         if cur is not None and self.pages.currentWidget() is self.splitter:
             self._show_details(cur)
@@ -811,12 +807,10 @@ class MainWindow(QMainWindow):
         """Stop in order: timers, queued work, cancel running jobs, wait for every pool.
         The catalog is closed by the caller after this returns (app.main)."""
         self._refresh_timer.stop()
+        self.model.shutdown()
         self.thumbs.shutdown()
         self.photo_page.shutdown()
         self.jobs.shutdown()
-
-    def _refresh_later(self) -> None:
-        self._dirty = True
 
     def wait_idle(self, timeout_s: float = 60.0) -> bool:
         """Process events until no job runs (for scripts such as app.screenshots)."""

@@ -206,6 +206,31 @@ def test_binding_does_not_lose_references_to_none(qapp, tmp_catalog: Catalog, li
     assert sys.getrefcount(None) >= before - 100
 
 
+def test_background_paging_and_refresh(qtbot, tmp_catalog: Catalog, library) -> None:  # type: ignore[no-untyped-def]
+    """The window's model runs its queries on a worker and applies the rows on the GUI thread."""
+    from sqlalchemy import update
+
+    from db.schema import Score
+
+    fill_catalog(tmp_catalog, 1000)
+    model = PhotoListModel(library, background=True)
+    model.set_query(folder=ROOT, sort="improvability")
+    assert model.rowCount() == PhotoListModel.PAGE
+    model.fetchMore(QModelIndex())
+    model.fetchMore(QModelIndex())  # a second request while one is on its way is ignored
+    qtbot.waitUntil(lambda: model.rowCount() == 2 * PhotoListModel.PAGE, timeout=5000)
+    last = model.data(model.index(model.rowCount() - 1), Roles.PhotoId)
+    tmp_catalog.write(lambda s: s.execute(update(Score).where(Score.photo_id == last).values(improvability=50.0)))
+    model.refresh()
+    qtbot.waitUntil(lambda: model.data(model.index(0), Roles.PhotoId) == last, timeout=5000)
+    model.fetchMore(QModelIndex())
+    model.set_query(sort="name")  # the page in flight belongs to the old query: dropped
+    qtbot.wait(300)
+    names = [model.data(model.index(r)) for r in range(model.rowCount())]
+    assert names == sorted(names)
+    model.shutdown()
+
+
 def test_refresh_keeps_selected_photo_selected_when_it_moves(qtbot, tmp_catalog: Catalog, library) -> None:  # type: ignore[no-untyped-def]
     from sqlalchemy import update
 

@@ -280,14 +280,14 @@ def run(out: Path, n: int = 30) -> int:
         if dlg is not None:
             dlg.folder.setText(str(tmp / "export"))
             dlg.radio["enhanced"].setChecked(True)
-            saved.append(_save(out, "13_export_dialog", whole_screen=True))
+            saved.append(_save(out, "13_export_dialog", widget=dlg))
             dlg.export_button.click()
             _wait(lambda: dlg._job is None and dlg.cancel_button.text() == "Close", 600, "the export")
-            saved.append(_save(out, "14_export_done", whole_screen=True))
+            saved.append(_save(out, "14_export_done", widget=dlg))
             dlg.accept()
 
         prefs = win.preferences()
-        saved.append(_save(out, "15_preferences", whole_screen=True))
+        saved.append(_save(out, "15_preferences", widget=prefs))
         prefs.reject()
     finally:
         win.close()

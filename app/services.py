@@ -48,9 +48,10 @@ class Services:
     def scorer(self) -> Any:
         with self._lock:
             if self._scorer is None:
-                from engine.scoring import get_scorer
+                from engine.scoring import Scorer, get_scorer
 
-                self._scorer = get_scorer()
+                # The user's thread setting sizes the scorer's decode/infer pool; 0 = the shared default.
+                self._scorer = Scorer(workers=self.threads) if self.threads > 0 else get_scorer()
             return self._scorer
 
     @property

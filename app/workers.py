@@ -26,11 +26,18 @@ import numpy as np
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 from PySide6.QtGui import QImage
 
+from engine.edits import EditError
+from engine.export import ExportError
 from engine.jobs import CancelToken, JobCancelled, Progress, ProgressFn
+from engine.pipeline import StageUnavailable
 
 log = logging.getLogger(__name__)
 
 JobFn = Callable[[ProgressFn, CancelToken], Iterable[Any]]
+
+# "The environment failed" (qutebrowser's KnownError): a missing model, an unusable folder, a
+# photo that changed: reported in one line, not as a bug with a traceback.
+ENVIRONMENT_ERRORS: tuple[type[BaseException], ...] = (OSError, EditError, ExportError, StageUnavailable)
 
 # Every pool this module makes, so tests can fail when one is left running.
 _POOLS: weakref.WeakSet[QThreadPool] = weakref.WeakSet()
@@ -113,7 +120,10 @@ class Job(QRunnable):
         except JobCancelled:
             state = "cancelled"
         except Exception as e:  # a bug or the environment failed: report, never kill the app
-            log.exception("job %s failed", self.name)
+            if isinstance(e, ENVIRONMENT_ERRORS):  # a missing model, disk full: no traceback needed
+                log.warning("job %s failed: %s", self.name, e)
+            else:
+                log.exception("job %s failed", self.name)
             state = "error"
             self.error = str(e) or type(e).__name__
             self.signals.errored.emit(self.error)

@@ -211,6 +211,11 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.job_status)
         self.counts_label = QLabel()
         self.statusBar().addWidget(self.counts_label)
+        # A problem that lasts (no assessor model...) stays visible until a job succeeds.
+        self.problem_label = QLabel()
+        self.problem_label.setStyleSheet("color: #c33")
+        self.problem_label.hide()
+        self.statusBar().addWidget(self.problem_label)
         self._restore_state()
         self._update_actions()
 
@@ -686,6 +691,7 @@ class MainWindow(QMainWindow):
             return
         self.statusBar().showMessage(f"Rated: {RATING_NAMES[value]}. Ratings tune the ranking "
                                      "(Edit > Apply My Ratings to the Ranking).", 6000)
+        self.photo_page.rated[pid] = value
         self._show_details(pid)
         if self.pages.currentWidget() is self.photo_page:
             self.photo_page.show_photo(pid, self.photo_page.position.text(), keep_view=True)
@@ -756,6 +762,12 @@ class MainWindow(QMainWindow):
         self._refresh_now(sync=True)  # once at the end of a job: the grid is exact when it says done
         if state == "error":
             self.statusBar().showMessage(f"{job.name} failed: {job.error}", 15000)
+            if job.kind in ("score", "index"):
+                self.problem_label.setText(f"{job.name} failed: {job.error}")
+                self.problem_label.setToolTip(str(job.error))
+                self.problem_label.show()
+        elif job.kind == "score" and state == "done":
+            self.problem_label.hide()
         elif state == "cancelled":
             self.statusBar().showMessage(f"{job.name}: cancelled", 5000)
         if not self.jobs.jobs():

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.canvas import CompareView
+from app.details import RATING_NAMES
 from app.workers import LatestTask, numpy_to_qimage
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class PhotoPage(QWidget):
         self.actions = actions
         self.photo_id: int | None = None
         self.info: Any = None
+        self.rated: dict[int, int] = {}  # ratings given in this session, shown beside the gain
         self._full_loaded_for: int | None = None
         self._preview_scale = 1.0
         self._loader = LatestTask(self)
@@ -212,7 +214,9 @@ class PhotoPage(QWidget):
             return
         colour = "#3a3" if gain > 0 else "#c33"
         detail = f" (quality {qb:.2f} → {qa:.2f})" if qb is not None and qa is not None else ""
-        self.gain_label.setText(f"Measured gain <b style='color:{colour}'>{gain:+.2f}</b>{detail}")
+        rated = self.rated.get(self.photo_id) if self.photo_id is not None else None
+        note = f" · you rated it <b>{RATING_NAMES[rated]}</b>" if rated is not None else ""
+        self.gain_label.setText(f"Measured gain <b style='color:{colour}'>{gain:+.2f}</b>{detail}{note}")
 
     def _sync_mode_buttons(self, mode: str) -> None:
         self.actions[f"mode_{mode}"].setChecked(True)

@@ -267,11 +267,14 @@ def run(out: Path, n: int = 30) -> int:
         _pump(200)
 
         # enhance all recommended, in the background with progress and time left
-        win.actions["enhance_recommended"].trigger()
-        _wait(lambda: bool(win.jobs.jobs()) and (win.jobs.jobs()[0].last_progress or None) is not None
-              and win.jobs.jobs()[0].last_progress.done >= 1, 600, "batch progress")  # type: ignore[union-attr]
-        saved.append(_save(out, "11_enhance_all_progress", widget=win))
-        _wait(lambda: not win.jobs.jobs(), 900, "the batch")
+        if win.services.count(win.folder, win.recommended_filter()) == 0:
+            log.warning("no recommended photo in the sample library: no batch screenshot")
+        else:
+            win.actions["enhance_recommended"].trigger()
+            _wait(lambda: bool(win.jobs.jobs()) and (win.jobs.jobs()[0].last_progress or None) is not None
+                  and win.jobs.jobs()[0].last_progress.done >= 1, 600, "batch progress")  # type: ignore[union-attr]
+            saved.append(_save(out, "11_enhance_all_progress", widget=win))
+            _wait(lambda: not win.jobs.jobs(), 900, "the batch")
         _pump(300)
         saved.append(_save(out, "12_grid_after_enhance", widget=win))
 

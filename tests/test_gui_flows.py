@@ -156,6 +156,8 @@ def test_enhance_compare_undo_revert(qtbot, window: MainWindow, photos: Path) ->
     qtbot.waitUntil(lambda: page.compare.after is None, timeout=10000)
     window.actions["redo"].trigger()
     assert window.services.photo(pid).recipe is not None
+    window.actions["rate_1"].trigger()  # rating needs an enhanced photo on screen
+    assert "moderate" in page.gain_label.text()
     window.actions["revert"].trigger()
     assert window.services.photo(pid).recipe is None
     # keyboard navigation through the ranked order
@@ -225,6 +227,36 @@ def test_export_refuses_a_folder_inside_the_library(qtbot, window: MainWindow, p
     assert "inside the library" in dlg.status.text()
     assert not (photos / "out").exists() or not any((photos / "out").iterdir())
     dlg.reject()
+
+
+def test_drop_a_folder_opens_it(qtbot, window: MainWindow, photos: Path) -> None:  # type: ignore[no-untyped-def]
+    from PySide6.QtCore import QMimeData, QPoint, Qt, QUrl
+    from PySide6.QtGui import QDragEnterEvent, QDropEvent
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(photos))])
+    enter = QDragEnterEvent(QPoint(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)
+    window.dragEnterEvent(enter)
+    assert enter.isAccepted()
+    drop = QDropEvent(QPoint(10, 10).toPointF(), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                      Qt.KeyboardModifier.NoModifier)
+    with qtbot.waitSignal(window.libraryJobsFinished, timeout=60000):
+        window.dropEvent(drop)
+    assert window.folder == str(photos.resolve()) and window.model.total == 7
+
+
+def test_missing_assessor_is_reported_and_nothing_is_invented(qtbot, window: MainWindow, photos: Path,  # type: ignore[no-untyped-def]
+                                                              models: Path) -> None:
+    (models / "assessor.onnx").unlink()
+    window.services._scorer = None
+    import engine.scoring
+
+    engine.scoring._shared = None  # the process-wide scorer of an earlier test
+    _open_and_wait(qtbot, window, photos)
+    assert window.model.total == 7
+    assert all(window.model.photo_at(r).improvability is None for r in range(window.model.rowCount()))
+    assert "assessor" in window.problem_label.text() and window.problem_label.isVisibleTo(window)
 
 
 def test_preferences_are_saved(qtbot, window: MainWindow) -> None:  # type: ignore[no-untyped-def]

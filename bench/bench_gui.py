@@ -64,13 +64,80 @@ def fill(cat, n: int) -> None:  # type: ignore[no-untyped-def]
     cat.write(write)
 
 
+def stall_under_scoring(app, lib, cat, n: int) -> int:  # type: ignore[no-untyped-def]
+    """Worst GUI event-loop gap (ms) over 8 s of scoring-like writes with background refreshes."""
+    from PySide6.QtCore import QElapsedTimer, QModelIndex, QSize, QTimer
+    from PySide6.QtWidgets import QListView
+
+    from app.delegate import PhotoDelegate
+    from app.library_model import PhotoListModel
+
+    # Responsiveness while "scoring" writes and the window refreshes in the background.
+    bg = PhotoListModel(lib, background=True)
+    bg.set_query(folder=ROOT, sort="improvability")
+    v2 = QListView()
+    v2.setViewMode(QListView.ViewMode.IconMode)
+    v2.setUniformItemSizes(True)
+    v2.setItemDelegate(PhotoDelegate(160, v2))
+    v2.setModel(bg)
+    v2.resize(QSize(1200, 800))
+    v2.show()
+    stop = threading.Event()
+    rng = np.random.default_rng(1)
+
+    def scorer_like() -> None:
+        from sqlalchemy import update
+
+        from db.schema import Score
+
+        while not stop.is_set():
+            ids = [int(x) for x in rng.integers(1, n, 500)]
+            vals = rng.normal(0.3, 0.6, 500)
+
+            def w(s, ids=ids, vals=vals) -> None:  # type: ignore[no-untyped-def]
+                for pid, v in zip(ids, vals, strict=True):
+                    s.execute(update(Score).where(Score.photo_id == pid).values(improvability=float(v)))
+
+            cat.write(w)
+            time.sleep(0.25)
+
+    th = threading.Thread(target=scorer_like)
+    th.start()
+    refresh = QTimer()
+    refresh.timeout.connect(bg.refresh)
+    refresh.start(1500)
+    scroll = QTimer()
+    scroll.timeout.connect(lambda: (v2.verticalScrollBar().setValue(v2.verticalScrollBar().maximum()),
+                                    bg.fetchMore(QModelIndex()) if bg.canFetchMore(QModelIndex()) else None))
+    scroll.start(300)
+    clock = QElapsedTimer()
+    clock.start()
+    worst = 0
+    last = clock.elapsed()
+    end = time.monotonic() + 8
+    while time.monotonic() < end:
+        app.processEvents()
+        now = clock.elapsed()
+        worst = max(worst, now - last)
+        last = now
+        time.sleep(0.002)
+    stop.set()
+    th.join()
+    refresh.stop()
+    scroll.stop()
+    bg.shutdown()
+    v2.close()
+    print(f"  run: rows loaded while scrolling {bg.rowCount()}, worst stall {worst} ms")
+    return worst
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--photos", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from PySide6.QtCore import QElapsedTimer, QModelIndex, QSize, QTimer
+    from PySide6.QtCore import QSize
     from PySide6.QtWidgets import QApplication, QListView
 
     from app.delegate import PhotoDelegate
@@ -117,63 +184,8 @@ def main() -> int:
         res["paint"].append(time.perf_counter() - t)
         view.close()
 
-        # Responsiveness while "scoring" writes and the window refreshes in the background.
-        bg = PhotoListModel(lib, background=True)
-        bg.set_query(folder=ROOT, sort="improvability")
-        v2 = QListView()
-        v2.setViewMode(QListView.ViewMode.IconMode)
-        v2.setUniformItemSizes(True)
-        v2.setItemDelegate(PhotoDelegate(160, v2))
-        v2.setModel(bg)
-        v2.resize(QSize(1200, 800))
-        v2.show()
-        stop = threading.Event()
-        rng = np.random.default_rng(1)
-
-        def scorer_like() -> None:
-            from sqlalchemy import update
-
-            from db.schema import Score
-
-            while not stop.is_set():
-                ids = [int(x) for x in rng.integers(1, args.photos, 500)]
-                vals = rng.normal(0.3, 0.6, 500)
-
-                def w(s, ids=ids, vals=vals) -> None:  # type: ignore[no-untyped-def]
-                    for pid, v in zip(ids, vals, strict=True):
-                        s.execute(update(Score).where(Score.photo_id == pid).values(improvability=float(v)))
-
-                cat.write(w)
-                time.sleep(0.25)
-
-        th = threading.Thread(target=scorer_like)
-        th.start()
-        refresh = QTimer()
-        refresh.timeout.connect(bg.refresh)
-        refresh.start(1500)
-        scroll = QTimer()
-        scroll.timeout.connect(lambda: (v2.verticalScrollBar().setValue(v2.verticalScrollBar().maximum()),
-                                        bg.fetchMore(QModelIndex()) if bg.canFetchMore(QModelIndex()) else None))
-        scroll.start(300)
-        clock = QElapsedTimer()
-        clock.start()
-        worst = 0
-        last = clock.elapsed()
-        end = time.monotonic() + 8
-        while time.monotonic() < end:
-            app.processEvents()
-            now = clock.elapsed()
-            worst = max(worst, now - last)
-            last = now
-            time.sleep(0.002)
-        stop.set()
-        th.join()
-        refresh.stop()
-        scroll.stop()
-        bg.shutdown()
-        v2.close()
+        worst = stall_under_scoring(app, lib, cat, args.photos)
         res["stall"].append(worst / 1000)
-        print(f"  run: rows loaded while scrolling {bg.rowCount()}, worst stall {worst} ms")
     for k, v in res.items():
         agg = max(v) if k == "stall" else statistics.median(v)
         print(f"{k:>10}: {agg * 1000:8.1f} ms  ({'max' if k == 'stall' else 'median'} of {len(v)})")

@@ -392,3 +392,20 @@ def test_query_sort_filter_page(lib: Library, make_image: ImageFactory, tmp_path
         lib.query(str(root), "bogus")
     with pytest.raises(KeyError):
         lib.photo(999)
+
+
+def test_renamed_folder_and_parent_root(lib: Library, make_image: ImageFactory, tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    for i in range(5):
+        make_image(f"2023 trip/p{i}.jpg", seed=i)
+    run(lib, root / "2023 trip")
+    ids = {n: p.id for n, p in rows(lib.catalog).items()}
+    (root / "2023 trip").rename(root / "2023 Iceland")
+    ev = run(lib, root)  # the parent is indexed now: the renamed folder's photos are moves
+    c = kinds(ev)
+    assert c["moved"] == 5 and c["added"] == 0
+    assert {n: p.id for n, p in rows(lib.catalog).items()} == ids
+    assert all("2023 Iceland" in p.path for p in rows(lib.catalog).values())
+    assert str(root) in lib.folders()
+    info = lib.photo(ids["p0.jpg"])
+    assert info.folder == str(root)

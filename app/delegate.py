@@ -153,7 +153,7 @@ class PhotoDelegate(QStyledItemDelegate):
                 self._paint_recommended(p, img)
             prob = top_problem(row)
             if prob is not None:
-                self._paint_problem(p, img, prob)
+                self._paint_problem(p, img, prob, reserve=56 if is_edited(row) else 0)
         if is_edited(row):
             self._paint_pill(p, QRectF(img.right() - 52, img.bottom() - 22, 48, 18), "edited",
                              QColor(52, 120, 220), QColor(255, 255, 255))
@@ -195,10 +195,10 @@ class PhotoDelegate(QStyledItemDelegate):
         p.setFont(self._bold)
         p.drawText(c, Qt.AlignmentFlag.AlignCenter, "★")
 
-    def _paint_problem(self, p: QPainter, box: QRect, prob: tuple[str, float | None]) -> None:
+    def _paint_problem(self, p: QPainter, box: QRect, prob: tuple[str, float | None], reserve: int = 0) -> None:
         text = badge_label(prob[0])
         fm = QFontMetrics(self._bold)
-        w = min(box.width() - 60, fm.horizontalAdvance(text) + 14)
+        w = max(24, min(box.width() - 8 - reserve, fm.horizontalAdvance(text) + 14))
         rect = QRectF(box.x() + 4, box.bottom() - 22, w, 18)
         alpha = int(150 + 100 * min(1.0, prob[1] if prob[1] is not None else 0.8))
         self._paint_pill(p, rect, fm.elidedText(text, Qt.TextElideMode.ElideRight, int(w) - 8),

@@ -257,6 +257,8 @@ def run(out: Path, n: int = 30) -> int:
         saved.append(_save(out, "08_compare_split", widget=win))
         win.set_compare_mode("side")
         page.compare.state.set_zoom(page.compare.effective_zoom() * 2.5)
+        _pump(300)
+        _wait(lambda: not page._full.busy() and not page.compare._message, 120, "the full-resolution pair")
         saved.append(_save(out, "09_compare_side_by_side", widget=win))
         page.compare.fit()
         win.set_compare_mode("single")

@@ -83,14 +83,12 @@ class Services:
         return int(self.library.count(folder, filters or {}))
 
     def ids(self, folder: str | None, filters: dict[str, Any], sort: str = "improvability") -> list[int]:
-        """Every photo id matching a filter (for "enhance all recommended", export choices)."""
-        out: list[int] = []
-        page = 2000
-        while True:
-            rows = self.library.query(folder, sort, filters, len(out), page)
-            out.extend(int(r.id) for r in rows)
-            if len(rows) < page:
-                return out
+        """Every photo id matching a filter (for "enhance all recommended", export choices, scoring).
+        One query: paging with OFFSET would sort the whole selection once per page."""
+        n = self.count(folder, filters)
+        if n == 0:
+            return []
+        return [int(r.id) for r in self.library.query(folder, sort, filters, 0, n + 1000)]
 
     def index_job(self, root: str) -> Any:
         def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[Any]:

@@ -81,7 +81,7 @@ class JobStatus(QWidget):
         self.cancel.setText("Cancel")
         self.cancel.setIcon(QApplication.style().standardIcon(QStyle.StandardPixmap.SP_DialogCancelButton))
         self.cancel.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        self.cancel.setToolTip("Cancel the running background jobs (Esc in the status bar)")
+        self.cancel.setToolTip("Cancel the running background jobs (Ctrl+.)")
         self.cancel.clicked.connect(self._cancel)
         lay.addWidget(self.label)
         lay.addWidget(self.bar)

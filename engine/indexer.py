@@ -431,10 +431,13 @@ class Indexer:
                 base.update(status=STATUS_OK, error=None, error_code=None)
             else:
                 base.update(status=STATUS_ERROR, error=r.error, error_code=r.error_code, warning=None)
-            if r.existing is not None:
-                s.execute(update(Photo).where(Photo.id == r.existing.id).values(**base))
+            existing_id = r.existing.id if r.existing is not None else None
+            if existing_id is None:  # another process (GUI and CLI at once) may have added it meanwhile
+                existing_id = s.scalar(select(Photo.id).where(Photo.path_bytes == w.pb))
+            if existing_id is not None:
+                s.execute(update(Photo).where(Photo.id == existing_id).values(**base))
                 kind = "updated" if r.kind == "ok" else "error"
-                events.append(IndexEvent(kind, dpath, r.existing.id, base["status"], r.error))
+                events.append(IndexEvent(kind, dpath, existing_id, base["status"], r.error))
                 continue
             moved_from = self._find_moved(s, r.fingerprint, claimed) if r.kind == "ok" else None
             if moved_from is not None:

@@ -409,3 +409,28 @@ def test_renamed_folder_and_parent_root(lib: Library, make_image: ImageFactory, 
     assert str(root) in lib.folders()
     info = lib.photo(ids["p0.jpg"])
     assert info.folder == str(root)
+
+
+def test_two_catalog_users_index_the_same_folder(tmp_path: Path, make_image: ImageFactory) -> None:
+    """Two processes (say the GUI and the CLI) indexing one folder into one catalog at once."""
+    root = tmp_path / "photos"
+    for i in range(30):
+        make_image(f"p{i:02d}.jpg", 24, 16, seed=i)
+    cat_file = str(tmp_path / "shared.sqlite")
+    a, b = Catalog.open(cat_file), Catalog.open(cat_file)
+    try:
+        la, lb = Library(a, thumb_dir=tmp_path / "t"), Library(b, thumb_dir=tmp_path / "t")
+        ev_b: list[IndexEvent] = []
+
+        def progress(p: Progress) -> None:
+            # A has walked and found 30 new files; B now indexes them all before A records any
+            if p.total is not None and not ev_b:
+                ev_b.extend(lb.index(root))
+
+        ev_a = list(la.index(root, progress=progress))
+        assert kinds(ev_b)["added"] == 30
+        assert kinds(ev_a)["updated"] == 30 and kinds(ev_a)["added"] == 0
+        assert la.count(str(root)) == 30 == len(rows(a))
+    finally:
+        a.close()
+        b.close()

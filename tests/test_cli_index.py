@@ -136,3 +136,38 @@ def test_kill_9_mid_scan_twice_then_resume(make_image: ImageFactory, tmp_path: P
             t = lib.thumbs.get(fp)
             assert t is not None and t.shape[2] == 3
     assert {p: p.read_bytes() for p in root.rglob("*.jpg")} == before  # originals untouched
+
+
+def test_rank_scores_unscored_photos_through_the_hook(make_image: ImageFactory, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from app.commands import rank_cmd
+
+    root = tmp_path / "photos"
+    for i in range(3):
+        make_image(f"p{i}.jpg", seed=i)
+    (root / "bad.jpg").write_bytes(b"")
+    asked: list[list[int]] = []
+
+    def hook(cat: Catalog, ids: list[int], quiet: bool) -> str | None:
+        asked.append(list(ids))
+
+        def fn(s):  # type: ignore[no-untyped-def]
+            for pid in ids:
+                p = s.get(Photo, pid)
+                s.add(Score(photo_id=pid, model="fake", model_version="1", fingerprint=p.fingerprint,
+                            improvability=float(pid), quality=5.0, severity_json="{}", recommended=False,
+                            scored_at=datetime.now()))
+        cat.write(fn)
+        return None
+
+    args = argparse.Namespace(catalog=str(tmp_path / "c.sqlite"), dir=str(root), top=None, json=True,
+                              no_score=False, quiet=True)
+    assert rank_cmd.run(args, score_hook=hook) == 0
+    recs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(asked) == 1 and len(asked[0]) == 3  # only the good, unscored photos
+    assert [r["improvability"] for r in recs[:3]] == sorted((r["improvability"] for r in recs[:3]), reverse=True)
+    assert recs[3]["status"] == "error" and recs[3]["improvability"] is None
+    assert rank_cmd.run(args, score_hook=hook) == 0  # second time: nothing left to score
+    assert len(asked) == 1

@@ -157,8 +157,8 @@ def guard_message(g: Guard, applied: bool) -> str:
     if g.gain > 0:
         return f"enhanced: quality {g.quality_before:.3f} -> {g.quality_after:.3f} ({g.gain:+.3f})"
     tail = "kept, undo to go back" if applied else "not applied"
-    return (f"the enhancement did not help: quality {g.quality_before:.2f} -> {g.quality_after:.2f} "
-            f"({g.gain:+.2f}); {tail}")
+    return (f"the enhancement did not help: quality {g.quality_before:.3f} -> {g.quality_after:.3f} "
+            f"({g.gain:+.3f}); {tail}")
 
 
 @dataclass

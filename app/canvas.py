@@ -340,6 +340,9 @@ class CompareView(QWidget):
             raise ValueError(mode)
         self.mode = mode
         self._refresh()
+        if self.isVisible():
+            # Switching pages hides the focused canvas; keep the keyboard on the comparison.
+            self.setFocus()
         self.modeChanged.emit(mode)
 
     def set_showing_before(self, on: bool) -> None:

@@ -229,6 +229,38 @@ def test_export_refuses_a_folder_inside_the_library(qtbot, window: MainWindow, p
     dlg.reject()
 
 
+def test_keyboard_in_the_photo_view(qtbot, window: MainWindow, photos: Path) -> None:  # type: ignore[no-untyped-def]
+    from PySide6.QtCore import Qt
+
+    _open_and_wait(qtbot, window, photos)
+    window.set_sort("improvability")  # the unreadable photo sorts last
+    window.grid.setFocus()
+    window.select_row(0)
+    qtbot.keyClick(window.grid, Qt.Key.Key_Return)
+    page = window.photo_page
+    assert window.pages.currentWidget() is page
+    first = page.photo_id
+    focus = page.compare
+    qtbot.keyClick(focus, Qt.Key.Key_Right)
+    assert page.photo_id == window.model.photo_at(1).id
+    qtbot.keyClick(focus, Qt.Key.Key_End)
+    assert page.photo_id == window.model.photo_at(window.model.total - 1).id
+    assert "cannot be shown" in page.compare._message  # the broken file: a reason, not a crash
+    qtbot.keyClick(focus, Qt.Key.Key_Home)
+    assert page.photo_id == first
+    qtbot.waitUntil(lambda: page.compare.before is not None, timeout=10000)
+    qtbot.keyClick(focus, Qt.Key.Key_1)
+    assert page.compare.effective_zoom() == 1.0
+    qtbot.keyClick(focus, Qt.Key.Key_F)
+    assert page.compare.state.fit
+    qtbot.keyClick(focus, Qt.Key.Key_D)
+    assert page.compare.mode == "side"
+    qtbot.keyClick(focus, Qt.Key.Key_S)
+    assert page.compare.mode == "split"
+    qtbot.keyClick(focus, Qt.Key.Key_Escape)
+    assert window.pages.currentWidget() is window.splitter
+
+
 def test_drop_a_folder_opens_it(qtbot, window: MainWindow, photos: Path) -> None:  # type: ignore[no-untyped-def]
     from PySide6.QtCore import QMimeData, QPoint, Qt, QUrl
     from PySide6.QtGui import QDragEnterEvent, QDropEvent

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -105,6 +106,13 @@ def index_folder(lib: Library, folder: str, as_json: bool, quiet: bool, out: Any
     return counts
 
 
+def stdout_closed() -> int:
+    """``photolift rank DIR --json | head``: the reader left; stop quietly like other Unix tools."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 0
+
+
 def summary_line(c: dict[str, int]) -> str:
     return (f"{c['files']} files: {c['added']} added, {c['updated'] + c['touched']} updated, {c['moved']} moved, "
             f"{c['unchanged']} unchanged, {c['error']} bad, {c['missing']} missing")
@@ -120,7 +128,9 @@ def run(args: argparse.Namespace) -> int:
         if counts is None:
             return 2
         if not args.json:
-            print(summary_line(counts))
+            print(summary_line(counts), flush=True)
         return 0
+    except BrokenPipeError:
+        return stdout_closed()
     finally:
         cat.close()

@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Callable
 
-from app.commands.index_cmd import StderrProgress, index_folder, open_catalog
+from app.commands.index_cmd import StderrProgress, index_folder, open_catalog, stdout_closed
 from db.catalog import Catalog
 from engine.library import Library
 
@@ -74,7 +74,10 @@ def run(args: argparse.Namespace, score_hook: ScoreHook | None = score_with_asse
                 q = "-" if rec["quality"] is None else f"{rec['quality']:.1f}"
                 tail = f"  [{rec['error']}]" if rec["status"] == "error" else ""
                 print(f"{imp:>7} {q:>5}  {rec['path']}{tail}")
+        sys.stdout.flush()
         return 0
+    except BrokenPipeError:
+        return stdout_closed()
     finally:
         cat.close()
 

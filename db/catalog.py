@@ -123,7 +123,10 @@ class Catalog:
         from db import migrations  # local: migrations imports this module
 
         loc = default_catalog_location() if url_or_path is None else os.fspath(url_or_path)
-        url = to_url(loc)
+        try:
+            url = to_url(loc)
+        except OSError as e:
+            raise CatalogError(f"cannot create the catalog folder for {loc}: {e.strerror or e}") from e
         engine = cls._make_engine(url)
         try:
             if migrate:

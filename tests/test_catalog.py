@@ -198,3 +198,10 @@ def test_closed_catalog_refuses(tmp_path: Path) -> None:
     cat.close()
     with pytest.raises(CatalogError, match="closed"):
         cat.write(lambda s: None)
+
+
+def test_unusable_location_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(CatalogError, match="cannot create the catalog folder"):
+        Catalog.open(str(blocker / "sub" / "c.sqlite"))

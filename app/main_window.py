@@ -109,7 +109,7 @@ class JobStatus(QWidget):
         text = job.name
         if p is not None and p.message:
             text += f": {p.message}"
-        eta = format_eta(eta_seconds(job))
+        eta = format_eta(eta_seconds(job)) if not (p and " left" in p.message) else ""  # the job may say it
         if eta:
             text += f" — {eta}"
         if queued > 0:
@@ -172,6 +172,8 @@ class MainWindow(QMainWindow):
         self.grid.doubleClicked.connect(self._open_index)
         self.grid.selectionModel().currentChanged.connect(self._on_current_changed)
         self.grid.selectionModel().selectionChanged.connect(lambda *_: self._update_actions())
+        # A reset (new sort or filter) moves the current index without a currentChanged signal.
+        self.model.modelReset.connect(lambda: self._on_current_changed(self.grid.currentIndex(), QModelIndex()))
         self.details = DetailsPane()
         self.empty_hint = QLabel("Open a folder (Ctrl+O) or drop one here.\n"
                                  "photolift indexes it, scores every photo and ranks them by how much "

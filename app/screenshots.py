@@ -205,8 +205,16 @@ def run(out: Path, n: int = 30) -> int:
         win.select_row(0)
         saved.append(_save(out, "01_grid_ranked", widget=win))
 
-        # filters: the menu open over a grid filtered to one degradation
-        win.filter_actions["deg:noise"].setChecked(True)
+        # filters: the menu open over a filtered grid (the degradation the model finds most often,
+        # else the recommended photos)
+        from app.delegate import SEVERITY_LABELS
+
+        counts = {k: win.services.count(win.folder, {"degradation": k}) for k in SEVERITY_LABELS}
+        best = max(counts, key=lambda k: counts[k])
+        if counts[best] > 0:
+            win.filter_actions[f"deg:{best}"].setChecked(True)
+        else:
+            win.set_filter("recommended", True)
         _pump(200)
         pos = win.filter_button.mapToGlobal(QPoint(0, win.filter_button.height()))
         win.filter_menu.popup(pos)

@@ -87,6 +87,7 @@ class ExportResult:
     enhanced: bool = False
     warnings: tuple[str, ...] = ()
     fatal: bool = False  # the environment failed (disk full...): the export stopped here
+    measured_gain: float | None = None  # of the exported edit, as the regression guard measured it
 
     @property
     def path(self) -> str:
@@ -96,7 +97,7 @@ class ExportResult:
     def to_json(self) -> dict[str, Any]:
         return {"photo_id": self.photo_id, "path": self.source, "status": self.status, "out_path": self.out_path,
                 "error": self.error, "recipe_id": self.recipe_id, "enhanced": self.enhanced,
-                "warnings": list(self.warnings)}
+                "warnings": list(self.warnings), "measured_gain": self.measured_gain}
 
 
 # -- names ---------------------------------------------------------------------------------------
@@ -562,7 +563,7 @@ class Exporter:
                 if rid == row.recipe_id and f == kind and Path(out_path).parent == folder and Path(out_path).is_file():
                     return ExportResult(row.id, row.path, "skipped", out_path=out_path,
                                         error="already exported with this edit", recipe_id=row.recipe_id,
-                                        enhanced=recipe is not None)
+                                        enhanced=recipe is not None, measured_gain=row.measured_gain)
         # the source must be the one that was indexed, scored and enhanced
         if row.status == "missing" or not os.path.exists(row.fs_path):
             raise ExportError(f"the original is gone: {row.path}")
@@ -603,7 +604,8 @@ class Exporter:
         path, warnings = write_export(rendered, folder, name, fmt, quality, bits, recipe)
         self._record(row.id, row.recipe_id, path, kind)
         return ExportResult(row.id, row.path, "ok", out_path=str(path), recipe_id=row.recipe_id,
-                            enhanced=recipe is not None, warnings=tuple(warnings))
+                            enhanced=recipe is not None, warnings=tuple(warnings),
+                            measured_gain=row.measured_gain)
 
     def _record(self, photo_id: int, recipe_id: int | None, path: Path, fmt: str) -> None:
         from db.schema import Export

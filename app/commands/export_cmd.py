@@ -193,7 +193,8 @@ def run(args: argparse.Namespace) -> int:
             for res in results:
                 d = res.to_json()
                 note = notes.get(res.photo_id or -1, {})
-                d["measured_gain"] = note.get("measured_gain", gains.get(res.photo_id or -1))
+                if d.get("measured_gain") is None:
+                    d["measured_gain"] = note.get("measured_gain", gains.get(res.photo_id or -1))
                 if note.get("message"):
                     d["message"] = note["message"]
                 if res.status == "skipped" and note.get("enhance_error"):

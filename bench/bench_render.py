@@ -76,6 +76,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--models", type=Path)
     ap.add_argument("--full", action="store_true", help="also time the full-resolution render and export")
+    ap.add_argument("--enhance", action="store_true",
+                    help="also time Editor.enhance (plan, full render, regression guard, preview) in a temp catalog")
     args = ap.parse_args()
     if args.models:
         os.environ["PHOTOLIFT_MODELS"] = str(args.models)
@@ -131,6 +133,27 @@ def main() -> None:
                 t = median_time(lambda fmt=fmt, bits=bits: write_export(rendered, out, "x", fmt, 92, bits, recipe),
                                 args.runs)
                 print(f"encode+write+verify {fmt} {bits}-bit: {sec(t)}")
+        if args.enhance:
+            from db.catalog import Catalog
+            from engine.edits import Editor
+            from engine.indexer import Indexer
+
+            lib = tmp / "lib"
+            lib.mkdir()
+            shutil.copy(src, lib / "p.jpg")
+            cat = Catalog.open(str(tmp / "cat.sqlite"))
+            try:
+                for _ in Indexer(cat, workers=1).index(lib):
+                    pass
+                ed = Editor(cat, renderer=Renderer(pipe, RenderCache(tmp / "cache2")))
+                res: list[object] = []
+                t = median_time(lambda: res.append(ed.enhance(1)), args.runs,
+                                setup=lambda: shutil.rmtree(tmp / "cache2", ignore_errors=True))
+                print(f"Editor.enhance (plan + full render + guard + preview), uncached: {sec(t)}; last: {res[-1]}")
+                t = median_time(lambda: ed.preview(1, 1600), args.runs)
+                print(f"Editor.preview 1600 px right after enhance: {ms(t)}")
+            finally:
+                cat.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

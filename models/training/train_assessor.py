@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--labels", type=Path, default=LABELS)
+    ap.add_argument("--labels", type=Path, nargs="+", default=[LABELS],
+                    help="label folders (their train sets are concatenated)")
     ap.add_argument("--out", type=Path, default=REPO / "models" / "assessor.onnx")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     ap.add_argument("--export-only", action="store_true")
@@ -133,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"exported {args.out}")
         return
     net = net.to(memory_format=torch.channels_last)  # depthwise convolutions are ~2x faster so on the CPU
-    L = load_labels("train", args.labels)
+    parts = [load_labels("train", d) for d in args.labels]
+    L = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     hold = _holdout(L["photo"])
     tr_idx, mon_idx = np.flatnonzero(~hold), np.flatnonzero(hold)
     print(f"assessor params {count_params(net):,}; labels {len(hold)} ({len(tr_idx)} train, "

@@ -34,15 +34,39 @@ def charbonnier(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> torch.Te
 
 def make_batch(sampler: CropSampler, rng: np.random.Generator, cfg: dg.DegradeConfig, n: int,
                size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    xs, ys = [], []
+    x, y, _ = make_batch_flags(sampler, rng, cfg, n, size)
+    return x, y
+
+
+def make_batch_flags(sampler: CropSampler, rng: np.random.Generator, cfg: dg.DegradeConfig, n: int,
+                     size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Degraded crops, their clean targets, and 1.0 where a crop was left clean."""
+    xs, ys, clean = [], [], []
     for _ in range(n):
         u = dg.to_float(sampler.crop(size))
         r = dg.degrade(u, rng, cfg)
         xs.append(r.image)
         ys.append(u)
+        clean.append(0.0 if r.applied else 1.0)
     x = torch.from_numpy(np.stack(xs).transpose(0, 3, 1, 2).copy()).float()
     y = torch.from_numpy(np.stack(ys).transpose(0, 3, 1, 2).copy()).float()
-    return x, y
+    return x, y, torch.tensor(clean)
+
+
+def load_init(net: torch.nn.Module, path: Path) -> None:
+    """Weights from a checkpoint (``.pt``) or from an exported ONNX file (initializers by name)."""
+    if path.suffix == ".onnx":
+        import onnx
+        from onnx import numpy_helper
+
+        inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+        sd = net.state_dict()
+        missing = [k for k in sd if k not in inits]
+        if missing:
+            raise SystemExit(f"{path}: no weights for {missing[:5]} (another architecture?)")
+        net.load_state_dict({k: torch.from_numpy(inits[k].copy()) for k in sd})
+    else:
+        net.load_state_dict(torch.load(path, weights_only=False)["model"])
 
 
 def val_set(seed: int = 1234, n: int = 48, size: int = 128) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -98,6 +122,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--export-only", action="store_true")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from these weights, a checkpoint or an exported .onnx (fine-tuning; fresh optimizer and schedule)")
+    ap.add_argument("--p-clean", type=float, default=0.15,
+                    help="share of crops left clean (identity target): keeps clean photos untouched")
+    ap.add_argument("--clean-weight", type=float, default=1.0,
+                    help="loss weight of the clean crops relative to degraded ones")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -118,6 +148,9 @@ def main(argv: list[str] | None = None) -> None:
         state = ck["state"]
         rng.bit_generator.state = ck["rng"]
         print(f"resumed at step {state['step']}, {state['elapsed'] / 60:.1f} min", flush=True)
+    elif args.init is not None:
+        load_init(net, args.init)
+        print(f"initialised from {args.init}", flush=True)
     if args.export_only:
         export_onnx(net, args.out)
         print(f"exported {args.out}")
@@ -128,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     vs = val_set()
     # Clean crops (p_clean) teach the identity, which keeps clean photos untouched (>38 dB).
     # Saturation is off: clipped highlights cannot be restored, the target would be unreachable.
-    cfg = dg.DegradeConfig(p_saturation=0.0, p_clean=0.15)
+    cfg = dg.DegradeConfig(p_saturation=0.0, p_clean=args.p_clean)
     budget = args.minutes * 60
     t_last = time.monotonic()
     last_ckpt = last_val = last_export = state["elapsed"]
@@ -142,17 +175,19 @@ def main(argv: list[str] | None = None) -> None:
 
     while state["elapsed"] < budget:
         frac = state["elapsed"] / budget
-        warm = min(1.0, state["step"] / 300)
+        warm = 1.0 if args.init is not None else min(1.0, state["step"] / 300)
         lr = args.lr * warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
-        x, y = make_batch(sampler, rng, cfg, args.batch, args.crop)
-        loss = charbonnier(net(x), y)
+        x, y, is_clean = make_batch_flags(sampler, rng, cfg, args.batch, args.crop)
+        per = torch.sqrt((net(x) - y) ** 2 + 1e-6).mean(dim=(1, 2, 3))  # Charbonnier per crop
+        w = 1.0 + (args.clean_weight - 1.0) * is_clean
+        loss = (per * w).sum() / w.sum()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 0.5)
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         now = time.monotonic()
         state["elapsed"] += now - t_last
         t_last = now

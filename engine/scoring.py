@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -269,7 +270,7 @@ class Scorer:
         done_events: list[ScoreEvent] = []
         with catalog.session() as s:
             rows = s.execute(select(Photo.id, Photo.path, Photo.fingerprint, Photo.width, Photo.height,
-                                    Photo.status).where(Photo.id.in_(ids))).all() if ids else []
+                                    Photo.status, Photo.path_bytes).where(Photo.id.in_(ids))).all() if ids else []
             scored: set[tuple[int, str]] = set()
             if rows and not force:
                 scored = {(pid, fp) for pid, fp in s.execute(
@@ -280,7 +281,9 @@ class Scorer:
         for pid in ids:
             if pid not in found:
                 done_events.append(ScoreEvent(pid, "", "error", error="no such photo in the catalog"))
-        for pid, path, fp, w, h, status in rows:
+        # ``path`` is for display; files are opened by their exact bytes (non-UTF-8 names)
+        fs_paths = {r[0]: os.fsdecode(r[6]) if r[6] else r[1] for r in rows}
+        for pid, path, fp, w, h, status, _pb in rows:
             if status != STATUS_OK:
                 done_events.append(ScoreEvent(pid, path, "error", error=f"photo status is {status!r}"))
             elif (pid, fp or "") in scored:
@@ -305,7 +308,7 @@ class Scorer:
         def decode(item: tuple[int, str, str, int | None, int | None]) -> tuple[np.ndarray, np.ndarray]:
             if cancel is not None and cancel.cancelled:
                 raise JobCancelled()
-            return self.load_views(item[1], item[3], item[4])
+            return self.load_views(fs_paths[item[0]], item[3], item[4])
 
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="score-decode")
         try:

@@ -54,3 +54,21 @@ def test_score_new_file_is_indexed_and_missing_model_fails(models: Path, tmp_pat
     (models / "assessor.onnx").unlink()
     assert main(["--catalog", cat, "score", str(p)]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_rank_scores_a_non_utf8_file_name(models: Path, tmp_path: Path, make_image, capsys) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import shutil
+
+    src = make_image("lib/plain.jpg", 140, 100, seed=3)
+    odd = os.fsencode(str(src.parent)) + b"/caf\xe9-latin1.jpg"  # a Latin-1 name, not valid UTF-8
+    shutil.copyfile(src, os.fsdecode(odd))
+    cat = str(tmp_path / "c3.sqlite")
+    assert main(["--catalog", cat, "rank", str(src.parent), "--json"]) == 0
+    recs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    by = {r["path"].rsplit("/", 1)[-1]: r for r in recs}
+    assert set(by) == {"plain.jpg", "caf\\xe9-latin1.jpg"}
+    odd_rec = by["caf\\xe9-latin1.jpg"]
+    assert odd_rec["status"] == "ok", odd_rec["error"]
+    # same pixels, same score
+    assert odd_rec["improvability"] == by["plain.jpg"]["improvability"]

@@ -240,6 +240,10 @@ def parse_exif(blob: bytes | None) -> tuple[dict[str, Any], str | None]:
     """(fields, warning) from a raw EXIF block, a JPEG or a TIFF; broken EXIF is a warning, not an error."""
     if not blob:
         return dict(EMPTY_EXIF_FIELDS), None
+    body = blob[6:] if blob.startswith(b"Exif\x00\x00") else blob
+    if body[:4] not in (b"II*\x00", b"MM\x00*") and not body.startswith(b"\xff\xd8"):
+        # piexif would take these bytes for a file name and report "no such file"
+        return dict(EMPTY_EXIF_FIELDS), "unreadable EXIF (no TIFF header); ignored"
     try:
         return exif_fields(piexif.load(blob)), None
     except Exception as e:  # piexif raises a zoo of types on damaged data

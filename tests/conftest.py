@@ -102,3 +102,38 @@ def make_image(tmp_path: Path) -> ImageFactory:
         return path
 
     return factory
+
+
+@pytest.fixture
+def lock_file(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path], None]]:
+    """``lock(path)`` makes a file unreadable; ``unlock`` (returned by ``lock.unlock``) undoes it.
+
+    chmod 0 is enough for ordinary users. As root (CI containers) permission bits do not stop
+    reads, so there ``open`` itself is made to refuse that one file with EACCES, which is what
+    the kernel would answer: the code under test sees the same PermissionError either way.
+    """
+    import builtins
+    import errno
+
+    locked: set[str] = set()
+    real_open = builtins.open
+
+    def guarded_open(file, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if isinstance(file, (str, bytes, os.PathLike)) and os.path.abspath(os.fsdecode(file)) in locked:
+            raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(file))
+        return real_open(file, *args, **kwargs)
+
+    def lock(p: Path) -> None:
+        p.chmod(0)
+        if os.access(p, os.R_OK):  # root
+            locked.add(os.path.abspath(p))
+            monkeypatch.setattr(builtins, "open", guarded_open)
+
+    def unlock(p: Path) -> None:
+        p.chmod(0o644)
+        locked.discard(os.path.abspath(p))
+
+    lock.unlock = unlock  # type: ignore[attr-defined]
+    yield lock
+    for name in list(locked):
+        os.chmod(name, 0o644)

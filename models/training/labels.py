@@ -80,8 +80,23 @@ class Enhancer:
         return y
 
 
+def _default_quality() -> Path:
+    pt = REPO / "runs" / "quality" / "quality_torch.pt"
+    return pt if pt.exists() else REPO / "models" / "quality.onnx"
+
+
 class QModel:
+    """Q: the torch checkpoint, or the exported ``models/quality.onnx`` (same numbers to 1e-6)."""
+
     def __init__(self, path: Path) -> None:
+        self.ort: Any = None
+        if path.suffix == ".onnx":
+            import onnxruntime as ort
+
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = 1
+            self.ort = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            return
         import torch
 
         from models.training.nets_assess import load_quality
@@ -90,6 +105,9 @@ class QModel:
         self.net = load_quality(path)
 
     def __call__(self, x: np.ndarray) -> float:
+        if self.ort is not None:
+            t = np.ascontiguousarray(x.transpose(2, 0, 1))[None].astype(np.float32)
+            return float(self.ort.run(None, {"image": t})[0][0])
         with self.torch.no_grad():
             t = self.torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].float()
             return float(self.net(t)[0])
@@ -282,7 +300,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch/ORT threads per worker")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--restorer", type=Path, default=None)
-    ap.add_argument("--quality", type=Path, default=REPO / "runs" / "quality" / "quality_torch.pt")
+    ap.add_argument("--quality", type=Path, default=_default_quality(),
+                    help="Q: runs/quality/quality_torch.pt, else models/quality.onnx")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--report", action="store_true", help="only print the agreement report")
     args = ap.parse_args(argv)

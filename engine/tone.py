@@ -14,7 +14,8 @@ Chain, in this order (each stage is the identity at its neutral value, see ``NEU
 2. ``white balance`` and ``exposure`` in linear light: per-channel gains
    ``exp([t, g, -t] - g/3)`` (``temperature`` t, ``tint`` g), times ``2 ** exposure``.
 3. ``levels``: ``(x - black) / (white - black)`` (auto-levels style; undoes flat contrast and
-   uniform veiling haze).
+   uniform veiling haze). Stages 2 and 3 together are faded out toward white
+   (:func:`protect_white`, parameter version 2), so clipped whites stay white.
 4. ``local tone mapping``: a base/detail split of luminance by an edge-preserving (guided)
    filter; a curve on the base only (``shadows`` lifts it, ``highlights`` compresses it), applied
    as a smooth gain map, so local detail is kept (backlit and high-dynamic-range scenes).
@@ -90,7 +91,10 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "vibrance": (-0.8, 1.5),
 }
 
-PARAMS_VERSION = 1
+# 2: the white-protecting shoulder after WB/exposure/levels (:func:`protect_white`); version-1
+# recipes replay without it, exactly as they were made.
+PARAMS_VERSION = 2
+WHITE_KNEE = 8.0  # exponent of that shoulder
 WORK_SIDE = 384  # long side of the working copy for the spatial operators
 NET_SIDE = 128  # the network's input view
 GF_RADIUS = 0.04  # guided filter radius, fraction of the working copy's short side
@@ -231,6 +235,26 @@ def levels(img: Image, black: float, white: float) -> Image:
     return np.clip((img - np.float32(black)) / np.float32(white - black), 0.0, 1.0).astype(np.float32)
 
 
+def protect_white(x: Image, y: Image) -> Image:
+    """Fade a darkening ``x -> y`` out toward white: ``y + max(x - y, 0) * x ** WHITE_KNEE``.
+
+    Darkening cannot bring back what an 8-bit photo clipped: lowering exposure (or a white
+    point above 1) only turns a white background or a blown sky flat grey, the commonest way
+    an automatic fix ruins a high-key photo. With the shoulder, white stays white and values
+    below ~0.7 get the full correction; the map stays monotonic (its slope is positive for
+    any ``y <= x``). Brightening is untouched.
+    """
+    return (y + np.maximum(x - y, np.float32(0.0)) * np.power(x, np.float32(WHITE_KNEE))).astype(np.float32)
+
+
+def params_version(params: Mapping[str, Any]) -> int:
+    """Version of a parameter set; sets without one predate versioning (version 1)."""
+    try:
+        return int(params.get("version", 1))
+    except (TypeError, ValueError):
+        return 1
+
+
 def base_curve(b: np.ndarray, shadows: float, highlights: float) -> np.ndarray:
     """Curve on the base layer: a gamma that lifts (shadows) and one that compresses the top."""
     t = np.power(b, np.float32(2.0 ** -shadows))
@@ -275,8 +299,11 @@ def apply_reference(rgb: Image, params: Mapping[str, Any], strength: float = 1.0
         return img.copy()
     if p["dehaze"] > 0.0:
         img = dehaze(img, p["dehaze"], _airlight(img, params))
+    pre_in = img
     img = white_balance_exposure(img, p["temperature"], p["tint"], p["exposure"])
     img = levels(img, p["black"], p["white"])
+    if params_version(params) >= 2:
+        img = protect_white(pre_in, img)
     img = local_tone(img, p["shadows"], p["highlights"])
     img = contrast_curve(img, p["contrast"])
     return saturation_vibrance(img, p["saturation"], p["vibrance"])
@@ -301,7 +328,8 @@ def _lut_index(x: np.ndarray) -> np.ndarray:
     return idx.astype(np.uint16)
 
 
-def _channel_luts(p: Mapping[str, float]) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _channel_luts(p: Mapping[str, float], version: int = PARAMS_VERSION
+                  ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """[3, N] tables for the per-channel stages before (WB, exposure, levels) and after
     (contrast curve) local tone mapping; None where the stages are neutral."""
     pre = None
@@ -309,6 +337,8 @@ def _channel_luts(p: Mapping[str, float]) -> tuple[np.ndarray | None, np.ndarray
             and p["black"] == 0.0 and p["white"] == 1.0):
         x3 = np.repeat(_LUT_X[None, :, None], 3, axis=2)  # [1, N, 3] "image"
         y3 = levels(white_balance_exposure(x3, p["temperature"], p["tint"], p["exposure"]), p["black"], p["white"])
+        if version >= 2:
+            y3 = protect_white(x3, y3)
         pre = np.ascontiguousarray(y3[0].T)
     post = None
     if p["contrast"] != 0.0:
@@ -361,7 +391,7 @@ def apply_params(rgb: Image, params: Mapping[str, Any], strength: float = 1.0) -
     short = min(small.shape[:2])
     r_gf = _radius(short, GF_RADIUS)
     up = _RowUpsampler(small.shape[:2], (h, w))
-    pre, post = _channel_luts(p)
+    pre, post = _channel_luts(p, params_version(params))
 
     # plan on the working copy: the same stages, so the maps see what the full image will be
     haze = None

@@ -223,3 +223,23 @@ def test_fast_path_large_image_close_to_reference() -> None:
     p = {"dehaze": 0.5, "shadows": 0.8, "highlights": 0.4, "exposure": 0.4, "black": 0.05, "contrast": 0.3,
          "saturation": 0.2, "airlight": T.estimate_airlight(big)}
     assert psnr(T.apply_params(big, p), T.apply_reference(big, p)) > 38.0
+
+
+def test_darkening_keeps_white_white_and_old_recipes_replay_unchanged() -> None:
+    """A high-key photo (subject on a white background) told to darken: with parameter
+    version 2 the background stays white while the subject gets the correction; a version-1
+    recipe renders exactly as before (no shoulder)."""
+    img = np.ones((64, 96, 3), np.float32)
+    img[16:48, 24:72] = np.float32(0.5)  # the subject, mid grey
+    params = {"exposure": -1.0, "white": 1.15, "version": 2}
+    out = T.apply_params(img, params)
+    assert out[0, 0].min() > 0.999  # the white background stays white
+    assert out[32, 48].max() < 0.40  # the subject is darkened (about 1 stop and a white point)
+    old = T.apply_params(img, {**params, "version": 1})
+    assert old[0, 0].max() < 0.80  # version 1: white turns grey, as recipes made then did
+    ref = T.apply_reference(img, params)
+    assert np.abs(out - ref).max() < 2e-3
+    # the shoulder keeps the map monotonic
+    ramp = np.repeat(np.linspace(0, 1, 512, dtype=np.float32)[None, :, None], 3, axis=2)
+    r = T.apply_params(ramp, {"exposure": -2.5, "white": 1.3, "version": 2})[0, :, 0]
+    assert np.all(np.diff(r) >= -1e-6) and r[-1] > 0.999

@@ -68,6 +68,8 @@ def test_airlight_twin() -> None:
          lambda x: TT.white_balance_exposure(x, _s(-0.4), _s(0.2), _s(-1.5)), None),
         ("levels", lambda x: T.levels(x, 0.2, 0.8), lambda x: TT.levels(x, _s(0.2), _s(0.8)), None),
         ("local_tone", lambda x: T.local_tone(x, 0.9, 0.6), lambda x: TT.local_tone(x, _s(0.9), _s(0.6)), None),
+        ("protect_white", lambda x: T.protect_white(x, T.levels(x, 0.0, 1.25)),
+         lambda x: TT.protect_white(x, TT.levels(x, _s(0.0), _s(1.25))), None),
         ("contrast", lambda x: T.contrast_curve(x, 0.6), lambda x: TT.contrast_curve(x, _s(0.6)), None),
         ("sat_vib", lambda x: T.saturation_vibrance(x, 0.5, -0.3),
          lambda x: TT.saturation_vibrance(x, _s(0.5), _s(-0.3)), None),
@@ -83,18 +85,20 @@ def test_operator_twins_agree(name: str, np_fn, t_fn, args) -> None:  # type: ig
         assert np.abs(a - b).mean() < TOL, name
 
 
-def test_full_chain_twin_random_params() -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_full_chain_twin_random_params(version: int) -> None:
     rng = np.random.default_rng(7)
     for i in range(6):
         img = _img(10 + i, 48, 48)
-        params = {k: float(rng.uniform(*T.BOUNDS[k])) for k in T.PARAM_NAMES}
+        params: dict = {k: float(rng.uniform(*T.BOUNDS[k])) for k in T.PARAM_NAMES}
         if params["white"] < params["black"] + 0.2:
             params["white"] = params["black"] + 0.2
         params["airlight"] = T.estimate_airlight(img)
+        params["version"] = version
         a = T.apply_params(img, params)
-        p = {k: _s(v) for k, v in params.items() if k != "airlight"}
+        p = {k: _s(v) for k, v in params.items() if k not in ("airlight", "version")}
         p["airlight"] = torch.tensor([params["airlight"]], dtype=torch.float32)
-        b = _np(TT.apply_params(_t(img), p))
+        b = _np(TT.apply_params(_t(img), p, version=version))
         assert np.abs(a - b).mean() < 5e-4, params
         assert np.abs(a - b).max() < 2e-2, params
 

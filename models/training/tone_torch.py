@@ -118,6 +118,10 @@ def levels(x: torch.Tensor, black: torch.Tensor, white: torch.Tensor) -> torch.T
     return ((x - _b(black)) / _b(white - black)).clamp(0.0, 1.0)
 
 
+def protect_white(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return y + (x - y).clamp_min(0.0) * x ** T.WHITE_KNEE
+
+
 def base_curve(b: torch.Tensor, shadows: torch.Tensor, highlights: torch.Tensor) -> torch.Tensor:
     t = b ** (2.0 ** -_b(shadows))
     return 1.0 - (1.0 - t).clamp_min(1e-6) ** (2.0 ** -_b(highlights))
@@ -143,15 +147,19 @@ def saturation_vibrance(x: torch.Tensor, saturation: torch.Tensor, vibrance: tor
     return (y + (x - y) * k).clamp(0.0, 1.0)
 
 
-def apply_params(x: torch.Tensor, p: Params) -> torch.Tensor:
-    """The engine's chain on a batch. ``p`` holds [B] tensors (and ``airlight`` [B, 3])."""
+def apply_params(x: torch.Tensor, p: Params, version: int = T.PARAMS_VERSION) -> torch.Tensor:
+    """The engine's chain on a batch. ``p`` holds [B] tensors (and ``airlight`` [B, 3]);
+    ``version`` is the parameter version whose operators to mirror."""
     x = x.clamp(0.0, 1.0)
     air = p.get("airlight")
     if air is None:
         air = estimate_airlight(x)
     x = dehaze(x, p["dehaze"], air)
+    pre_in = x
     x = white_balance_exposure(x, p["temperature"], p["tint"], p["exposure"])
     x = levels(x, p["black"], p["white"])
+    if version >= 2:
+        x = protect_white(pre_in, x)
     x = local_tone(x, p["shadows"], p["highlights"])
     x = contrast_curve(x, p["contrast"])
     return saturation_vibrance(x, p["saturation"], p["vibrance"])

@@ -86,39 +86,37 @@ def degrade_case(u: np.ndarray, i: int, seed: int) -> tuple[np.ndarray, str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", action="append", default=[], help="name=path of a tone ONNX (repeatable)")
-    ap.add_argument("--quality", type=Path, default=None, help="QualityNet checkpoint for the Q column")
+    ap.add_argument("--model", action="append", default=[],
+                    help="name=path of a tone ONNX (repeatable); name=path@1 renders with parameter version 1 "
+                         "(before the white-protecting shoulder), to compare both in one run")
+    ap.add_argument("--quality", type=Path, default=None,
+                    help="Q for the Q column: a QualityNet checkpoint or models/quality.onnx")
     ap.add_argument("--max-side", type=int, default=512)
     ap.add_argument("--limit", type=int, default=0, help="first N val photos only (0 = all)")
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
-    models: dict[str, Path] = {}
+    models: dict[str, tuple[Path, int]] = {}
     for spec in args.model or [f"tone=({T.default_model_path()})"]:
         name, _, path = spec.partition("=")
-        models[name] = Path(path.strip("()"))
+        path, _, ver = path.partition("@")
+        models[name] = (Path(path.strip("()")), int(ver or T.PARAMS_VERSION))
 
     qnet = None
     if args.quality is not None:
-        import torch
+        from models.training.labels import QModel
 
-        from models.training.nets_assess import load_quality
-
-        torch.set_num_threads(1)
-        qnet = load_quality(args.quality)
+        qnet = QModel(args.quality)
 
     def qscore(img: np.ndarray) -> float:
-        import torch
-
         assert qnet is not None
-        with torch.no_grad():
-            return float(qnet(torch.from_numpy(img.transpose(2, 0, 1)[None].copy()))[0])
+        return qnet(np.ascontiguousarray(img, np.float32))
 
     methods: dict[str, Any] = {"nothing": lambda x: x, "auto-levels": auto_levels, "autocontrast": autocontrast,
                                "CLAHE": clahe, "gray-world": gray_world}
-    for name, path in models.items():
-        methods[name] = lambda x, p=path: T.apply_params(x, T.predict_params(x, model_path=p))
+    for name, (path, ver) in models.items():
+        methods[name] = lambda x, p=path, v=ver: T.apply_params(x, {**T.predict_params(x, model_path=p), "version": v})
 
     photos = discover("val")
     if args.limit:
@@ -175,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"summary": summary, "photos": len(photos), "max_side": args.max_side,
-                                         "seed": args.seed, "models": {k: str(v) for k, v in models.items()}},
+                                         "seed": args.seed, "models": {k: f"{v[0]}@{v[1]}" for k, v in models.items()}},
                                         indent=1))
     return 0
 

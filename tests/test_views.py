@@ -61,3 +61,24 @@ def test_training_jitter_moves_crops_within_bounds() -> None:
     assert base != jit
     for y, x in jit:
         assert 0 <= y <= 400 - CROP and 0 <= x <= 600 - CROP
+
+
+def test_shared_pre_reduction_matches_direct_area_views() -> None:
+    """The global view made from the integer pre-reduction is the direct area reduction up to
+    the few dropped edge pixels, and crops still come from the full-resolution pixels."""
+    import cv2
+
+    from engine.views import pre_reduce
+
+    img = _scene(1503, 2011)  # odd sizes: the exact factor drops a few edge pixels
+    small = pre_reduce(img)
+    r = img.shape[1] // small.shape[1]
+    assert r >= 2 and small.shape[0] == img.shape[0] // r
+    crops, glob = make_views(img)
+    direct = cv2.resize(img, (GLOBAL, GLOBAL), interpolation=cv2.INTER_AREA).transpose(2, 0, 1) / 255.0
+    assert np.abs(glob - direct).mean() < 0.01
+    (y, x) = crop_positions(img, small=small)[0]
+    np.testing.assert_allclose(crops[0], img[y:y + CROP, x:x + CROP].transpose(2, 0, 1) / 255.0, atol=1e-6)
+    # photos too small to pre-reduce are used as they are
+    tiny = _scene(200, 300)
+    assert pre_reduce(tiny) is tiny

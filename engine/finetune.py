@@ -1,19 +1,25 @@
 """Fine-tune the assessor's last layer on the user's graded ratings, in numpy.
 
 Ratings (``ratings.rating``): 2 significant improvement, 1 moderate, 0 neutral, -1 regressed.
-Each is turned into a target gain in the model's own units (quality points) relative to the
-recommendation threshold ``T``: 2 -> 2.5 T, 1 -> 1.25 T, 0 -> 0, -1 -> -0.5 T. So a photo rated
-"moderate" should land just above the threshold and a "neutral" one well below it.
+A grade says in which *interval* of gain a photo lies, in the model's own units (quality points)
+relative to the recommendation threshold ``T``: 2 -> at least 2 T; 1 -> 1.1 T .. 2 T (just above
+the threshold); 0 -> -0.25 T .. 0.9 T (below it); -1 -> under -0.25 T. A margin of 0.1 T keeps a
+rated photo clearly on its side of the threshold.
 
-The new layer ``w, b`` solves ridge regression *toward the shipped head* ``w0, b0``::
+The new layer ``w, b`` minimises the squared distance of each rated prediction to its grade's
+interval (zero inside it), regularised *toward the shipped head* ``w0, b0``::
 
-    min  sum_i (w . e_i + b - t_i)^2  +  lam * (|w - w0|^2 + (b - b0)^2)
+    min  sum_i dist(w . e_i + b, [lo_i, hi_i])^2  +  lam * (|w - w0|^2 + (b - b0)^2)
 
-with ``lam = prior * mean(|e - mean(e)|^2) / dim``: the shipped head counts as about ``prior`` ratings in
-every direction of the embedding, so a handful of ratings nudges it and a thousand override it.
-Closed form, no iteration. The result is stored as a ``heads`` row (float32 ``w`` then ``b``),
-made the active head of that model version, and every stored score of that version is re-headed
-from its stored embedding (no image is decoded again), so rankings change at once.
+with ``lam = prior * mean(|e - mean(e)|^2) / dim``: the shipped head counts as about ``prior``
+ratings in every direction of the embedding, so a handful of ratings nudges it and a thousand
+override it. Photos the shipped head already places in their grade's interval cost nothing, so
+the within-grade order the network learned is kept (fitting every grade to one point, which
+``fit_head`` does, flattens it: measured in models/assessor.md). Solved exactly by an active-set
+Newton iteration of closed-form ridge solves (a few iterations). The result is stored as a
+``heads`` row (float32 ``w`` then ``b``), made the active head of that model version, and every
+stored score of that version is re-headed from its stored embedding (no image is decoded again),
+so rankings change at once.
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ import numpy as np
 
 from engine.scoring import LastLayer
 
-RATING_TARGETS = {2: 2.5, 1: 1.25, 0: 0.0, -1: -0.5}  # times the recommendation threshold
-DEFAULT_PRIOR = 8.0
+RATING_TARGETS = {2: 2.5, 1: 1.25, 0: 0.0, -1: -0.5}  # point targets, times the recommendation threshold
+RATING_INTERVALS = {2: (2.0, np.inf), 1: (1.1, 2.0), 0: (-0.25, 0.9), -1: (-np.inf, -0.25)}  # times T
+DEFAULT_PRIOR = 32.0
 
 
 def rating_targets(ratings: np.ndarray, threshold: float) -> np.ndarray:
@@ -40,30 +47,76 @@ def rating_targets(ratings: np.ndarray, threshold: float) -> np.ndarray:
     return np.array([RATING_TARGETS[int(x)] * t for x in r], np.float64)
 
 
-def fit_head(embeddings: np.ndarray, targets: np.ndarray, base: LastLayer, prior: float = DEFAULT_PRIOR
-             ) -> LastLayer:
-    """Ridge regression of ``targets`` on ``embeddings`` regularised toward ``base`` (closed form)."""
+def rating_intervals(ratings: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(lo, hi)`` of the gain each grade stands for, in quality points (``RATING_INTERVALS`` x T)."""
+    t = max(float(threshold), 0.1)
+    r = np.asarray(ratings, np.int64)
+    bad = ~np.isin(r, list(RATING_INTERVALS))
+    if bad.any():
+        raise ValueError(f"ratings must be in -1..2, got {sorted(set(r[bad].tolist()))}")
+    lo = np.array([RATING_INTERVALS[int(x)][0] * t for x in r], np.float64)
+    hi = np.array([RATING_INTERVALS[int(x)][1] * t for x in r], np.float64)
+    return lo, hi
+
+
+def _ridge_setup(embeddings: np.ndarray, n: int, base: LastLayer) -> tuple[np.ndarray, np.ndarray, float]:
     e = np.asarray(embeddings, np.float64)
-    t = np.asarray(targets, np.float64).reshape(-1)
-    if e.ndim != 2 or len(e) != len(t):
-        raise ValueError(f"embeddings {e.shape} and targets {t.shape} do not match")
+    if e.ndim != 2 or len(e) != n:
+        raise ValueError(f"embeddings {e.shape} and {n} ratings do not match")
     dim = e.shape[1]
     w0 = np.asarray(base.w, np.float64).reshape(-1)
     if w0.shape[0] != dim:
         raise ValueError(f"head has {w0.shape[0]} weights, embeddings have {dim}")
-    if len(e) == 0:
-        return LastLayer(w0.copy(), float(base.b))
-    x = np.hstack([e, np.ones((len(e), 1))])
     theta0 = np.concatenate([w0, [float(base.b)]])
+    if n == 0:
+        return np.zeros((0, dim + 1)), theta0, 1.0
+    x = np.hstack([e, np.ones((n, 1))])
     # the prior is measured in the spread of the rated embeddings (not their offset from 0), so it
     # weighs the same whatever the scale of the embedding and however similar the photos are
     spread = float(np.mean(np.sum((e - e.mean(axis=0)) ** 2, axis=1))) / dim
     floor = 0.01 * float(np.mean(np.sum(e * e, axis=1))) / dim  # one rating must not be fitted exactly
-    lam = prior * max(spread, floor, 1e-12)
-    a = x.T @ x + lam * np.eye(dim + 1)
-    rhs = x.T @ t + lam * theta0
-    theta = np.linalg.solve(a, rhs)
-    return LastLayer(theta[:dim], float(theta[dim]))
+    return x, theta0, max(spread, floor, 1e-12)
+
+
+def fit_head_intervals(embeddings: np.ndarray, lo: np.ndarray, hi: np.ndarray, base: LastLayer,
+                       prior: float = DEFAULT_PRIOR, max_iter: int = 100) -> LastLayer:
+    """The head closest to ``base`` whose predictions fall in ``[lo, hi]`` (squared-hinge, ridge)."""
+    lo = np.asarray(lo, np.float64).reshape(-1)
+    hi = np.asarray(hi, np.float64).reshape(-1)
+    if len(lo) != len(hi) or np.any(lo > hi):
+        raise ValueError("each interval needs lo <= hi")
+    x, theta0, scale = _ridge_setup(embeddings, len(lo), base)
+    dim1 = len(theta0)
+    if len(lo) == 0:
+        return LastLayer(theta0[:-1].copy(), float(theta0[-1]))
+    lam = prior * scale
+    theta = theta0.copy()
+    active_prev: np.ndarray | None = None
+    for _ in range(max_iter):
+        p = x @ theta
+        below, above = p < lo, p > hi
+        active = below | above
+        if active_prev is not None and np.array_equal(active, active_prev):
+            break
+        active_prev = active
+        target = np.where(below, lo, np.where(above, hi, 0.0))
+        xa = x[active]
+        theta = np.linalg.solve(xa.T @ xa + lam * np.eye(dim1), xa.T @ target[active] + lam * theta0)
+    return LastLayer(theta[:-1], float(theta[-1]))
+
+
+def fit_head(embeddings: np.ndarray, targets: np.ndarray, base: LastLayer, prior: float = DEFAULT_PRIOR
+             ) -> LastLayer:
+    """Ridge regression of point ``targets`` on ``embeddings`` regularised toward ``base`` (closed form).
+
+    Kept for comparison (models/training/eval_finetune.py); the app fits intervals."""
+    t = np.asarray(targets, np.float64).reshape(-1)
+    x, theta0, scale = _ridge_setup(embeddings, len(t), base)
+    if len(t) == 0:
+        return LastLayer(theta0[:-1].copy(), float(theta0[-1]))
+    a = x.T @ x + prior * scale * np.eye(len(theta0))
+    theta = np.linalg.solve(a, x.T @ t + prior * scale * theta0)
+    return LastLayer(theta[:-1], float(theta[-1]))
 
 
 def base_head_from_scores(embeddings: np.ndarray, improvability: np.ndarray) -> LastLayer:
@@ -117,8 +170,8 @@ def finetune_catalog(catalog: Any, scorer: Any, prior: float = DEFAULT_PRIOR, ac
         base = base_head_from_scores(np.stack([emb_of[p] for p in pids]),
                                      np.array([r[2] for r in base_rows if r[1]]))
     e = np.stack([emb_of[p] for p in rated])
-    t = rating_targets(np.array([latest[p] for p in rated]), scorer.thresholds.improvability)
-    layer = fit_head(e, t, base, prior)
+    lo, hi = rating_intervals(np.array([latest[p] for p in rated]), scorer.thresholds.improvability)
+    layer = fit_head_intervals(e, lo, hi, base, prior)
     now = datetime.now()
 
     def write(s: Any) -> tuple[int, int]:

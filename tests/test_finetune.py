@@ -17,6 +17,8 @@ from engine.finetune import (
     deactivate_heads,
     finetune_catalog,
     fit_head,
+    fit_head_intervals,
+    rating_intervals,
     rating_targets,
 )
 from engine.runtime import clear_sessions
@@ -47,6 +49,41 @@ def test_fit_head_without_ratings_is_the_base_and_moves_with_them() -> None:
     with pytest.raises(ValueError):
         rating_targets(np.array([3]), 1.0)
     assert list(rating_targets(np.array([2, 1, 0, -1]), 1.0)) == [2.5, 1.25, 0.0, -0.5]
+
+
+def test_interval_fit_keeps_a_head_that_already_agrees_and_corrects_one_that_does_not() -> None:
+    rng = np.random.default_rng(3)
+    e = rng.normal(size=(60, 8))
+    base = LastLayer(rng.normal(size=8), 0.1)
+    thr = 1.0
+    assert fit_head_intervals(e[:0], np.zeros(0), np.zeros(0), base).w.tolist() == base.w.tolist()
+    lo, hi = rating_intervals(np.array([2, 1, 0, -1]), thr)
+    assert lo.tolist() == [2.0, 1.1, -0.25, -np.inf] and hi.tolist() == [np.inf, 2.0, 0.9, -0.25]
+    with pytest.raises(ValueError):
+        rating_intervals(np.array([5]), thr)
+
+    def grade(gain: np.ndarray) -> np.ndarray:
+        return np.select([gain >= 2.0, gain >= 1.1, gain >= -0.25], [2, 1, 0], -1)
+
+    # grades that the shipped head already satisfies cost nothing: the head (and so the order
+    # inside each grade) is kept exactly
+    clear = np.abs(base(e) - 1.0) > 0.1  # off the margin band around the threshold
+    same = fit_head_intervals(e[clear], *rating_intervals(grade(base(e[clear])), thr), base, prior=1.0)
+    np.testing.assert_allclose(same.w, base.w, atol=1e-12)
+    # grades from another taste pull the predictions into their intervals
+    other = LastLayer(rng.normal(size=8), 0.5)
+    g = grade(other(e))
+    lo, hi = rating_intervals(g, thr)
+    tuned = fit_head_intervals(e, lo, hi, base, prior=1.0)
+
+    def inside(layer: LastLayer) -> float:
+        p = layer(e)
+        return float(np.mean((p >= lo - 1e-9) & (p <= hi + 1e-9)))
+
+    assert inside(tuned) > inside(base) + 0.3
+    assert _spearman(tuned(e), other(e)) > _spearman(base(e), other(e)) + 0.2
+    with pytest.raises(ValueError):
+        fit_head_intervals(e[:1], np.array([1.0]), np.array([0.0]), base)
 
 
 def test_base_head_recovered_from_scores() -> None:

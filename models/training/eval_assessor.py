@@ -173,9 +173,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pos", type=float, default=1.0, help="delta (quality points) that counts as worth enhancing")
     ap.add_argument("--labels", type=Path, default=LABELS)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--shipped-thresholds", action="store_true",
+                    help="evaluate at the thresholds in the model's sidecar (no train labels needed; implies --no-write)")
     args = ap.parse_args(argv)
     res = evaluate(args.model, args.pos, args.labels)
-    th = choose_thresholds(args.model, args.pos, args.labels)
+    if args.shipped_thresholds:
+        args.no_write = True
+        th = dict(json.loads(args.model.with_suffix(".json").read_text())["thresholds"])
+    else:
+        th = choose_thresholds(args.model, args.pos, args.labels)
     pv, V = res.pop("pred"), res.pop("labels")
     rec = pv["improvability"] >= th["improvability"]
     pos = V["delta"] >= args.pos

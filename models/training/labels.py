@@ -7,7 +7,8 @@ Each sample is a photo (or a region of a high-resolution photo) of the given spl
 clean or degraded in a known way (light or heavy blind degradations of ``engine.degrade``,
 single defects, tonal problems, shallow depth of field, which is not a defect), then run through
 the one-click enhancement (the restorer, then the tone stage when ``engine.tone`` and
-``models/tone.onnx`` exist). Q is the quality model (``runs/quality/quality_torch.pt``).
+``models/tone.onnx`` exist). Q is the quality model: ``runs/quality/quality_torch.pt`` when a
+training run left one, else the shipped ``models/quality.onnx`` (the same numbers to 1e-6).
 
 Stored per sample (``runs/labels/<split>_<shard>.npz``): the assessor's views of the degraded
 photo (``engine.views.make_views``, uint8), ``delta``, ``q_orig``, ``q_enh``, the known severities

@@ -646,6 +646,7 @@ class MainWindow(QMainWindow):
         if pid is None:
             return
         self._last_enhanced.append(int(pid))
+        self.model.forget_thumbnail(int(pid))  # the grid shows the edit
         if pid == self.photo_page.photo_id and self.pages.currentWidget() is self.photo_page:
             self.photo_page.reload()
         if pid == self.current_id():
@@ -667,6 +668,7 @@ class MainWindow(QMainWindow):
         self._after_edit(pid)
 
     def _after_edit(self, pid: int) -> None:
+        self.model.forget_thumbnail(pid)
         self._refresh_now(sync=True)
         self._show_details(pid)
         if self.pages.currentWidget() is self.photo_page:

@@ -74,7 +74,11 @@ class Services:
 
     # -- library ---------------------------------------------------------------------------
     def thumbnail(self, photo_id: int, size: int = 256) -> np.ndarray | None:
-        return self.library.thumbnail(photo_id, size)
+        """The grid thumbnail, showing the photo's current edit when it has one."""
+        thumb = self.library.thumbnail(photo_id, size)
+        if thumb is None:
+            return None
+        return self.editor.edited_thumbnail(photo_id, thumb)
 
     def photo(self, photo_id: int) -> Any:
         return self.library.photo(photo_id)

@@ -265,6 +265,46 @@ class Editor:
         before, after = self.renderer.preview(Path(p.fs_path), fp, recipe, max_side)
         return before, (None if recipe is None or recipe.is_identity else after)
 
+    def edited_thumbnail(self, photo_id: int, original: np.ndarray) -> np.ndarray:
+        """The grid thumbnail with the photo's current edit applied (``original`` itself when
+        there is none). ``original`` is the original's thumbnail (uint8 RGB). Served from the
+        render cache; on a miss it is the screen preview made at enhance time, scaled down, or
+        else the recipe rendered on the thumbnail itself (tens of ms). Call from a worker."""
+        from db.schema import Photo
+        from engine.recipes import recipe_hash
+        from engine.render import resize_to
+
+        try:
+            _, recipe = self.current_recipe(photo_id)
+        except EditError:
+            return original
+        if recipe is None or recipe.is_identity:
+            return original
+        with self.catalog.session() as s:
+            p = s.get(Photo, int(photo_id))
+            fp = (p.fingerprint or "") if p is not None else ""
+        if not fp:
+            return original
+        cache = self.renderer.cache
+        rhash = recipe_hash(recipe)
+        h, w = original.shape[:2]
+        key = cache.key(fp, rhash, f"thumb{w}x{h}")
+        hit = cache.get(key)
+        if hit is not None and hit.shape == original.shape and hit.dtype == np.uint8:
+            return hit
+        preview = cache.get(cache.key(fp, rhash, f"preview{PREVIEW_SIDE}"))
+        if preview is not None and preview.dtype == np.uint8 and preview.ndim == 3:
+            out = resize_to(preview, original.shape)
+        else:
+            try:
+                out = self.renderer.render_view(original, recipe)
+            except Exception as e:  # noqa: BLE001 - a thumbnail must never fail the grid
+                log.warning("cannot render the edited thumbnail of photo %s: %s", photo_id, e)
+                return original
+        out = np.ascontiguousarray(out if out.dtype == np.uint8 else to_uint8(out))
+        cache.put(key, out)
+        return out
+
     def _recipe(self, recipe_id: int) -> Recipe:
         from db.schema import Recipe as RecipeRow
 

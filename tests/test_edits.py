@@ -159,6 +159,31 @@ def test_preview_pairs_and_none_when_unedited(tmp_catalog: Catalog, make_image: 
     assert abs(a.mean() - b.mean() * 0.5) < 0.5
 
 
+def test_grid_thumbnail_shows_the_current_edit(tmp_catalog: Catalog, make_image: ImageFactory, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    setup_models(tmp_path, monkeypatch, "gain", gain=0.5)
+    install_no_scorer(monkeypatch)
+    lib = _lib(make_image, tmp_path, 1)
+    pid = index(tmp_catalog, lib)[0]
+    ed = Editor(tmp_catalog)
+    thumb = ed.renderer.load_view(lib / "img0.jpg", 32)
+    assert ed.edited_thumbnail(pid, thumb) is thumb  # no edit: the original's thumbnail
+    ed.enhance(pid, ops="restore")
+    # from the preview made at enhance time, scaled to the thumbnail: half as bright
+    out = ed.edited_thumbnail(pid, thumb)
+    assert out.shape == thumb.shape and out.dtype == np.uint8
+    np.testing.assert_allclose(out.astype(float), thumb * 0.5, atol=4.0)
+    # with the render cache gone, the recipe is rendered on the thumbnail itself, then cached
+    shutil.rmtree(ed.renderer.cache.root)
+    again = ed.edited_thumbnail(pid, thumb)
+    np.testing.assert_allclose(again.astype(float), thumb * 0.5, atol=1.0)
+    assert any(ed.renderer.cache.root.rglob("*.npy"))
+    ed.revert(pid)
+    assert ed.edited_thumbnail(pid, thumb) is thumb
+
+
 def test_changed_or_missing_source_is_refused(tmp_catalog: Catalog, make_image: ImageFactory, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     setup_models(tmp_path, monkeypatch)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PySide6.QtCore import QSettings
+from PySide6.QtGui import QImage
 
 from app import settings as S
 from app.library_model import Roles
@@ -139,6 +140,23 @@ def test_enhance_compare_undo_revert(qtbot, window: MainWindow, photos: Path) ->
     assert blocker.args == ["done"]
     qtbot.waitUntil(lambda: page.compare.after is not None, timeout=10000)
     assert "Measured gain" in page.gain_label.text()
+    # the grid thumbnail now shows the edit, not the original
+    from app.library_model import Roles
+
+    edited_pid = page.photo_id
+    original_thumb = window.services.library.thumbnail(edited_pid, 256)
+
+    def grid_thumb() -> QImage | None:
+        row = window.model.row_for_id(edited_pid)
+        pm = window.model.data(window.model.index(row), Roles.Thumb) if row is not None else None
+        return pm.toImage() if pm is not None else None
+
+    qtbot.waitUntil(lambda: grid_thumb() is not None, timeout=10000)
+    img = grid_thumb().convertToFormat(QImage.Format.Format_RGB888)  # type: ignore[union-attr]
+    assert (img.height(), img.width()) == original_thumb.shape[:2]
+    shown = np.frombuffer(bytes(img.constBits()), np.uint8).reshape(img.height(), img.bytesPerLine())
+    shown = shown[:, : img.width() * 3].reshape(img.height(), img.width(), 3)
+    assert np.abs(shown.astype(int) - original_thumb.astype(int)).mean() > 0.5
     for mode in ("split", "side", "single"):
         window.actions[f"mode_{mode}"].trigger()
         assert page.compare.mode == mode

@@ -271,19 +271,25 @@ class Editor:
         render cache; on a miss it is the screen preview made at enhance time, scaled down, or
         else the recipe rendered on the thumbnail itself (tens of ms). Call from a worker."""
         from db.schema import Photo
+        from db.schema import Recipe as RecipeRow
         from engine.recipes import recipe_hash
         from engine.render import resize_to
 
-        try:
-            _, recipe = self.current_recipe(photo_id)
-        except EditError:
-            return original
-        if recipe is None or recipe.is_identity:
-            return original
+        # one short read on this hot path (every grid cell asks): most photos have no edit
         with self.catalog.session() as s:
             p = s.get(Photo, int(photo_id))
-            fp = (p.fingerprint or "") if p is not None else ""
-        if not fp:
+            if p is None or p.current_recipe_id is None or not p.fingerprint:
+                return original
+            fp = p.fingerprint
+            r = s.get(RecipeRow, p.current_recipe_id)
+            recipe_json = r.recipe_json if r is not None else None
+        if recipe_json is None:
+            return original
+        try:
+            recipe = from_json(recipe_json)
+        except RecipeError:
+            return original
+        if recipe.is_identity:
             return original
         cache = self.renderer.cache
         rhash = recipe_hash(recipe)

@@ -14,9 +14,10 @@ interval (zero inside it), regularised *toward the shipped head* ``w0, b0``::
 with ``lam = prior * mean(|e - mean(e)|^2) / dim``: the shipped head counts as about ``prior``
 ratings in every direction of the embedding, so a handful of ratings nudges it and a thousand
 override it. Photos the shipped head already places in their grade's interval cost nothing, so
-the within-grade order the network learned is kept (fitting every grade to one point, which
-``fit_head`` does, flattens it: measured in models/assessor.md). Solved exactly by an active-set
-Newton iteration of closed-form ridge solves (a few iterations). The result is stored as a
+the order the network learned inside a grade is not pulled flat (``fit_head``, kept for
+comparison, pulls every photo of a grade to one value; the two are compared in
+models/assessor.md). Solved by an active-set Newton iteration of closed-form ridge solves, which
+stops when the set of violated intervals repeats (a few iterations; capped at 100). The result is stored as a
 ``heads`` row (float32 ``w`` then ``b``), made the active head of that model version, and every
 stored score of that version is re-headed from its stored embedding (no image is decoded again),
 so rankings change at once.

@@ -102,8 +102,12 @@ def main(argv: list[str] | None = None) -> None:
 
             from db.schema import Photo
 
+            # score exactly the files timed by decode-only (the folder may hold more from a larger --n)
+            wanted = {str(f.resolve()) for f in files}
             with cat.session() as s:
-                ids = [i for (i,) in s.execute(select(Photo.id).order_by(Photo.path))]
+                ids = [i for (i, p) in s.execute(select(Photo.id, Photo.path).order_by(Photo.path))
+                       if str(Path(p).resolve()) in wanted]
+            assert len(ids) == len(files), (len(ids), len(files))
             # warm-up: session creation, page cache
             decode_pass(files[:2], args.workers, 2)
             list(scorer.score_photos(cat, ids[:2], force=True))
@@ -123,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
         "decode_only_photos_per_s": round(len(files) / d_med, 2),
         "scoring_photos_per_s": round(len(files) / s_med, 2),
         "scoring_over_decode_only": round(d_med / s_med, 3),
+        # the machine's speed drifts between runs: each run's own pair, decode-only then scoring
+        "pair_ratios": [round(d / s, 3) for d, s in zip(dec, sco, strict=True)],
         "full_decode_photos_per_s": round(len(files) / full, 2),
         "assessor_ms_per_photo": round(1000 * s_med / len(files), 1),
     })

@@ -138,7 +138,7 @@ class DetailsPane(QScrollArea):
             rows.append(("Improvability", f"<b style='color:{c}'>{float(imp):+.2f}</b>"
                                           + ("  ★ recommended" if rec else "")))
             if qual is not None:
-                rows.append(("Quality", f"{float(qual):.2f} / 10"))
+                rows.append(("Quality", f"{float(qual):.2f} / 10 <span style='color:gray'>(predicted)</span>"))
             model = _get(sc, "model") if sc is not None else None
             version = _get(sc, "model_version") if sc is not None else None
             head = _get(sc, "head") if sc is not None else None
@@ -191,7 +191,7 @@ class DetailsPane(QScrollArea):
         gain = _get(rec, "measured_gain")
         qb, qa = _get(rec, "quality_before"), _get(rec, "quality_after")
         if gain is not None:
-            detail = f" (quality {qb:.2f} → {qa:.2f})" if qb is not None and qa is not None else ""
+            detail = f" (measured quality {qb:.2f} → {qa:.2f})" if qb is not None and qa is not None else ""
             parts.append(f"Measured gain <b>{float(gain):+.2f}</b>{detail}")
         rating = _get(info, "rating")
         if rating is not None:

@@ -213,7 +213,7 @@ class PhotoPage(QWidget):
             self.gain_label.setText("Enhanced (gain not measured)")
             return
         colour = "#3a3" if gain > 0 else "#c33"
-        detail = f" (quality {qb:.2f} → {qa:.2f})" if qb is not None and qa is not None else ""
+        detail = f" (measured quality {qb:.2f} → {qa:.2f})" if qb is not None and qa is not None else ""
         rated = self.rated.get(self.photo_id) if self.photo_id is not None else None
         note = f" · you rated it <b>{RATING_NAMES[rated]}</b>" if rated is not None else ""
         self.gain_label.setText(f"Measured gain <b style='color:{colour}'>{gain:+.2f}</b>{detail}{note}")

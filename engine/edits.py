@@ -14,10 +14,11 @@ last applied row that has stages, and is NULL when that is a revert or there is 
 keeps meaning "the original". Every change is one catalog transaction.
 
 Regression guard. After an enhance the result is rendered at full resolution (the render is
-cached and reused by export) and both the original and the result are assessed with the
-assessor (``engine.scoring.get_scorer().assess``) on views of the same size, made the same way
-(the scorer's own reduction for large photos, then the same area resize for both). The
-quality before and after and their difference (``measured_gain``) are stored on the recipe. A
+cached and reused by export) and both the original and the result are measured with the
+quality model Q (``engine.quality``; the assessor's quality head when Q is not installed) on
+copies of the same size, made the same way (long side at most 2048 px by an integer area
+reduction). The quality before and after and their difference (``measured_gain``) are stored
+on the recipe. A
 gain <= 0 is reported ("did not help"); a single enhance keeps it (the user asked and can undo),
 a batch leaves the photo as it was and stores the recipe as ``rejected``. When the assessor is
 not installed the gain is stored as NULL and the result says it was not measured.
@@ -140,11 +141,25 @@ def same_size_views(before: np.ndarray, after: np.ndarray, reduce: int) -> tuple
 
 
 def measure(before_u8: np.ndarray, after_u8: np.ndarray) -> Guard:
-    """Assess the original and the result (full-resolution uint8 arrays of the same photo)."""
+    """Quality of the original and of the result (full-resolution uint8 arrays of the same photo).
+
+    With the quality model Q installed (``engine.quality``), Q itself on both at the same reduced
+    size: the gain the method is defined by. Without it, the assessor's quality head (a cheaper
+    approximation of Q) on the scorer's views; without either, not measured."""
+    h, w = before_u8.shape[:2]
+    try:
+        from engine.quality import get_quality_model, measure_reduce
+
+        q = get_quality_model()
+    except Exception as e:  # noqa: BLE001 - a broken model file falls back to the assessor
+        log.warning("quality model unavailable, measuring with the assessor: %s", e)
+        q = None
+    if q is not None:
+        b, a = same_size_views(before_u8, after_u8, measure_reduce(w, h))
+        return Guard(q(b), q(a), "")
     scorer, reason = _scorer_or_reason()
     if scorer is None:
         return Guard(None, None, reason)
-    h, w = before_u8.shape[:2]
     b, a = same_size_views(before_u8, after_u8, int(scorer.reduce_for(w, h)))
     qb = float(scorer.assess(b).quality)
     qa = float(scorer.assess(a).quality)

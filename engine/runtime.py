@@ -24,7 +24,7 @@ import onnxruntime as ort
 _PREFERRED = ("CUDAExecutionProvider", "DmlExecutionProvider", "CoreMLExecutionProvider")
 
 _lock = threading.Lock()
-_sessions: dict[tuple[str, int, int, int], ort.InferenceSession] = {}
+_sessions: dict[tuple[str, int, int, int, bool], ort.InferenceSession] = {}
 _versions: dict[tuple[str, int, int], str] = {}
 
 
@@ -74,15 +74,18 @@ def _stat_key(path: Path) -> tuple[str, int, int]:
     return str(path.resolve()), st.st_size, st.st_mtime_ns
 
 
-def get_session(model_path: Path, intra_op_threads: int | None = None) -> ort.InferenceSession:
+def get_session(model_path: Path, intra_op_threads: int | None = None, mem_arena: bool = True
+                ) -> ort.InferenceSession:
     """The shared session for ``model_path`` (created lazily, under a lock).
 
     ``intra_op_threads`` defaults to ``thread_budget(1)`` (all cores for one caller).
+    ``mem_arena=False`` for a model run rarely on large inputs: onnxruntime's CPU arena keeps
+    its peak allocation for the life of the process, which would stay resident in the app.
     """
     path = Path(model_path)
     threads = int(intra_op_threads) if intra_op_threads else thread_budget(1)
     name, size, mtime = _stat_key(path)
-    key = (name, size, mtime, threads)
+    key = (name, size, mtime, threads, bool(mem_arena))
     with _lock:
         sess = _sessions.get(key)
         if sess is None:
@@ -92,6 +95,8 @@ def get_session(model_path: Path, intra_op_threads: int | None = None) -> ort.In
             so.inter_op_num_threads = 1
             so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
             so.log_severity_level = 3
+            if not mem_arena:
+                so.enable_cpu_mem_arena = False
             sess = ort.InferenceSession(name, sess_options=so, providers=providers())
             # drop sessions of an older version of the same file
             for k in [k for k in _sessions if k[0] == name and k[1:3] != (size, mtime)]:

@@ -1,0 +1,92 @@
+"""The quality model Q (``models/quality.onnx``): perceived quality 1..10 of a whole image.
+
+Q is the measure the method is defined by: a photo's gain is ``Q(enhanced) - Q(original)`` (the
+assessor's labels, models/assessor.md). The assessor predicts that gain cheaply for every photo;
+its quality head only mimics Q from four crops and a 128 px view (Spearman 0.88 with Q) and can
+miss what Q sees in the whole frame, such as noise spread over a busy, saturated photo. The
+regression guard therefore measures a result with Q itself when the model file is installed
+(``engine.edits.measure``), on the original and the result at the same reduced size: once per
+enhance, 0.7-1.1 s for a 12 MP photo on 2 cores (measured), about a tenth of the full-resolution
+render it follows. The session runs without onnxruntime's memory arena, so the ~400 MB its
+activations take at 2048 px are returned after each call instead of staying resident.
+
+Input of the network: float32 ``[N, 3, H, W]`` RGB 0..1, H and W >= 64; output ``quality`` [N].
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+MODEL_NAME = "quality"
+MIN_SIDE = 64
+MAX_SIDE = 2048  # long side Q is run at: 12 MP photos at half scale, as the assessor sees them
+
+
+def default_model_path() -> Path:
+    from engine.runtime import models_dir
+
+    return models_dir() / f"{MODEL_NAME}.onnx"
+
+
+def measure_reduce(width: int, height: int) -> int:
+    """The integer area reduction that brings the long side to at most ``MAX_SIDE``."""
+    return max(1, math.ceil(max(int(width), int(height)) / MAX_SIDE))
+
+
+class QualityModel:
+    """Q over one shared ONNX session (``engine.runtime.get_session``). Thread-safe."""
+
+    def __init__(self, path: Path) -> None:
+        from engine.runtime import model_version
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no quality model at {self.path}")
+        self.version = model_version(self.path)
+
+    def __call__(self, rgb_u8: np.ndarray) -> float:
+        """Q of an RGB uint8 image of any size (reflect-padded up to ``MIN_SIDE``)."""
+        from engine.runtime import get_session
+
+        a = np.asarray(rgb_u8)
+        if a.ndim != 3 or a.shape[2] < 3 or a.dtype != np.uint8:
+            raise ValueError(f"expected an HxWx3 uint8 image, got {a.shape} {a.dtype}")
+        a = a[:, :, :3]
+        h, w = a.shape[:2]
+        if h < MIN_SIDE or w < MIN_SIDE:
+            ph, pw = max(0, MIN_SIDE - h), max(0, MIN_SIDE - w)
+            mode = cv2.BORDER_REFLECT_101 if h > 1 and w > 1 else cv2.BORDER_REPLICATE
+            a = cv2.copyMakeBorder(np.ascontiguousarray(a), ph // 2, ph - ph // 2, pw // 2, pw - pw // 2, mode)
+        x = np.ascontiguousarray(a.transpose(2, 0, 1)[None], dtype=np.float32) * np.float32(1.0 / 255.0)
+        sess = get_session(self.path, mem_arena=False)
+        out = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+        return float(np.asarray(out).reshape(-1)[0])
+
+
+_lock = threading.Lock()
+_models: dict[str, QualityModel] = {}
+
+
+def get_quality_model(path: Path | None = None) -> QualityModel | None:
+    """The shared Q for ``path`` (default: the installed models folder), None when not installed."""
+    p = Path(path) if path is not None else default_model_path()
+    if not p.is_file():
+        return None
+    from engine.runtime import model_version
+
+    key = f"{p.resolve()}|{model_version(p)}"
+    with _lock:
+        m = _models.get(key)
+        if m is None:
+            m = QualityModel(p)
+            _models.clear()
+            _models[key] = m
+        return m
+
+
+__all__ = ["MAX_SIDE", "QualityModel", "default_model_path", "get_quality_model", "measure_reduce"]

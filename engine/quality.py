@@ -6,7 +6,7 @@ its quality head only mimics Q from four crops and a 128 px view (Spearman 0.88 
 miss what Q sees in the whole frame, such as noise spread over a busy, saturated photo. The
 regression guard therefore measures a result with Q itself when the model file is installed
 (``engine.edits.measure``), on the original and the result at the same reduced size: once per
-enhance, 0.7-1.1 s for a 12 MP photo on 2 cores (measured), about a tenth of the full-resolution
+enhance, 0.7-1.4 s for a 12 MP photo on 2 cores (bench/bench_guard.py), about a tenth of the full-resolution
 render it follows. The session runs without onnxruntime's memory arena, so the ~400 MB its
 activations take at 2048 px are returned after each call instead of staying resident.
 

@@ -44,6 +44,7 @@ def test_shipped_q_scores_noise_and_blur_below_the_clean_image() -> None:
     assert q(blurred) < qc
     # any size: tiny images are padded to the network's minimum
     assert 1.0 <= q(clean[:10, :7]) <= 10.0
+    assert 1.0 <= q(clean[:1, :1]) <= 10.0 and 1.0 <= q(clean[:1, :200]) <= 10.0
     with pytest.raises(ValueError):
         q(clean.astype(np.float32))
 

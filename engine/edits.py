@@ -18,10 +18,10 @@ cached and reused by export) and both the original and the result are measured w
 quality model Q (``engine.quality``; the assessor's quality head when Q is not installed) on
 copies of the same size, made the same way (long side at most 2048 px by an integer area
 reduction). The quality before and after and their difference (``measured_gain``) are stored
-on the recipe. A
-gain <= 0 is reported ("did not help"); a single enhance keeps it (the user asked and can undo),
-a batch leaves the photo as it was and stores the recipe as ``rejected``. When the assessor is
-not installed the gain is stored as NULL and the result says it was not measured.
+on the recipe. A gain <= 0 is reported ("did not help"); a single enhance keeps it (the user
+asked and can undo), a batch leaves the photo as it was and stores the recipe as ``rejected``.
+When neither Q nor the assessor is installed the gain is stored as NULL and the result says it
+was not measured.
 """
 
 from __future__ import annotations
@@ -151,12 +151,11 @@ def measure(before_u8: np.ndarray, after_u8: np.ndarray) -> Guard:
         from engine.quality import get_quality_model, measure_reduce
 
         q = get_quality_model()
+        if q is not None:
+            b, a = same_size_views(before_u8, after_u8, measure_reduce(w, h))
+            return Guard(q(b), q(a), "")
     except Exception as e:  # noqa: BLE001 - a broken model file falls back to the assessor
-        log.warning("quality model unavailable, measuring with the assessor: %s", e)
-        q = None
-    if q is not None:
-        b, a = same_size_views(before_u8, after_u8, measure_reduce(w, h))
-        return Guard(q(b), q(a), "")
+        log.warning("quality model failed, measuring with the assessor: %s", e)
     scorer, reason = _scorer_or_reason()
     if scorer is None:
         return Guard(None, None, reason)

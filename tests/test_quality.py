@@ -85,3 +85,12 @@ def test_guard_measures_with_q_when_installed(tmp_catalog: Catalog, make_image: 
     b, a = same_size_views(orig, _noisy(orig, 30), 1)
     g = measure(b, a)
     assert g.gain is not None and g.gain < 0
+
+
+def test_a_broken_quality_model_falls_back_to_the_assessor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = setup_models(tmp_path, monkeypatch)
+    (d / "quality.onnx").write_bytes(b"not an onnx file")
+    fs = install_fake_scorer(monkeypatch)
+    img = np.full((40, 50, 3), 100, np.uint8)
+    g = measure(img, img + 20)
+    assert len(fs.calls) == 2 and g.gain is not None and g.gain > 0  # the fake head: brighter is better

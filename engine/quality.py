@@ -19,8 +19,9 @@ import math
 import threading
 from pathlib import Path
 
-import cv2
 import numpy as np
+
+from engine.views import _pad_to as pad_to
 
 MODEL_NAME = "quality"
 MIN_SIDE = 64
@@ -56,12 +57,7 @@ class QualityModel:
         a = np.asarray(rgb_u8)
         if a.ndim != 3 or a.shape[2] < 3 or a.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 image, got {a.shape} {a.dtype}")
-        a = a[:, :, :3]
-        h, w = a.shape[:2]
-        if h < MIN_SIDE or w < MIN_SIDE:
-            ph, pw = max(0, MIN_SIDE - h), max(0, MIN_SIDE - w)
-            mode = cv2.BORDER_REFLECT_101 if h > 1 and w > 1 else cv2.BORDER_REPLICATE
-            a = cv2.copyMakeBorder(np.ascontiguousarray(a), ph // 2, ph - ph // 2, pw // 2, pw - pw // 2, mode)
+        a = pad_to(a[:, :, :3], MIN_SIDE)  # small sides only, by reflection (the assessor's crops too)
         x = np.ascontiguousarray(a.transpose(2, 0, 1)[None], dtype=np.float32) * np.float32(1.0 / 255.0)
         sess = get_session(self.path, mem_arena=False)
         out = sess.run(None, {sess.get_inputs()[0].name: x})[0]

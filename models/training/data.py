@@ -32,6 +32,19 @@ def data_roots() -> list[Path]:
     return roots
 
 
+# Clean training photos live in these folders of the shared data; iqa/ (photos with authentic
+# distortions and opinion scores) and faces/ (small JPEG ~q75 faces) are not clean scene photos
+# and have their own loaders (models.training.iqa_data, the face models).
+CLEAN_FOLDERS = ("train", "train_hr")
+
+
+def photo_roots() -> list[Path]:
+    """The folders ``discover`` searches: the clean ones of the shared data, then the extra photos."""
+    roots = data_roots()
+    out = [roots[0] / f for f in CLEAN_FOLDERS if (roots[0] / f).is_dir()]
+    return out + roots[1:]
+
+
 def is_validation(path: Path) -> bool:
     """About 1 photo in 6 is held out, chosen by a hash of its name."""
     h = hashlib.sha1(path.name.encode("utf-8")).digest()
@@ -48,13 +61,13 @@ class Photo:
 def discover(split: str = "train") -> list[Photo]:
     """All photos of ``split`` ("train", "val" or "all")."""
     out: list[Photo] = []
-    for root in data_roots():
+    for root in photo_roots():
         for p in sorted(root.rglob("*")):
             if p.suffix.lower() not in EXTS or not p.is_file():
                 continue
             rel = p.relative_to(root).parts
             group = rel[-2] if len(rel) >= 2 else root.name
-            hr = "train_hr" in rel or root.name == "photos"
+            hr = root.name == "train_hr" or root.name == "photos"
             val = is_validation(p)
             if split == "all" or (split == "val") == val:
                 out.append(Photo(p, group, hr))

@@ -7,8 +7,8 @@ Each sample is a photo (or a region of a high-resolution photo) of the given spl
 clean or degraded in a known way (light or heavy blind degradations of ``engine.degrade``,
 single defects, tonal problems, shallow depth of field, which is not a defect), then run through
 the one-click enhancement (the restorer, then the tone stage when ``engine.tone`` and
-``models/tone.onnx`` exist). Q is the quality model: ``runs/quality/quality_torch.pt`` when a
-training run left one, else the shipped ``models/quality.onnx`` (the same numbers to 1e-6).
+``models/tone.onnx`` exist). Q is the shipped quality model ``models/quality.onnx`` (version 2,
+models/quality.md), or ``--quality`` (an ONNX file or a torch checkpoint of Q).
 
 Stored per sample (``runs/labels/<split>_<shard>.npz``): the assessor's views of the degraded
 photo (``engine.views.make_views``, uint8), ``delta``, ``q_orig``, ``q_enh``, the known severities
@@ -82,8 +82,7 @@ class Enhancer:
 
 
 def _default_quality() -> Path:
-    pt = REPO / "runs" / "quality" / "quality_torch.pt"
-    return pt if pt.exists() else REPO / "models" / "quality.onnx"
+    return REPO / "models" / "quality.onnx"
 
 
 class QModel:
@@ -302,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--restorer", type=Path, default=None)
     ap.add_argument("--quality", type=Path, default=_default_quality(),
-                    help="Q: runs/quality/quality_torch.pt, else models/quality.onnx")
+                    help="Q: models/quality.onnx (or a torch checkpoint)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--report", action="store_true", help="only print the agreement report")
     args = ap.parse_args(argv)

@@ -120,9 +120,17 @@ class QualityNet(nn.Module):
         return 1.0 + 9.0 * torch.sigmoid(self.fc2(h).squeeze(1))
 
 
-def load_quality(path: str | Path, device: str = "cpu") -> QualityNet:
-    """The trained QualityNet in eval mode (``runs/quality/quality_torch.pt``)."""
+def load_quality(path: str | Path, device: str = "cpu") -> nn.Module:
+    """A trained Q in eval mode: version 2 (``nets_quality.QualityNetV2``, the checkpoint
+    ``models/training/checkpoints/quality_v2.pth``) or version 1 (``runs/quality/quality_torch.pt``).
+    Both are ``(x: [N,3,H,W] 0..1) -> [N] 1..10``."""
     ck = torch.load(path, map_location=device, weights_only=False)
+    if "n_features" in ck.get("config", {}):
+        from models.training.nets_quality import QualityNetV2
+
+        net2 = QualityNetV2(**ck["config"])
+        net2.load_state_dict(ck["model"])
+        return net2.eval()
     net = QualityNet(**ck.get("config", {}))
     net.load_state_dict(ck["model"])
     net.eval()

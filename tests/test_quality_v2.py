@@ -1,0 +1,134 @@
+"""Quality model Q version 2: its features, its export, the known-order pairs, NIQE, the shipped model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from engine.quality import QualityModel  # noqa: E402
+from models.training import quality_pairs as qp  # noqa: E402
+from models.training.nets_quality import N_FEATURES, QualityNetV2, quality_features  # noqa: E402
+
+SHIPPED_Q = Path(__file__).resolve().parents[1] / "models" / "quality.onnx"
+
+
+def _texture(h: int = 256, w: int = 320, seed: int = 0) -> np.ndarray:
+    """A natural-looking texture made here: 1/f noise (natural images' spectrum), in colour."""
+    rng = np.random.default_rng(seed)
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = np.fft.fftfreq(w)[None, :]
+    f = np.sqrt(fx * fx + fy * fy)
+    f[0, 0] = 1.0
+    out = []
+    base = np.fft.ifft2(np.fft.fft2(rng.normal(size=(h, w))) / f).real
+    for c in range(3):
+        own = np.fft.ifft2(np.fft.fft2(rng.normal(size=(h, w))) / f).real
+        ch = 0.8 * base + 0.2 * own
+        out.append((ch - ch.mean()) / (ch.std() * 5) + 0.45 + 0.05 * c)
+    return np.clip(np.stack(out, axis=2), 0, 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (65, 97), (200, 301), (97, 64)])
+def test_features_are_finite_at_any_size(shape: tuple[int, int]) -> None:
+    for img in (np.random.default_rng(1).random((*shape, 3)), np.zeros((*shape, 3)), np.ones((*shape, 3)),
+                np.full((*shape, 3), 0.5)):
+        x = torch.from_numpy(img.astype(np.float32).transpose(2, 0, 1)[None])
+        f = quality_features(x)
+        assert f.shape == (1, N_FEATURES)
+        assert torch.isfinite(f).all()
+
+
+def test_features_are_differentiable() -> None:
+    x = torch.from_numpy(_texture(96, 96).transpose(2, 0, 1)[None].copy()).requires_grad_(True)
+    QualityNetV2()(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_onnx_export_matches_torch_at_other_sizes(tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    from models.training.train_quality2 import export
+
+    net = QualityNetV2(hidden=8).eval()
+    with torch.no_grad():
+        net.feat_std.fill_(3.0)
+    p = tmp_path / "q.onnx"
+    export(net, p, {"version": "test"})
+    s = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+    for shape in [(64, 64), (131, 77), (257, 390)]:
+        x = _texture(*shape, seed=shape[0])
+        t = x.transpose(2, 0, 1)[None].copy()
+        o = s.run(None, {"image": t})[0]
+        with torch.no_grad():
+            r = net(torch.from_numpy(t)).numpy()
+        assert o.shape == (1,)
+        np.testing.assert_allclose(o, r, rtol=1e-4, atol=1e-4)
+
+
+def test_every_failure_mode_changes_the_photo_and_stays_in_range() -> None:
+    u = _texture(128, 160)
+    rng = np.random.default_rng(0)
+    for name, fn in qp.FAILURES.items():
+        for mild in (True, False):
+            v = fn(u, rng, mild=mild)
+            assert v.shape == u.shape and v.dtype == np.float32, name
+            assert 0.0 <= float(v.min()) and float(v.max()) <= 1.0, name
+            assert float(np.abs(v - u).mean()) > 1e-3, name
+    assert qp.restorer_overdone(u, rng, lambda x: cv2.GaussianBlur(x, (0, 0), 1.0)).shape == u.shape
+
+
+def test_intent_recognises_low_key_and_high_key_grades() -> None:
+    u = _texture(128, 160)
+    u = np.clip((u - 0.45) * 3 + 0.5, 0, 1).astype(np.float32)  # full range
+    rng = np.random.default_rng(0)
+    dark = qp.grade_intent(u, rng, "dark")
+    bright = qp.grade_intent(u, rng, "bright")
+    assert dark.mean() < u.mean() < bright.mean()
+    assert qp.intent_kind(dark) == "dark"
+    assert qp.intent_kind(bright) == "bright"
+    fixed = qp.correct_intent(dark, rng, "dark")
+    assert fixed.mean() > dark.mean() + 0.1
+
+
+def test_niqe_ranks_noise_and_blur_below_the_pristine_texture() -> None:
+    from models.training.niqe import NIQE
+
+    model = NIQE.fit_pristine([_texture(256, 256, seed=s) for s in range(4)])
+    u = _texture(256, 256, seed=9)
+    rng = np.random.default_rng(0)
+    noisy = np.clip(u + rng.normal(0, 0.08, u.shape), 0, 1)
+    blurred = cv2.GaussianBlur(u, (0, 0), 2.5)
+    assert model.score(u) < model.score(noisy)
+    assert model.score(u) < model.score(blurred)
+
+
+def _q() -> QualityModel:
+    return QualityModel(SHIPPED_Q)
+
+
+def _u8(x: np.ndarray) -> np.ndarray:
+    return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def test_shipped_q_is_version_2() -> None:
+    onnx = pytest.importorskip("onnx")
+    meta = {p.key: p.value for p in onnx.load(str(SHIPPED_Q)).metadata_props}
+    assert meta.get("version") == "2"
+    assert "cfg" in json.loads(json.dumps(meta))
+
+
+def test_shipped_q_prefers_texture_to_its_smoothed_and_noisy_versions() -> None:
+    q = _q()
+    rng = np.random.default_rng(3)
+    for seed in range(3):
+        u = _texture(384, 512, seed=seed)
+        qc = q(_u8(u))
+        smooth = cv2.bilateralFilter(u, 9, 0.12, 5)
+        noisy = np.clip(u + rng.normal(0, 12 / 255, u.shape), 0, 1)
+        assert q(_u8(smooth)) < qc
+        assert q(_u8(noisy)) < qc

@@ -37,6 +37,11 @@ def build_parser(mods: dict[str, ModuleType]) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
     for mod in mods.values():
         mod.add_parser(sub)
+    # the global options are accepted after the subcommand too (``photolift index DIR --catalog X``);
+    # SUPPRESS keeps a value given before the subcommand when none is given after it
+    for sp in sub.choices.values():
+        sp.add_argument("--catalog", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
 

@@ -83,3 +83,13 @@ def test_run_gui_opens_the_folder_and_shuts_down_in_order(qapp, tmp_path: Path, 
     assert code == 0
     assert seen == {"total": 1, "folder": str(photos.resolve())}
     assert not busy_pools()
+
+
+def test_global_options_are_accepted_after_the_subcommand_too() -> None:
+    parser = cli.build_parser(cli._load_commands())
+    a = parser.parse_args(["index", "/lib", "--catalog", "/tmp/x.sqlite", "-v"])
+    assert a.catalog == "/tmp/x.sqlite" and a.verbose is True
+    b = parser.parse_args(["--catalog", "/tmp/y.sqlite", "index", "/lib"])
+    assert b.catalog == "/tmp/y.sqlite" and b.verbose is False
+    c = parser.parse_args(["--catalog", "/tmp/y.sqlite", "rank", "/lib", "--catalog", "/tmp/z.sqlite"])
+    assert c.catalog == "/tmp/z.sqlite"

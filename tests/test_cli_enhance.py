@@ -128,6 +128,17 @@ def test_export_command_end_to_end(photos: Path, tmp_path: Path, monkeypatch: py
     assert len(again) == sum(x["status"] == "ok" for x in lines)
 
 
+def test_export_without_a_selector_says_why_nothing_was_written(photos: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    setup_models(tmp_path, monkeypatch)
+    cat = str(tmp_path / "cat.sqlite")
+    assert main(["export", str(photos), "--to", str(tmp_path / "o"), "--catalog", cat]) == 0
+    err = capsys.readouterr().err
+    assert "nothing to export" in err and "has been enhanced yet" in err and "--all" in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
 def test_export_usage_errors(photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
         main(["export", str(photos), "--to", str(tmp_path / "o"), "--recommended", "--min-score", "1"])

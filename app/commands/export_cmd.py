@@ -170,6 +170,17 @@ def run(args: argparse.Namespace) -> int:
             chosen = ids
         else:
             chosen = sorted(_current_recipes(catalog, ids), key=ids.index)
+        if not chosen:
+            if args.recommended or args.min_score is not None:
+                why = ("no photo of this folder is recommended" if args.recommended
+                       else f"no photo of this folder has a predicted improvability >= {args.min_score}")
+            elif ids:
+                why = (f"none of the {len(ids)} photos of this folder has been enhanced yet; choose photos with "
+                       "--recommended, --min-score X or --all (they are enhanced, then exported)")
+            else:
+                why = "there are no readable photos in this folder"
+            print(f"export: nothing to export: {why}", file=sys.stderr)
+            return 0
         editor = Editor(catalog)
         exporter = Exporter(catalog, renderer=editor.renderer)
         todo = [i for i in chosen if i not in _current_recipes(catalog, chosen)]

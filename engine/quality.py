@@ -2,13 +2,16 @@
 
 Q is the measure the method is defined by: a photo's gain is ``Q(enhanced) - Q(original)`` (the
 assessor's labels, models/assessor.md). The assessor predicts that gain cheaply for every photo;
-its quality head only mimics Q from four crops and a 128 px view (Spearman 0.88 with Q) and can
-miss what Q sees in the whole frame, such as noise spread over a busy, saturated photo. The
-regression guard therefore measures a result with Q itself when the model file is installed
-(``engine.edits.measure``), on the original and the result at the same reduced size: once per
-enhance, 0.7-1.4 s for a 12 MP photo on 2 cores (bench/bench_guard.py), about a tenth of the full-resolution
-render it follows. The session runs without onnxruntime's memory arena, so the ~400 MB its
-activations take at 2048 px are returned after each call instead of staying resident.
+its quality head only mimics Q from four crops and a 128 px view and can miss what Q sees in the
+whole frame. The regression guard therefore measures a result with Q itself when the model file
+is installed (``engine.edits.measure``), on the original and the result at the same reduced size
+(long side at most ``MAX_SIDE``). Q version 2 (models/quality.md) was fitted to human opinion
+scores of real photos and to pairs whose order is known, including every way our own enhancer
+goes wrong (smoothing away texture, halos, banding, clipping, over-saturation, overdone local
+tone mapping, colour shifts): it is fixed natural-scene, sharpness, noise and tone statistics
+and a small learned head, about 0.9 s for a 2048 px image on 2 cores (bench/bench_guard.py). The
+session runs without onnxruntime's memory arena, so the memory its activations take at 2048 px
+is returned after each call instead of staying resident.
 
 Input of the network: float32 ``[N, 3, H, W]`` RGB 0..1, H and W >= 64; output ``quality`` [N].
 """

@@ -44,7 +44,6 @@ a two-layer MLP (``hidden`` units, leaky ReLU) gives ``z``; the output is ``1 + 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch

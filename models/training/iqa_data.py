@@ -23,10 +23,9 @@ from models.training.data import data_roots, is_validation
 CLIVE = "iqa/CLIVE_train700"
 
 
-def mos_to_quality(mos: float | np.ndarray) -> float | np.ndarray:
+def mos_to_quality(mos: float | np.ndarray) -> np.ndarray:
     """Opinion score 0..100 onto Q's scale 1..10 (linear)."""
-    return 1.0 + 9.0 * np.asarray(mos, np.float64) / 100.0 if isinstance(mos, np.ndarray) \
-        else 1.0 + 9.0 * float(mos) / 100.0
+    return 1.0 + 9.0 * np.asarray(mos, np.float64) / 100.0
 
 
 @dataclass(frozen=True)

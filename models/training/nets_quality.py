@@ -110,7 +110,7 @@ def _mscn_stats(y: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
     return out, sig
 
 
-def _level_stats(x: torch.Tensor, y: torch.Tensor, level: int) -> list[torch.Tensor]:
+def _level_stats(x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
     out, sig = _mscn_stats(y)
     # local contrast, pooled over 8x8 blocks (a level is at least 8 px: inputs are >= 64)
     k = 8
@@ -247,8 +247,8 @@ def quality_features(x: torch.Tensor) -> torch.Tensor:
     for _ in range(LEVELS - 1):
         pyr.append(F.avg_pool2d(pyr[-1], 2))
     feats: list[torch.Tensor] = []
-    for i, xi in enumerate(pyr):
-        feats += _level_stats(xi, _luma(xi), i)
+    for xi in pyr:
+        feats += _level_stats(xi, _luma(xi))
     feats += _global_stats(x, _luma(x), pyr)
     feats += _sharpness_stats(x, [_luma(p) for p in pyr] + [_luma(F.avg_pool2d(pyr[-1], 2))])
     return torch.stack(feats, dim=1)

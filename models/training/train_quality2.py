@@ -1,6 +1,6 @@
 """Train the quality model Q, version 2: human opinion plus pairs whose order is known.
 
-    python -m models.training.train_quality2 --build --workers 2   # feature caches (~20 min on 2 cores)
+    python -m models.training.train_quality2 --build --workers 2   # feature caches (27 min on 2 cores)
     python -m models.training.train_quality2 --cv                  # choose the head's settings (CLIVE train, 5 folds)
     python -m models.training.train_quality2 --fit                 # fit, export models/quality.onnx
 
@@ -11,14 +11,14 @@ Evidence (models/quality.md):
 * known-order pairs from clean views of the TRAIN photos (``data.discover("train")``; high
   resolution photos downscaled 2.5-6x): the clean view beats each of its versions made by
   ``quality_pairs.FAILURES`` (every degradation of ``engine.degrade`` and every way an enhancer
-  goes wrong) and by our own restorer pushed too far; photos dark, bright or foggy by intent (and
-  low/high-key grades of clean views) beat their naive "corrections" and their degraded versions;
+  goes wrong) and by our own restorer pushed too far; photos dark, bright or foggy by intent beat
+  their naive "corrections"; low/high-key grades of clean views beat their noisy versions;
 * anchors: clean views should score at least ``ANCHOR`` (a clean photo is not a 3 out of 10).
 
 The network (``nets_quality.QualityNetV2``) computes fixed features; only its head is learned,
 so the features are computed once into ``runs/quality2/cache_*.npz`` and the head is fitted on
-them in seconds. The VAL photos of the same split and the CLIVE validation part are never fitted
-or tuned on: ``eval_quality.py`` reports on them.
+them (about 4 minutes on the 2-core CPU). The VAL photos and the CLIVE validation part are never
+fitted or tuned on: ``eval_quality.py`` makes its own VAL images and runs the exported ONNX on them.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from models.training.data import REPO, discover, load_rgb
 RUN = REPO / "runs" / "quality2"
 ANCHOR = 7.0
 VIEWS = {"CBSD432": 2, "CQ100": 4, "SunHays80": 3, "Unsplash_Okolors": 18, "photos": 18}
-VIEWS_VAL = {"CBSD432": 1, "CQ100": 3, "SunHays80": 2, "Unsplash_Okolors": 10, "photos": 10}
 VERSIONS_PER_VIEW = 9
 MILD_P = 0.4
 
@@ -52,11 +51,9 @@ def _features(net_feat: Any, img: np.ndarray) -> np.ndarray:
         return net_feat(x)[0].numpy().astype(np.float32)
 
 
-def build_views(split: str, seed: int) -> list[tuple[int, int]]:
-    """(photo index, view number) jobs for ``split``."""
-    photos = discover(split)
-    table = VIEWS if split == "train" else VIEWS_VAL
-    return [(i, k) for i, ph in enumerate(photos) for k in range(table.get(ph.group, 2))]
+def build_views(split: str) -> list[tuple[int, int]]:
+    """(photo index, view number) jobs for ``split`` (VIEWS per photo, by data set)."""
+    return [(i, k) for i, ph in enumerate(discover(split)) for k in range(VIEWS.get(ph.group, 2))]
 
 
 def run_shard(split: str, shard: int, nshards: int, seed: int, out: str) -> str:
@@ -70,7 +67,7 @@ def run_shard(split: str, shard: int, nshards: int, seed: int, out: str) -> str:
     rp = find_restorer()
     restorer = OnnxRestorer(rp, threads=1) if rp is not None else None
     photos = discover(split)
-    jobs = build_views(split, seed)[shard::nshards]
+    jobs = build_views(split)[shard::nshards]
     cache: dict[int, np.ndarray] = {}
     feats: list[np.ndarray] = []
     rows: dict[str, list[Any]] = {k: [] for k in ("view", "role", "kind", "mild", "group", "texture")}
@@ -357,15 +354,14 @@ def main(argv: list[str] | None = None) -> None:
         with ProcessPoolExecutor(args.workers) as ex:
             futs = [ex.submit(run_clive, str(RUN), args.seed)]
             futs += [ex.submit(run_shard, "train", s, args.workers, args.seed, str(RUN)) for s in range(args.workers)]
-            futs += [ex.submit(run_shard, "val", s, args.workers, args.seed, str(RUN)) for s in range(args.workers)]
             for f in futs:
                 print(f.result(), flush=True)
         print(f"caches built in {time.time() - t0:.0f} s")
     if args.cv:
         r = cross_validate(cfg, seed=args.seed)
         print(json.dumps({"cfg": cfg, **r}))
-        with open(RUN / "cv.jsonl", "a") as f:
-            f.write(json.dumps({"cfg": cfg, **r}) + "\n")
+        with open(RUN / "cv.jsonl", "a") as log:
+            log.write(json.dumps({"cfg": cfg, **r}) + "\n")
     if args.fit:
         import torch
 

@@ -6,8 +6,9 @@
 
 The default set is real photos nothing was trained on: the CLIVE validation part (authentic
 distortions) and the VAL photos of the training sets (clean), mixed. Writes
-``runs/review/<by>_top.jpg`` and ``<by>_bottom.jpg`` (``--n`` photos each, with their scores) and
-``runs/review/<by>.json`` (the whole ranking).
+``runs/review/<by>_lowest.jpg`` and ``_highest.jpg`` (for ``--by improvability``:
+``_most_improvable`` and ``_least_improvable``; ``--n`` photos each, with their scores; the red
+badges are the assessor's reasons) and ``runs/review/<by>.json`` (the whole ranking).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     key = args.by
     rows.sort(key=lambda r: -r[key] if key == "improvability" else r[key])  # worst/most improvable first
     (OUT / f"{key}.json").write_text(json.dumps(rows, indent=1))
-    for part, sel in (("top", rows[: args.n]), ("bottom", rows[-args.n:])):
+    first, last = ("most_improvable", "least_improvable") if key == "improvability" else ("lowest", "highest")
+    for part, sel in ((first, rows[: args.n]), (last, rows[-args.n:])):
         cols = 6
         sheet = Image.new("RGB", (cols * THUMB, ((len(sel) + cols - 1) // cols) * (THUMB + 44)), "white")
         d = ImageDraw.Draw(sheet)

@@ -5,13 +5,14 @@ assessor's labels, models/assessor.md). The assessor predicts that gain cheaply 
 its quality head only mimics Q from four crops and a 128 px view and can miss what Q sees in the
 whole frame. The regression guard therefore measures a result with Q itself when the model file
 is installed (``engine.edits.measure``), on the original and the result at the same reduced size
-(long side at most ``MAX_SIDE``). Q version 2 (models/quality.md) was fitted to human opinion
+(long side at most ``MAX_SIDE``), which Q then looks at with a long side of ``VIEW_SIDE``
+(768 px, the scale it was fitted at). Q version 2 (models/quality.md) was fitted to human opinion
 scores of real photos and to pairs whose order is known, including every way our own enhancer
 goes wrong (smoothing away texture, halos, banding, clipping, over-saturation, overdone local
 tone mapping, colour shifts): it is fixed natural-scene, sharpness, noise and tone statistics
-and a small learned head, about 0.9 s for a 2048 px image on 2 cores (bench/bench_guard.py). The
-session runs without onnxruntime's memory arena, so the memory its activations take at 2048 px
-is returned after each call instead of staying resident.
+and a small learned head, about 0.1 s at 768 px on 2 cores (bench/bench_guard.py). The session
+runs without onnxruntime's memory arena, so the memory its activations take is returned after
+each call instead of staying resident.
 
 Input of the network: float32 ``[N, 3, H, W]`` RGB 0..1, H and W >= 64; output ``quality`` [N].
 """
@@ -28,7 +29,12 @@ from engine.views import _pad_to as pad_to
 
 MODEL_NAME = "quality"
 MIN_SIDE = 64
-MAX_SIDE = 2048  # long side Q is run at: 12 MP photos at half scale, as the assessor sees them
+MAX_SIDE = 2048  # long side the guard reduces a render and its original to (cheap integer reduction)
+# Long side Q itself looks at: the scale its evidence was at (views of 320-768 px, CLIVE's 500 px).
+# Fed 2048 px, version 2 read a shallow-focus photo's soft background as blur and scored a
+# bilateral-smoothed copy of it above the original (models/quality.md); every larger image is
+# therefore area-resized to this long side first, so all photos are judged at one viewing scale.
+VIEW_SIDE = 768
 
 
 def default_model_path() -> Path:
@@ -40,6 +46,18 @@ def default_model_path() -> Path:
 def measure_reduce(width: int, height: int) -> int:
     """The integer area reduction that brings the long side to at most ``MAX_SIDE``."""
     return max(1, math.ceil(max(int(width), int(height)) / MAX_SIDE))
+
+
+def to_view(rgb: np.ndarray, side: int = VIEW_SIDE) -> np.ndarray:
+    """``rgb`` area-resized so that its long side is at most ``side`` (unchanged if it already is)."""
+    h, w = rgb.shape[:2]
+    if max(h, w) <= side:
+        return rgb
+    import cv2
+
+    s = side / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return np.asarray(cv2.resize(np.ascontiguousarray(rgb), size, interpolation=cv2.INTER_AREA))
 
 
 class QualityModel:
@@ -54,13 +72,15 @@ class QualityModel:
         self.version = model_version(self.path)
 
     def __call__(self, rgb_u8: np.ndarray) -> float:
-        """Q of an RGB uint8 image of any size (reflect-padded up to ``MIN_SIDE``)."""
+        """Q of an RGB uint8 image of any size: seen at ``VIEW_SIDE`` at most, reflect-padded up to
+        ``MIN_SIDE``."""
         from engine.runtime import get_session
 
         a = np.asarray(rgb_u8)
         if a.ndim != 3 or a.shape[2] < 3 or a.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 image, got {a.shape} {a.dtype}")
-        a = pad_to(a[:, :, :3], MIN_SIDE)  # small sides only, by reflection (the assessor's crops too)
+        a = to_view(a[:, :, :3])
+        a = pad_to(a, MIN_SIDE)  # small sides only, by reflection (the assessor's crops too)
         x = np.ascontiguousarray(a.transpose(2, 0, 1)[None], dtype=np.float32) * np.float32(1.0 / 255.0)
         sess = get_session(self.path, mem_arena=False)
         out = sess.run(None, {sess.get_inputs()[0].name: x})[0]
@@ -88,4 +108,4 @@ def get_quality_model(path: Path | None = None) -> QualityModel | None:
         return m
 
 
-__all__ = ["MAX_SIDE", "QualityModel", "default_model_path", "get_quality_model", "measure_reduce"]
+__all__ = ["MAX_SIDE", "VIEW_SIDE", "QualityModel", "default_model_path", "get_quality_model", "measure_reduce"]

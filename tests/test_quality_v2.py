@@ -141,3 +141,15 @@ def test_shipped_q_prefers_texture_to_its_blurred_and_noisy_versions() -> None:
         assert q(_u8(cv2.GaussianBlur(u, (0, 0), 1.2))) < qc - 0.5
         assert q(_u8(cv2.medianBlur(_u8(u), 5).astype(np.float32) / 255)) < qc
         assert q(_u8(np.clip(u + rng.normal(0, 12 / 255, u.shape), 0, 1))) < qc - 0.5
+
+
+def test_q_judges_every_photo_at_one_viewing_scale() -> None:
+    from engine.quality import VIEW_SIDE, to_view
+
+    q = _q()
+    big = _u8(_texture(1200, 1800, seed=4))
+    small = to_view(big)
+    assert max(small.shape[:2]) == VIEW_SIDE and small.shape[0] == round(1200 * VIEW_SIDE / 1800)
+    assert q(big) == pytest.approx(q(small), abs=1e-5)
+    tiny = big[:300, :500]
+    assert to_view(tiny) is tiny

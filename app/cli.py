@@ -14,7 +14,7 @@ import os
 import sys
 from types import ModuleType
 
-COMMANDS = ("open", "index", "score", "rank", "enhance", "export")
+COMMANDS = ("open", "index", "score", "rank", "enhance", "export", "catalog")
 
 
 def _load_commands() -> dict[str, ModuleType]:
@@ -59,6 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        # A catalog problem a user can act on (busy, disk full, damaged) is a message, not a
+        # traceback, wherever it surfaces; anything else is a bug and keeps its traceback.
+        from db.catalog import default_catalog_location, explain
+
+        err = explain(e, getattr(args, "catalog", None) or default_catalog_location())
+        if err is None:
+            raise
+        print(f"photolift {command}: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

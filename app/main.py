@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QCoreApplication, Qt, QTimer
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app import settings as S
+
+if TYPE_CHECKING:
+    from app.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +39,44 @@ def make_app(argv: list[str] | None = None) -> QApplication:
     return app
 
 
+def offer_restore(location: str | None, error: Exception) -> Services | None:
+    """The catalog is damaged: say so, and offer to put its newest good backup back."""
+    from app.services import Services
+    from db import backup
+    from db.catalog import CatalogError, default_catalog_location, sqlite_file, to_url
+
+    db_file = sqlite_file(to_url(location or default_catalog_location()))
+    best = backup.newest_good_backup(db_file) if db_file is not None else None
+    box = QMessageBox(QMessageBox.Icon.Critical, "photolift", f"The catalog cannot be opened:\n{error}")
+    restore_btn = box.addButton("Restore backup", QMessageBox.ButtonRole.AcceptRole) if best else None
+    box.addButton(QMessageBox.StandardButton.Close)
+    box.exec()
+    if restore_btn is None or box.clickedButton() is not restore_btn or db_file is None:
+        return None
+    try:
+        backup.restore(db_file)
+        return Services.open(location)
+    except (CatalogError, OSError) as e:
+        QMessageBox.critical(None, "photolift", f"The backup could not be restored:\n{e}")
+        return None
+
+
 def run_gui(folder: str | None = None, catalog: str | None = None) -> int:
     """Open the main window (on ``folder``, or on the last library) and run the event loop."""
     from app.main_window import MainWindow
     from app.services import Services
-    from db.catalog import CatalogError
+    from db.catalog import CatalogDamaged, CatalogError
 
     app = make_app()
     settings = S.Settings()
     location = catalog or os.environ.get("PHOTOLIFT_CATALOG") or settings.get(S.CATALOG) or None
     try:
         services = Services.open(location, threads=int(settings.get(S.THREADS)))
+    except CatalogDamaged as e:
+        restored = offer_restore(location, e)
+        if restored is None:
+            return 1
+        services = restored
     except CatalogError as e:
         QMessageBox.critical(None, "photolift", f"The catalog cannot be opened:\n{e}")
         return 1

@@ -43,6 +43,45 @@ class CatalogTooNew(CatalogError):
     """The catalog was written by a newer photolift; opening it could corrupt it."""
 
 
+class CatalogBusy(CatalogError):
+    """Another process kept the catalog's write lock for longer than we wait (bounded retry)."""
+
+
+class CatalogFull(CatalogError):
+    """The disk (or quota) under the catalog is full; the change was rolled back, nothing half-written."""
+
+
+class CatalogDamaged(CatalogError):
+    """The catalog file is damaged (failed integrity check, malformed page, I/O error)."""
+
+
+# sqlite3 error texts -> what they mean for the user
+_BUSY = ("database is locked", "database table is locked", "database is busy")
+_FULL = ("database or disk is full", "disk quota exceeded")
+_DAMAGED = ("malformed", "file is not a database", "disk i/o error", "file is encrypted", "corrupt")
+
+
+def explain(e: BaseException, where: object) -> CatalogError | None:
+    """The :class:`CatalogError` that says, for people, what a database error means; None if
+    it is not one we recognise (a programming error stays a traceback)."""
+    if isinstance(e, CatalogError):
+        return e
+    orig = getattr(e, "orig", e)
+    msg = str(orig).lower()
+    if any(t in msg for t in _BUSY):
+        return CatalogBusy(f"the catalog {where} is busy: another photolift process kept it locked for over "
+                           f"{BUSY_TIMEOUT_MS * WRITE_ATTEMPTS / 1000:g} s. Nothing was lost; run the command again when the other one "
+                           "has finished")
+    if any(t in msg for t in _FULL):
+        return CatalogFull(f"the disk holding the catalog {where} is full. The last change was rolled back and "
+                           "nothing was half-written; free some space and run the command again (it resumes)")
+    if any(t in msg for t in _DAMAGED):
+        from db import backup  # local: backup imports this module
+
+        return CatalogDamaged(backup.damage_message(where, str(orig)))
+    return None
+
+
 def data_dir() -> Path:
     """The per-user data directory (catalog lives here)."""
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
@@ -84,7 +123,7 @@ def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     try:
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
@@ -93,7 +132,19 @@ def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _on_sqlite_begin(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN")
+    # The writer takes the write lock up front (BEGIN IMMEDIATE): a deferred transaction that
+    # reads and then writes fails at once with "database is locked", busy timeout or not, when
+    # another process committed in between (SQLITE_BUSY_SNAPSHOT). Readers stay deferred.
+    if conn.get_execution_options().get("photolift_write"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
+
+
+# How long a write waits for another process's write lock in all (busy timeout per attempt x
+# attempts), reported in the log on each retry and in CatalogBusy at the end.
+BUSY_TIMEOUT_MS = 15000
+WRITE_ATTEMPTS = 4
 
 
 _STOP = object()
@@ -106,6 +157,7 @@ class Catalog:
         self.engine = engine
         self.url = url
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._write_sessions = sessionmaker(engine.execution_options(photolift_write=True), expire_on_commit=False)
         self._queue: queue.Queue[Any] = queue.Queue()
         self._closed = False
         self._writer = threading.Thread(target=self._writer_loop, name="catalog-writer", daemon=True)
@@ -113,20 +165,31 @@ class Catalog:
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
-    def open(cls, url_or_path: str | os.PathLike[str] | None = None, *, migrate: bool = True) -> Catalog:
+    def open(cls, url_or_path: str | os.PathLike[str] | None = None, *, migrate: bool = True,
+             check: bool = True, backups: bool = True) -> Catalog:
         """Open (creating if needed) the catalog at a path or SQLAlchemy URL.
 
-        ``None`` means ``PHOTOLIFT_CATALOG`` or the per-user default. Runs pending migrations
-        after a backup; raises :class:`CatalogTooNew` for a catalog from a newer photolift and
+        ``None`` means ``PHOTOLIFT_CATALOG`` or the per-user default. An existing SQLite file is
+        first checked (``PRAGMA quick_check``; :class:`CatalogDamaged` names the newest backup),
+        then pending migrations run after a backup, then the daily rolling backup is taken if due
+        (:mod:`db.backup`). Raises :class:`CatalogTooNew` for a catalog from a newer photolift and
         :class:`CatalogError` for a file that is not a photolift catalog.
         """
-        from db import migrations  # local: migrations imports this module
+        from db import (
+            backup,
+            migrations,  # local: migrations imports this module
+        )
 
         loc = default_catalog_location() if url_or_path is None else os.fspath(url_or_path)
         try:
             url = to_url(loc)
         except OSError as e:
             raise CatalogError(f"cannot create the catalog folder for {loc}: {e.strerror or e}") from e
+        db_file = sqlite_file(url)
+        existed = db_file is not None and db_file.exists() and db_file.stat().st_size > 0
+        if existed and check:
+            assert db_file is not None
+            backup.quick_check(db_file)
         engine = cls._make_engine(url)
         try:
             if migrate:
@@ -136,7 +199,10 @@ class Catalog:
             raise
         except DatabaseError as e:
             engine.dispose()
-            raise CatalogError(f"cannot open catalog {loc}: {e.orig}") from e
+            raise explain(e, loc) or CatalogError(f"cannot open catalog {loc}: {e.orig}") from e
+        if existed and backups:
+            assert db_file is not None
+            backup.maybe_daily_backup(db_file)
         return cls(engine, url)
 
     @staticmethod
@@ -145,7 +211,7 @@ class Catalog:
             if sqlite_file(url) is None:  # in-memory: one shared connection
                 engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
             else:
-                engine = create_engine(url, connect_args={"timeout": 30})
+                engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
             event.listen(engine, "connect", _on_sqlite_connect)
             event.listen(engine, "begin", _on_sqlite_begin)
             return engine
@@ -161,8 +227,14 @@ class Catalog:
     def session(self) -> Iterator[Session]:
         """A short-lived read session; do not write through it and do not keep ORM objects."""
         self._check_open()
-        with self._sessions() as s:
-            yield s
+        try:
+            with self._sessions() as s:
+                yield s
+        except DatabaseError as e:
+            err = explain(e, self.path or self.url)
+            if err is not None:
+                raise err from e
+            raise
 
     # -- writing ---------------------------------------------------------------------------
     def write(self, fn: Callable[[Session], T]) -> T:
@@ -180,14 +252,32 @@ class Catalog:
         return fut.result()
 
     def _run_one(self, fn: Callable[[Session], T]) -> T:
-        with self._sessions() as s:
-            try:
-                result = fn(s)
-                s.commit()
-            except BaseException:
-                s.rollback()
-                raise
-            return result
+        """Run one write transaction; retry (bounded, logged) while another process holds the lock.
+
+        ``fn`` may run more than once, so it must only touch the session. Database errors that
+        mean something to a user (busy, disk full, damaged) come back as :class:`CatalogError`.
+        """
+        where = self.path or self.url
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            with self._write_sessions() as s:
+                try:
+                    result = fn(s)
+                    s.commit()
+                    return result
+                except DatabaseError as e:
+                    s.rollback()
+                    err = explain(e, where)
+                    if isinstance(err, CatalogBusy) and attempt < WRITE_ATTEMPTS:
+                        log.warning("catalog %s is busy (another photolift is writing); waiting, attempt %d of %d",
+                                    where, attempt + 1, WRITE_ATTEMPTS)
+                        continue
+                    if err is not None:
+                        raise err from e
+                    raise
+                except BaseException:
+                    s.rollback()
+                    raise
+        raise AssertionError("unreachable")
 
     def _writer_loop(self) -> None:
         while True:

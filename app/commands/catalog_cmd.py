@@ -1,0 +1,114 @@
+"""``photolift catalog check|backup|list|restore``: look after the catalog itself.
+
+- ``check``: the full integrity check (``PRAGMA integrity_check`` and the foreign-key check);
+  exit 0 when it is fine, 1 when it is damaged (the message names the newest good backup).
+- ``backup``: take a backup now (``<catalog>.backups/``; the daily ones are taken automatically).
+- ``list``: the backups, newest first, each with whether it passes its check.
+- ``restore [BACKUP]``: put the newest good backup (or BACKUP) in place; the current file is
+  moved aside, never deleted. Refused while another process has the catalog open for writing.
+
+Only SQLite catalogs have these (a PostgreSQL server has its own tools).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("catalog", help="check, back up or restore the catalog",
+                              description="Check, back up, list backups of, or restore the catalog.")
+    sp = p.add_subparsers(dest="action", required=True)
+    sp.add_parser("check", help="full integrity check")
+    sp.add_parser("backup", help="take a backup now")
+    sp.add_parser("list", help="list the backups, newest first")
+    r = sp.add_parser("restore", help="put a backup in place of the catalog (the current file is kept aside)")
+    r.add_argument("backup", nargs="?", default=None, help="backup file (default: the newest good one)")
+    for action in sp.choices.values():  # ``photolift catalog check --catalog X`` too
+        action.add_argument("--catalog", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    p.set_defaults(func=run)
+
+
+def _db_file(args: argparse.Namespace) -> Path | None:
+    from db.catalog import default_catalog_location, sqlite_file, to_url
+
+    loc = getattr(args, "catalog", None) or default_catalog_location()
+    if "://" in loc and not loc.startswith("sqlite"):
+        return None
+    f = sqlite_file(to_url(loc)) if "://" in loc else Path(loc).expanduser().absolute()
+    return f
+
+
+def _in_use(db_file: Path) -> bool:
+    """True when another connection holds a lock on the catalog (a running photolift)."""
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(str(db_file), timeout=0.5)
+    except sqlite3.Error:
+        return False
+    try:
+        conn.execute("BEGIN EXCLUSIVE")
+        conn.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError as e:
+        return "locked" in str(e) or "busy" in str(e)
+    except sqlite3.Error:
+        return False  # damaged: cannot tell, and restoring is what the user asked for
+    finally:
+        conn.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    from db import backup
+    from db.catalog import CatalogError
+
+    db_file = _db_file(args)
+    if db_file is None:
+        print("photolift catalog: only SQLite catalogs can be checked, backed up or restored here; "
+              "use the database server's own tools", file=sys.stderr)
+        return 2
+    action = args.action
+    try:
+        if action == "list":
+            items = backup.list_backups(db_file)
+            if not items:
+                print(f"no backups of {db_file} (they go to {backup.backups_dir(db_file)})")
+            for b in items:
+                probs = backup.check_file(b.path)
+                print(f"{b.describe()}  {'ok' if not probs else 'DAMAGED: ' + probs[0]}")
+            return 0
+        if action == "restore":
+            if db_file.exists() and _in_use(db_file):
+                print(f"photolift catalog: {db_file} is in use by another photolift; close it first",
+                      file=sys.stderr)
+                return 1
+            res = backup.restore(db_file, Path(args.backup) if args.backup else None)
+            print(f"restored {db_file} from {res.source.describe()}")
+            if res.damaged_kept_as is not None:
+                print(f"the previous file is kept as {res.damaged_kept_as}")
+            print("photos, scores and edits newer than the backup come back by indexing your folders again")
+            return 0
+        if not db_file.exists():
+            print(f"photolift catalog: there is no catalog at {db_file}", file=sys.stderr)
+            return 1
+        if action == "check":
+            probs = backup.check_file(db_file, full=True)
+            if probs:
+                print(f"photolift catalog: {backup.damage_message(db_file, '; '.join(probs[:3]))}", file=sys.stderr)
+                return 1
+            print(f"{db_file}: ok")
+            return 0
+        if action == "backup":
+            info = backup.take_backup(db_file, reason="manual")
+            print(f"backed up to {info.describe()}")
+            return 0
+    except CatalogError as e:
+        print(f"photolift catalog: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"photolift catalog: {e.strerror or e}", file=sys.stderr)
+        return 1
+    raise AssertionError(action)

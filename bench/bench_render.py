@@ -129,9 +129,12 @@ def main() -> None:
             rendered = r.full(src, fp, recipe)
             out = tmp / "out"
             out.mkdir()
+            import itertools
+
+            stems = itertools.count()  # a new name each time (a rerun into the same name is a no-op)
             for fmt, bits in (("jpeg", 8), ("png", 8), ("tiff", 8), ("tiff", 16), ("png", 16)):
-                t = median_time(lambda fmt=fmt, bits=bits: write_export(rendered, out, "x", fmt, 92, bits, recipe),
-                                args.runs)
+                t = median_time(lambda fmt=fmt, bits=bits: write_export(rendered, out, f"x{next(stems)}", fmt, 92,
+                                                                        bits, recipe), args.runs)
                 print(f"encode+write+verify {fmt} {bits}-bit: {sec(t)}")
         if args.enhance:
             from db.catalog import Catalog

@@ -114,7 +114,7 @@ def damage_message(where: object, detail: str) -> str:
     if best is not None:
         msg += (f" The newest good backup is {best.describe()}. Run `photolift catalog restore` to put it back "
                 f"(the damaged file is kept beside it; photos, scores and edits newer than the backup come "
-                f"back by indexing again). Your photos are not affected")
+                f"back by indexing again). Your photos are not affected.")
     else:
         msg += (" No backup of it exists. Your photos and exported files are not affected; move the damaged "
                 "file aside (or use another --catalog) and index your folders again.")

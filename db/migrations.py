@@ -2,8 +2,9 @@
 
 The schema version lives in ``catalog_info['schema_version']`` (works on any SQLAlchemy back end).
 ``MIGRATIONS[n]`` takes a catalog at version ``n - 1`` to version ``n`` inside one transaction;
-version 1 is the initial schema. A fresh (empty) database is brought to the current version by
-running every step from 1. An existing SQLite catalog below the current version is copied to
+version 1 is the initial schema. A fresh (empty) database is created at the current schema
+directly (``create_all``) and stamped with the current version; the steps run only on catalogs
+that exist (so a step's ``ALTER TABLE ... ADD COLUMN`` never meets a column ``create_all`` made). An existing SQLite catalog below the current version is copied to
 ``<file>.v<old>-<timestamp>.bak`` with SQLite's online backup API before the first step runs, so
 a failed upgrade can always be undone by hand. A catalog whose version is newer than this
 code knows is refused with :class:`CatalogTooNew` and left untouched (qutebrowser's UserVersion
@@ -47,9 +48,15 @@ def _v1_initial(conn: Connection) -> None:
     Base.metadata.create_all(conn)
 
 
+def _v2_export_path_bytes(conn: Connection) -> None:
+    """Version 2: exports.out_path_bytes, the exact file name of an export (non-UTF-8 names)."""
+    conn.execute(text("ALTER TABLE exports ADD COLUMN out_path_bytes BLOB"))
+
+
 # target version -> step from (target - 1)
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _v1_initial,
+    2: _v2_export_path_bytes,
 }
 
 
@@ -117,6 +124,14 @@ def upgrade(engine: Engine, url: str, target: int = SCHEMA_VERSION) -> int:
         backup_sqlite(db_file, current)
     elif current > 0:
         log.warning("catalog %s is not a SQLite file: back it up yourself; migrating in place", url)
+    if current == 0 and target == SCHEMA_VERSION:
+        # A new, empty catalog is created at the current schema in one step (``create_all`` of
+        # db/schema.py) and stamped; the upgrade steps are for catalogs that already exist.
+        with engine.begin() as conn:
+            _v1_initial(conn)
+            _set_info(conn, VERSION_KEY, str(target))
+            _set_info(conn, APP_VERSION_KEY, app_version())
+        return current
     for version in range(current + 1, target + 1):
         step = MIGRATIONS[version]
         log.info("migrating catalog %s: schema version %d -> %d (%s)", where, version - 1, version,

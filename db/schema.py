@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # photos.status values
 STATUS_OK = "ok"
@@ -212,7 +212,9 @@ class Export(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     photo_id: Mapped[int] = mapped_column(ForeignKey("photos.id", ondelete="CASCADE"))
     recipe_id: Mapped[int | None] = mapped_column(ForeignKey("recipes.id", ondelete="SET NULL"), default=None)
-    out_path: Mapped[str] = mapped_column(Text)
+    out_path: Mapped[str] = mapped_column(Text)  # display string (valid UTF-8), like photos.path
+    # the exact file-system name (os.fsencode); NULL in rows from schema version 1 (use out_path)
+    out_path_bytes: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     format: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime)
 

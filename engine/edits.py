@@ -576,12 +576,13 @@ def enhance_file(path: Path, out_dir: Path, renderer: Renderer, ops: Sequence[st
         EnvironmentFailure,
         ExportError,
         current_fingerprint,
+        display,
         render_name,
         write_export,
     )
     from engine.imageio import ImageError, load_image
 
-    shown = str(path)
+    shown = display(path)
     try:
         fp = current_fingerprint(path)
         view = renderer.load_view(path, PREVIEW_SIDE)
@@ -604,10 +605,14 @@ def enhance_file(path: Path, out_dir: Path, renderer: Renderer, ops: Sequence[st
         stem = render_name(template, {"name": path.stem, "stem": path.stem, "id": "",
                                       "gain": f"{gain:+.2f}" if gain is not None else "na",
                                       "ext": path.suffix.lstrip(".").lower(), "date": "", "camera": ""})
-        out, warnings = write_export(rendered, out_dir, stem, fmt, quality, bits, recipe)
+        written, warnings = write_export(rendered, out_dir, stem, fmt, quality, bits, recipe)
     except EnvironmentFailure:
         raise
     except ExportError as e:
         return FileResult(shown, "error", error=str(e), **common)
-    return FileResult(shown, "ok", out_path=str(out), message=guard_message(guard, True),
+    if written.reused:  # a rerun: the same result is already there
+        return FileResult(shown, "skipped", out_path=display(written.path),
+                          message=f"an identical result is already in the folder ({display(written.path)}); "
+                                  "not written again", warnings=tuple(warnings), **common)
+    return FileResult(shown, "ok", out_path=display(written.path), message=guard_message(guard, True),
                       warnings=tuple(warnings), **common)

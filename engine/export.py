@@ -205,6 +205,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 _TMP_RE = re.compile(re.escape(TMP_PREFIX) + r"(\d+)-[0-9a-f]+" + re.escape(TMP_SUFFIX) + "$")
+_JOURNAL_RE = re.compile(re.escape(TMP_PREFIX) + r"(\d+)-[0-9a-f]+\.journal$")
 
 
 def clean_stale_temps(folder: Path) -> int:
@@ -307,16 +308,67 @@ def _env_error(e: OSError, what: str) -> ExportError:
     return ExportError(f"cannot write {what}: {e.strerror or e}")
 
 
+@dataclass(frozen=True)
+class Written:
+    """Where :func:`write_new_file` put the bytes."""
+
+    path: Path
+    reused: bool = False  # a file with exactly these bytes was already there: nothing new written
+    journal: Path | None = None  # remove with :func:`finish_journal` once the catalog records it
+
+
+def _sha256_file(path: Path, limit: int) -> str | None:
+    """sha256 of a file of exactly ``limit`` bytes, else None (cheap size check first)."""
+    import hashlib
+
+    try:
+        if os.stat(path).st_size != limit:
+            return None
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+    except OSError:
+        return None
+
+
+def find_identical(folder: Path, stem: str, ext: str, data: bytes, digest: str | None = None) -> Path | None:
+    """An existing ``stem<ext>`` / ``stem (n)<ext>`` in ``folder`` holding exactly ``data``."""
+    import hashlib
+
+    digest = digest or hashlib.sha256(data).hexdigest()
+    for name in candidate_names(stem, ext):
+        p = folder / name
+        if not os.path.lexists(p):
+            return None  # names are taken in order: no later one can exist from us
+        if _sha256_file(p, len(data)) == digest:
+            return p
+    return None
+
+
 def write_new_file(folder: Path, stem: str, ext: str, data: bytes, fmt: str, size: tuple[int, int],
-                   bits: int) -> Path:
+                   bits: int, journal: dict[str, Any] | None = None) -> Written:
     """Atomically create a new file ``folder/stem<ext>`` (or ``stem (n)<ext>``) holding ``data``.
 
-    Never replaces an existing file. Returns the final path.
+    Never replaces an existing file. When a file of that name series already holds exactly
+    these bytes (a rerun), nothing is written and that file is returned (``reused``). With
+    ``journal`` (what the catalog will record), a journal naming the final file and its sha256 is
+    written and synced *before* the file appears under its final name, so a run killed between the
+    rename and the catalog's record is adopted by the next run (:func:`recover_folder`) instead
+    of exported again.
     """
+    import hashlib
+
+    digest = hashlib.sha256(data).hexdigest()
+    same = find_identical(folder, stem, ext, data, digest)
+    if same is not None:
+        return Written(same, reused=True)
     try:
         fd, tmp = _mkstemp(folder)
     except OSError as e:
         raise _env_error(e, f"a temporary file in {folder}") from e
+    jpath: Path | None = None
     try:
         try:
             _write_fd(fd, data)
@@ -326,6 +378,10 @@ def write_new_file(folder: Path, stem: str, ext: str, data: bytes, fmt: str, siz
         verify_file(tmp, fmt, size, bits)
         for name in candidate_names(stem, ext):
             final = folder / name
+            if os.path.lexists(final):
+                continue
+            if journal is not None:
+                jpath = _write_journal(tmp, final, digest, len(data), journal)
             try:
                 os.link(tmp, final)
             except FileExistsError:
@@ -340,28 +396,116 @@ def write_new_file(folder: Path, stem: str, ext: str, data: bytes, fmt: str, siz
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         _fsync_dir(folder)
-        return final
+        return Written(final, journal=jpath)
     except OSError as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        _abandon(tmp, jpath)
         raise _env_error(e, f"{stem}{ext} in {folder}") from e
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        _abandon(tmp, jpath)
         raise
 
 
+def _abandon(tmp: str, jpath: Path | None) -> None:
+    """A write failed: remove the temporary file, and the journal unless its file made it."""
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+    name = json_final_name(jpath) if jpath is not None else ""
+    if jpath is not None and not (name and os.path.lexists(jpath.parent / name)):
+        with contextlib.suppress(OSError):
+            jpath.unlink()
+
+
+# -- the journal: a written file is adopted, never duplicated ---------------------------------------
+
+JOURNAL_SUFFIX = ".journal"
+
+
+def _write_journal(tmp: str, final: Path, digest: str, size: int, key: dict[str, Any]) -> Path:
+    import json
+
+    jpath = Path(tmp[: -len(TMP_SUFFIX)] + JOURNAL_SUFFIX)
+    body = json.dumps({"final": os.fsencode(final.name).hex(), "sha256": digest, "size": size, "key": key})
+    fd = os.open(jpath, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(body.encode())
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return jpath
+
+
+def json_final_name(jpath: Path) -> str:
+    """The final file name a journal names ('' when unreadable)."""
+    import json
+
+    try:
+        return os.fsdecode(bytes.fromhex(json.loads(jpath.read_text())["final"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def finish_journal(written: Written) -> None:
+    """The catalog recorded the file: the journal is done."""
+    if written.journal is not None:
+        with contextlib.suppress(OSError):
+            written.journal.unlink()
+
+
+@dataclass(frozen=True)
+class Adoptable:
+    """A file a killed run wrote under its final name but never recorded."""
+
+    path: Path
+    key: dict[str, Any]
+    journal: Path
+
+
+def recover_folder(folder: Path) -> list[Adoptable]:
+    """Tidy ``folder`` after runs that were killed: remove their temporary files, and return the
+    complete files their journals name (checked by sha256), for the caller to record; journals
+    of files that never appeared, or do not match, are removed. Only runs whose process is gone."""
+    import json
+
+    out: list[Adoptable] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return out
+    for e in entries:
+        m = _JOURNAL_RE.match(e.name)
+        if not m or _pid_alive(int(m.group(1))):
+            continue
+        jpath = Path(e.path)
+        try:
+            j = json.loads(jpath.read_text())
+            final = folder / os.fsdecode(bytes.fromhex(j["final"]))
+            ok = _sha256_file(final, int(j["size"])) == j["sha256"]
+            key = dict(j["key"])
+        except (OSError, ValueError, KeyError, TypeError):
+            ok, key, final = False, {}, folder
+        if ok:
+            out.append(Adoptable(final, key, jpath))
+        else:
+            with contextlib.suppress(OSError):
+                jpath.unlink()
+    clean_stale_temps(folder)
+    return out
+
+
 def write_export(rendered: Rendered, folder: Path, stem: str, fmt: str, quality: int, bits: int,
-                 recipe: Recipe | None) -> tuple[Path, list[str]]:
-    """Encode ``rendered`` with its metadata and write it as a new file; ``(path, warnings)``."""
+                 recipe: Recipe | None, journal: dict[str, Any] | None = None) -> tuple[Written, list[str]]:
+    """Encode ``rendered`` with its metadata and write it as a new file (:func:`write_new_file`);
+    ``(written, warnings)``."""
     fmt = normalise_format(fmt)
     rgb = rendered.rgb
     h, w = rgb.shape[:2]
     thumb = to_uint8(_small(rgb)) if fmt != "tiff" else None
     ex = exifout.build_exif(rendered.exif, (w, h), recipe.to_json() if recipe is not None else None, thumb)
     data = encode(rgb, fmt, quality, bits, ex, rendered.icc)
-    path = write_new_file(folder, stem, FORMATS[fmt], data, fmt, (w, h), bits)
-    return path, list(ex.warnings)
+    written = write_new_file(folder, stem, FORMATS[fmt], data, fmt, (w, h), bits, journal)
+    return written, list(ex.warnings)
 
 
 def _small(rgb: np.ndarray, side: int = 320) -> np.ndarray:
@@ -372,6 +516,12 @@ def _small(rgb: np.ndarray, side: int = 320) -> np.ndarray:
     if s >= 1:
         return rgb
     return cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
+def display(path: str | os.PathLike[str]) -> str:
+    """A path as people (and JSON, and the catalog's text columns) see it: always valid UTF-8,
+    bytes that are not shown as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def current_fingerprint(path: str | os.PathLike[str]) -> str:
@@ -457,6 +607,7 @@ class Exporter:
 
             renderer = Renderer(cache=RenderCache(cache_dir_for(catalog.url)))
         self.renderer = renderer
+        self._adopted: dict[int, list[tuple[str, int | None, str]]] = {}
 
     def library_roots(self) -> list[Path]:
         return library_roots(self.catalog)
@@ -481,7 +632,8 @@ class Exporter:
                                           p.status, p.captured_at, p.camera_model, p.current_recipe_id, rj, gain)
                 for e in s.scalars(select(Export).where(Export.photo_id.in_(chunk))).all():
                     if e.photo_id in out:
-                        out[e.photo_id].done_before.append((e.out_path, e.recipe_id, e.format))
+                        where = os.fsdecode(e.out_path_bytes) if e.out_path_bytes is not None else e.out_path
+                        out[e.photo_id].done_before.append((where, e.recipe_id, e.format))
         return out
 
     def export(self, photo_ids: Sequence[int], out_dir: Path | str, fmt: str = "jpeg", quality: int = 92,
@@ -558,8 +710,13 @@ class Exporter:
             if not rel.is_absolute() and ".." not in rel.parts and str(rel) != ".":
                 folder = root_out / rel
         kind = fmt if bits == 8 else f"{fmt}{bits}"  # 'jpeg', 'png', 'png16', 'tiff', 'tiff16'
+        if folder not in cleaned:  # a killed run's leftovers: temporary files removed, written files adopted
+            cleaned.add(folder)
+            if folder.is_dir():
+                for a in recover_folder(folder):
+                    self._adopt(a)
         if skip_done:
-            for out_path, rid, f in row.done_before:
+            for out_path, rid, f in row.done_before + self._adopted.get(row.id, []):
                 if rid == row.recipe_id and f == kind and Path(out_path).parent == folder and Path(out_path).is_file():
                     return ExportResult(row.id, row.path, "skipped", out_path=out_path,
                                         error="already exported with this edit", recipe_id=row.recipe_id,
@@ -581,9 +738,6 @@ class Exporter:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise _env_error(e, f"the folder {folder}") from e
-        if folder not in cleaned:
-            clean_stale_temps(folder)
-            cleaned.add(folder)
         from engine.imageio import ImageError
         from engine.pipeline import StageUnavailable
         from engine.recipes import ModelGone
@@ -601,9 +755,15 @@ class Exporter:
                   "date": row.captured_at.strftime("%Y%m%d") if row.captured_at else "",
                   "camera": row.camera or ""}
         name = render_name(template, fields)
-        path, warnings = write_export(rendered, folder, name, fmt, quality, bits, recipe)
-        self._record(row.id, row.recipe_id, path, kind)
-        return ExportResult(row.id, row.path, "ok", out_path=str(path), recipe_id=row.recipe_id,
+        key = {"catalog": self.catalog.url, "photo_id": row.id, "recipe_id": row.recipe_id, "format": kind}
+        written, warnings = write_export(rendered, folder, name, fmt, quality, bits, recipe, journal=key)
+        path = written.path
+        if written.reused:
+            warnings.append(f"an identical file was already there ({display(path)}); it was kept, not written again")
+        if not (written.reused and (str(path), row.recipe_id, kind) in row.done_before):
+            self._record(row.id, row.recipe_id, path, kind)
+        finish_journal(written)
+        return ExportResult(row.id, row.path, "ok", out_path=display(path), recipe_id=row.recipe_id,
                             enhanced=recipe is not None, warnings=tuple(warnings),
                             measured_gain=row.measured_gain)
 
@@ -611,7 +771,31 @@ class Exporter:
         from db.schema import Export
 
         def fn(s: Any) -> None:
-            s.add(Export(photo_id=photo_id, recipe_id=recipe_id, out_path=str(path), format=fmt,
-                         created_at=datetime.now()))
+            s.add(Export(photo_id=photo_id, recipe_id=recipe_id, out_path=display(path),
+                         out_path_bytes=os.fsencode(path), format=fmt, created_at=datetime.now()))
 
         self.catalog.write(fn)
+
+    def _adopt(self, a: Adoptable) -> None:
+        """Record a file a killed run of this catalog wrote but did not record (once)."""
+        from sqlalchemy import select
+
+        from db.schema import Export, Photo
+
+        k = a.key
+        if k.get("catalog") != self.catalog.url:
+            return  # another catalog's export: its own next run adopts it
+        pid, rid, kind = int(k.get("photo_id") or 0), k.get("recipe_id"), str(k.get("format"))
+        raw = os.fsencode(a.path)
+
+        def fn(s: Any) -> None:
+            if s.get(Photo, pid) is None:
+                return
+            if s.scalars(select(Export.id).where(Export.out_path_bytes == raw)).first() is None:
+                s.add(Export(photo_id=pid, recipe_id=rid, out_path=display(a.path), out_path_bytes=raw,
+                             format=kind, created_at=datetime.now()))
+
+        self.catalog.write(fn)
+        self._adopted.setdefault(pid, []).append((str(a.path), rid, kind))
+        with contextlib.suppress(OSError):
+            a.journal.unlink()

@@ -205,3 +205,25 @@ def test_unusable_location_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(CatalogError, match="cannot create the catalog folder"):
         Catalog.open(str(blocker / "sub" / "c.sqlite"))
+
+
+def test_version_1_catalog_upgrades_to_2_keeping_exports(tmp_path: Path) -> None:
+    """A catalog as schema version 1 made it (no exports.out_path_bytes) is upgraded after a
+    backup; its export rows stay readable; a fresh catalog is created at version 2 directly."""
+    f = tmp_path / "c.sqlite"
+    with Catalog.open(str(f)) as cat:
+        pid = cat.write(lambda s: (s.add(p := _photo("a.jpg")), s.flush(), p.id)[2])
+    con = sqlite3.connect(f)  # turn it into what version 1 wrote
+    con.execute("ALTER TABLE exports DROP COLUMN out_path_bytes")
+    con.execute("INSERT INTO exports (photo_id, out_path, format, created_at) VALUES (?, '/o/a.jpg', 'jpeg', '2026-01-01')",
+                (pid,))
+    con.execute("UPDATE catalog_info SET value='1' WHERE key='schema_version'")
+    con.commit()
+    con.close()
+    with Catalog.open(str(f)) as cat, cat.session() as s:
+        from db.schema import Export
+
+        rows = s.scalars(select(Export)).all()
+        assert [(r.out_path, r.out_path_bytes) for r in rows] == [("/o/a.jpg", None)]
+        assert s.execute(text("SELECT value FROM catalog_info WHERE key='schema_version'")).scalar() == "2"
+    assert len(list(tmp_path.glob("c.sqlite.v1-*.bak"))) == 1

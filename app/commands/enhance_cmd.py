@@ -67,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
         OutputDirError,
         check_out_dir,
         check_template,
+        display,
         normalise_format,
+        recover_folder,
     )
     from engine.pipeline import StageUnavailable, parse_ops
     from engine.recipes import ModelGone
@@ -93,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     except Exception as e:  # the catalog could not be read: say so, do not guess
         print(f"photolift enhance: cannot read the catalog to check the output folder: {e}", file=sys.stderr)
         return 1
+    recover_folder(out)  # temporary files of a killed run are removed
     renderer = Renderer(cache=RenderCache())
     n_ok = n_bad = 0
     for f in args.files:
@@ -104,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"photolift enhance: {e}", file=sys.stderr)
             return 1
         except EnvironmentFailure as e:
-            print(json.dumps({"path": str(path), "status": "error", "error": str(e)}), flush=True)
+            print(json.dumps({"path": display(path), "status": "error", "error": str(e)}), flush=True)
             print(f"photolift enhance: {e}", file=sys.stderr)
             return 1
         print(json.dumps(res.to_json()), flush=True)

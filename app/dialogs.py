@@ -236,7 +236,8 @@ def _bad_template(template: str) -> str:
 
 class PreferencesDialog(QDialog):
     def __init__(self, settings: Settings, default_threshold: float | None = None,
-                 default_catalog: str = "", parent: QWidget | None = None) -> None:
+                 default_catalog: str = "", parent: QWidget | None = None,
+                 cache_limit_mb: int | None = None, cache_used_bytes: int | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Preferences")
         self.setMinimumWidth(560)
@@ -303,6 +304,23 @@ class PreferencesDialog(QDialog):
         note = QLabel("A new catalog location takes effect the next time photolift starts.")
         note.setStyleSheet("color: gray")
         f2.addRow("", note)
+        self.cache_limit: QSpinBox | None = None
+        if cache_limit_mb is not None:
+            from engine.diskcache import MIN_LIMIT_MB
+
+            self.cache_limit = QSpinBox()
+            self.cache_limit.setRange(MIN_LIMIT_MB, 1024 * 1024)
+            self.cache_limit.setSingleStep(512)
+            self.cache_limit.setSuffix(" MB")
+            self.cache_limit.setValue(cache_limit_mb)
+            used = f"{cache_used_bytes / 2**20:,.0f} MB in use now" if cache_used_bytes is not None else ""
+            cache_row = QWidget()
+            crl = QHBoxLayout(cache_row)
+            crl.setContentsMargins(0, 0, 0, 0)
+            crl.addWidget(self.cache_limit)
+            crl.addWidget(QLabel(f"({used}; previews and thumbnails, least recently used go first)"))
+            crl.addStretch(1)
+            f2.addRow("Cache limit", cache_row)
         export = QGroupBox("Export defaults")
         f3 = QFormLayout(export)
         f3.addRow("Folder", _folder_row(self.export_dir, self, "Default export folder"))

@@ -755,8 +755,19 @@ class MainWindow(QMainWindow):
             pass
         from db.catalog import default_catalog_location
 
-        dlg = PreferencesDialog(self.settings, default_thr, default_catalog_location(), self)
+        try:
+            limit, used = self.services.cache_limit_mb(), self.services.cache_used_bytes()
+        except Exception:
+            limit = used = None
+        dlg = PreferencesDialog(self.settings, default_thr, default_catalog_location(), self,
+                                cache_limit_mb=limit, cache_used_bytes=used)
         dlg.accepted.connect(self._apply_filters)
+
+        def apply_cache() -> None:
+            if dlg.cache_limit is not None and dlg.cache_limit.value() != limit:
+                self.services.set_cache_limit_mb(dlg.cache_limit.value())
+
+        dlg.accepted.connect(apply_cache)
         dlg.setModal(True)
         dlg.show()
         return dlg

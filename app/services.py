@@ -43,6 +43,35 @@ class Services:
     def close(self) -> None:
         self.catalog.close()
 
+    # -- caches ---------------------------------------------------------------------------
+    def cache_limit_mb(self) -> int:
+        from engine.diskcache import limits
+
+        return limits(self.catalog).total_mb
+
+    def cache_used_bytes(self) -> int:
+        """Bytes now in this catalog's render and thumbnail caches (walks the folders)."""
+        from engine.diskcache import usage
+        from engine.paths import cache_dir_for
+
+        root = cache_dir_for(self.catalog.url)
+        return usage(root / "renders") + usage(root / "thumbnails")
+
+    def set_cache_limit_mb(self, mb: int) -> int:
+        """Store the limit; the caches of this process follow it at once, and trim."""
+        from engine.diskcache import set_limit
+
+        lim = set_limit(self.catalog, mb)
+        self.library.thumbs.max_bytes = lim.thumbnail_bytes
+        self.library.thumbs.trim()
+        with self._lock:
+            for svc in (self._editor, self._exporter):
+                cache = getattr(getattr(svc, "renderer", None), "cache", None)
+                if cache is not None:
+                    cache.max_bytes = lim.render_bytes
+                    cache._evict()
+        return lim.total_mb
+
     # -- lazily made services (each loads a model or two on first use) -------------------
     @property
     def scorer(self) -> Any:

@@ -192,10 +192,11 @@ class Editor:
     def __init__(self, catalog: Any, renderer: Renderer | None = None) -> None:
         self.catalog = catalog
         if renderer is None:
+            from engine.diskcache import limits
             from engine.paths import cache_dir_for
             from engine.render import RenderCache
 
-            renderer = Renderer(cache=RenderCache(cache_dir_for(catalog.url)))
+            renderer = Renderer(cache=RenderCache(cache_dir_for(catalog.url), limits(catalog).render_bytes))
         self.renderer = renderer
         self.queue = BatchQueue(catalog)
 
@@ -580,15 +581,20 @@ def enhance_file(path: Path, out_dir: Path, renderer: Renderer, ops: Sequence[st
         render_name,
         write_export,
     )
-    from engine.imageio import ImageError, load_image
+    from engine.imageio import ImageError, is_supported, load_image
 
     shown = display(path)
+    if not is_supported(path):
+        return FileResult(shown, "error", error=f"not a supported photo format ({path.suffix or 'no extension'}); "
+                                                "photolift reads JPEG, PNG, TIFF, WebP, BMP, HEIC and camera RAW")
     try:
         fp = current_fingerprint(path)
         view = renderer.load_view(path, PREVIEW_SIDE)
         recipe = renderer.pipeline.plan(view.astype(np.float32) / 255.0, ops, strength)
         rendered = renderer.full(path, fp, recipe, cancel=cancel, store=False)
-        original = load_image(path).rgb
+        loaded = load_image(path)
+        original, decode_warning = loaded.rgb, loaded.warning
+        del loaded
     except ImageError as e:
         return FileResult(shown, "error", error=e.reason)
     except OSError as e:
@@ -610,6 +616,8 @@ def enhance_file(path: Path, out_dir: Path, renderer: Renderer, ops: Sequence[st
         raise
     except ExportError as e:
         return FileResult(shown, "error", error=str(e), **common)
+    if decode_warning:
+        warnings.insert(0, decode_warning)
     if written.reused:  # a rerun: the same result is already there
         return FileResult(shown, "skipped", out_path=display(written.path),
                           message=f"an identical result is already in the folder ({display(written.path)}); "

@@ -602,10 +602,11 @@ class Exporter:
     def __init__(self, catalog: Any, renderer: Renderer | None = None) -> None:
         self.catalog = catalog
         if renderer is None:
+            from engine.diskcache import limits
             from engine.paths import cache_dir_for
             from engine.render import RenderCache
 
-            renderer = Renderer(cache=RenderCache(cache_dir_for(catalog.url)))
+            renderer = Renderer(cache=RenderCache(cache_dir_for(catalog.url), limits(catalog).render_bytes))
         self.renderer = renderer
         self._adopted: dict[int, list[tuple[str, int | None, str]]] = {}
 

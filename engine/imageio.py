@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import string
+import threading
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -58,6 +59,51 @@ SUPPORTED_EXTENSIONS: frozenset[str] = STANDARD_EXTENSIONS | (HEIF_EXTENSIONS if
 # (89..179 MP), since very large but real photos (100+ MP medium format) must load.
 MAX_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+# Third-party warnings (Pillow's "Corrupt EXIF data", "Truncated File Read"...) become recorded
+# warnings of the photo being decoded, never raw text on stderr. A warning raised in a thread
+# that is decoding (inside :func:`_capturing`) is collected there; any other goes to the log.
+# "always" so that the second damaged file is reported too (the default shows one per location).
+warnings.filterwarnings("always", module=r"PIL(\..*)?$")
+warnings.filterwarnings("always", module=r"piexif(\..*)?$")
+_capture = threading.local()
+_show_original = warnings.showwarning
+
+
+def _showwarning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+    sink = getattr(_capture, "sink", None)
+    if sink is not None:
+        sink.append(str(message))
+    elif "PIL" in filename or "piexif" in filename:
+        log.warning("%s", message)
+    else:
+        _show_original(message, category, filename, lineno, file, line)
+
+
+warnings.showwarning = _showwarning
+
+
+class _capturing:
+    """Collect the warnings raised in this thread while decoding (see above)."""
+
+    def __enter__(self) -> list[str]:
+        self.prev = getattr(_capture, "sink", None)
+        self.sink: list[str] = []
+        _capture.sink = self.sink
+        return self.sink
+
+    def __exit__(self, *_exc: object) -> None:
+        _capture.sink = self.prev
+
+
+def _join_warnings(*parts: str | None) -> str | None:
+    seen: list[str] = []
+    for p in parts:
+        if p and p not in seen:
+            seen.append(p)
+    return "; ".join(seen) or None
 
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -409,11 +455,30 @@ def decode(data: bytes, ext: str = "", max_side: int | None = None, reduce: int 
     ``max_side`` bounds the longest side of ``rgb`` (aspect kept); ``reduce`` asks for at most
     1/reduce of the full size. Both use DCT scaling for JPEG, then an area-preserving resize.
     """
+    with _capturing() as caught:
+        img, fields = _decode(data, ext, max_side, reduce)
+    if caught:
+        extra = "; ".join(dict.fromkeys(f"decoder warning: {m}" for m in caught))
+        img = LoadedImage(rgb=img.rgb, size=img.size, orientation=img.orientation, format=img.format, icc=img.icc,
+                          exif=img.exif, alpha=img.alpha, warning=_join_warnings(img.warning, extra))
+    return img, fields
+
+
+def _decode(data: bytes, ext: str, max_side: int | None, reduce: int) -> tuple[LoadedImage, dict[str, Any]]:
     if not data:
         raise ImageError("empty file (0 bytes)", "empty")
     ext = ext.lower()
     is_raw = ext in RAW_EXTENSIONS
     im, fmt = _open_checked(data, ext)
+    frames = int(getattr(im, "n_frames", 1) or 1)
+    frames_note = None
+    if frames > 1:  # handled on purpose: the first frame or page, and said so
+        kind = "pages" if (im.format or "") in ("TIFF", "MPO") else "frames"
+        if (im.format or "") == "MPO":
+            frames_note = None  # a camera's JPEG with a depth/preview image after it: a normal photo
+        else:
+            frames_note = (f"{'multi-page' if kind == 'pages' else 'animated'} image ({frames} {kind}): only the "
+                           f"first is used; an enhanced copy is a still image")
     with im:
         if is_raw:
             # A TIFF-based RAW's own IFD0 carries camera and orientation; the preview JPEG's EXIF
@@ -464,7 +529,7 @@ def decode(data: bytes, ext: str = "", max_side: int | None = None, reduce: int 
     size = (full_h, full_w) if orientation in (5, 6, 7, 8) else (full_w, full_h)
     return LoadedImage(rgb=np.ascontiguousarray(rgb), size=size, orientation=orientation, format=fmt,
                        icc=icc if isinstance(icc, bytes) else None, exif=raw_exif, alpha=alpha,
-                       warning=warning), fields
+                       warning=_join_warnings(warning, frames_note)), fields
 
 
 def load_image(path: str | os.PathLike[str], max_side: int | None = None, reduce: int = 1) -> LoadedImage:

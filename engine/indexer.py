@@ -30,6 +30,7 @@ samples do not occur in practice (any pixel change in compressed data shifts the
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -160,6 +161,29 @@ def _hidden(entry: os.DirEntry[str]) -> bool:
     return False
 
 
+def _bad_link(path: str) -> str | None:
+    """Why a symbolic link cannot be followed (a loop, a missing target), or None."""
+    try:
+        os.stat(path)
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a loop of symbolic links; not followed"
+        if isinstance(e, FileNotFoundError):
+            return f"broken symbolic link (points to {display_path(os.readlink(path))}, which does not exist)"
+        return f"symbolic link not readable: {e.strerror or e}"
+
+
+def missing_reason(path: str | os.PathLike[str]) -> str:
+    """Why ``path`` cannot be opened, in words: no such file or folder, a loop of links..."""
+    p = os.fspath(path)
+    if os.path.islink(p):
+        why = _bad_link(p)
+        if why is not None:
+            return why.split(";")[0]
+    return "no such file or folder"
+
+
 def walk(root: str, cancel: CancelToken | None = None, progress: ProgressFn = no_progress,
          on_skip: Callable[[str, str], None] | None = None) -> list[_Walked]:
     """Every supported, non-hidden file under ``root`` with its size and mtime (one stat each)."""
@@ -183,23 +207,39 @@ def walk(root: str, cancel: CancelToken | None = None, progress: ProgressFn = no
                 on_skip(d, f"folder not readable: {err.strerror or err}")
             continue
         subdirs: list[str] = []
+        d_real: str | None = None
         for ent in entries:
             if _hidden(ent):
                 continue
+            supported = os.path.splitext(ent.name)[1].lower() in SUPPORTED_EXTENSIONS
             try:
+                if ent.is_symlink():
+                    why = _bad_link(ent.path)
+                    if why is not None:
+                        if on_skip and (supported or "loop" in why):
+                            on_skip(ent.path, why)
+                        continue
                 if ent.is_dir():  # follows symlinks; loops are cut by the inode set
                     dst = ent.stat()
                     key = (dst.st_dev, dst.st_ino)
+                    if ent.is_symlink():
+                        d_real = d_real or os.path.realpath(d)
+                        target = os.path.realpath(ent.path)
+                        if d_real == target or d_real.startswith(os.path.join(target, "")):
+                            if on_skip:
+                                on_skip(ent.path, f"symbolic link to a folder above it ({display_path(target)}); "
+                                                  "not followed (a loop: its photos would be indexed twice)")
+                            continue
                     if key not in seen_dirs:
                         seen_dirs.add(key)
                         subdirs.append(ent.path)
                     continue
-                if os.path.splitext(ent.name)[1].lower() not in SUPPORTED_EXTENSIONS:
+                if not supported:
                     continue
                 fst = ent.stat()
                 if not stat_mod.S_ISREG(fst.st_mode):
                     continue
-            except OSError:  # broken symlink, vanished entry: nothing to index
+            except OSError:  # vanished entry: nothing to index
                 continue
             out.append(_Walked(ent.path, os.fsencode(ent.path), fst.st_size, fst.st_mtime_ns))
         stack.extend(reversed(subdirs))
@@ -306,6 +346,8 @@ class Indexer:
         if not os.path.isdir(root_s):
             if os.path.exists(root_s):
                 raise NotADirectoryError(f"not a folder: {display_path(root_s)}")
+            if os.path.islink(os.fspath(root)):
+                raise FileNotFoundError(f"{display_path(os.fspath(root))}: {missing_reason(root)}")
             raise FileNotFoundError(f"no such folder: {display_path(root_s)}")
         folder_id = self._folder_for(root_s)
         counts = {k: 0 for k in ("files", "unchanged", "added", "updated", "touched", "moved", "error",

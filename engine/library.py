@@ -32,6 +32,7 @@ from sqlalchemy.orm import aliased
 from db.catalog import Catalog
 from db.schema import STATUS_MISSING, STATUS_OK, Folder, Photo, Recipe, Score
 from engine.degrade import SEVERITY_NAMES
+from engine.diskcache import limits
 from engine.imageio import ImageError, load_image
 from engine.indexer import Indexer, IndexEvent, display_path
 from engine.jobs import CancelToken, ProgressFn
@@ -161,7 +162,7 @@ class Library:
 
     def __init__(self, catalog: Catalog, thumb_dir: Path | None = None) -> None:
         self.catalog = catalog
-        self.thumbs = ThumbnailCache(thumb_dir or thumbnail_dir(catalog.url))
+        self.thumbs = ThumbnailCache(thumb_dir or thumbnail_dir(catalog.url), limits(catalog).thumbnail_bytes)
 
     # -- indexing ---------------------------------------------------------------------------
     def index(self, root: str | os.PathLike[str], progress: ProgressFn | None = None,

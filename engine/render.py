@@ -29,19 +29,19 @@ import hashlib
 import os
 import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from engine.diskcache import touch
 from engine.jobs import CancelToken, ProgressFn
 from engine.pipeline import Pipeline, get_pipeline
 from engine.recipes import Recipe, recipe_hash
 
 PREVIEW_SIDE = 1600
-DEFAULT_CACHE_BYTES = 4 * 1024**3
+DEFAULT_CACHE_BYTES = 3 * 1024**3  # engine.diskcache: 0.75 of the default 4 GB limit
 
 
 def cache_root() -> Path:
@@ -94,8 +94,7 @@ class RenderCache:
             with contextlib.suppress(OSError):
                 p.unlink()
             return None
-        with contextlib.suppress(OSError):
-            os.utime(p)  # LRU by mtime
+        touch(p)  # LRU by mtime
         return arr
 
     def put(self, key: str, arr: np.ndarray) -> None:
@@ -125,29 +124,10 @@ class RenderCache:
             self._evict()
 
     def _evict(self) -> None:
-        now = time.time()
+        from engine.diskcache import trim
+
         with self._lock:
-            files = []
-            for f in self.root.glob("*/*"):
-                try:
-                    st = f.stat()
-                except OSError:
-                    continue
-                if f.suffix == ".part":  # left by a killed writer
-                    if now - st.st_mtime > 3600:
-                        with contextlib.suppress(OSError):
-                            f.unlink()
-                    continue
-                files.append((st.st_mtime_ns, st.st_size, f))
-            total = sum(s for _, s, _ in files)
-            if total <= self.max_bytes:
-                return
-            for _, size, f in sorted(files):
-                with contextlib.suppress(OSError):
-                    f.unlink()
-                total -= size
-                if total <= self.max_bytes:
-                    break
+            trim(self.root, self.max_bytes)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +38,23 @@ def shrink(rgb: np.ndarray, size: int) -> np.ndarray:
 
 
 class ThumbnailCache:
-    def __init__(self, root: Path) -> None:
+    """Thumbnails on disk; with ``max_bytes``, trimmed (least recently used first, see
+    :mod:`engine.diskcache`) every :data:`TRIM_EVERY` writes and by :meth:`trim`."""
+
+    TRIM_EVERY = 500
+
+    def __init__(self, root: Path, max_bytes: int | None = None) -> None:
         self.root = Path(root)
+        self.max_bytes = max_bytes
+        self._puts = 0
+        self._lock = threading.Lock()
+
+    def trim(self) -> int:
+        from engine.diskcache import trim
+
+        if self.max_bytes is None:
+            return 0
+        return trim(self.root, self.max_bytes)
 
     def path_for(self, fingerprint: str, size: int = THUMB_SIZE) -> Path:
         return self.root / fingerprint[:2] / f"{fingerprint}-{size}.jpg"
@@ -51,9 +67,14 @@ class ThumbnailCache:
         p = self.path_for(fingerprint, size)
         try:
             with Image.open(p) as im:
-                return np.asarray(im.convert("RGB"))
+                out = np.asarray(im.convert("RGB"))
         except (OSError, ValueError, SyntaxError):
             return None
+        if self.max_bytes is not None:
+            from engine.diskcache import touch
+
+            touch(p)
+        return out
 
     def put(self, fingerprint: str, rgb: np.ndarray, size: int = THUMB_SIZE) -> Path:
         """Shrink ``rgb`` to ``size`` and store it atomically (temp file + rename in the same folder)."""
@@ -69,4 +90,10 @@ class ThumbnailCache:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        if self.max_bytes is not None:
+            with self._lock:
+                self._puts += 1
+                due = self._puts % self.TRIM_EVERY == 0
+            if due:
+                self.trim()
         return dest

@@ -4,6 +4,9 @@
   exit 0 when it is fine, 1 when it is damaged (the message names the newest good backup).
 - ``backup``: take a backup now (``<catalog>.backups/``; the daily ones are taken automatically).
 - ``list``: the backups, newest first, each with whether it passes its check.
+- ``cache [--limit MB]``: the size of the render and thumbnail caches beside the catalog and
+  their limit (stored in the catalog, so the GUI and every command obey it); ``--limit`` sets it
+  and trims the caches now.
 - ``restore [BACKUP]``: put the newest good backup (or BACKUP) in place; the current file is
   moved aside, never deleted. Refused while another process has the catalog open for writing.
 
@@ -24,6 +27,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     sp.add_parser("check", help="full integrity check")
     sp.add_parser("backup", help="take a backup now")
     sp.add_parser("list", help="list the backups, newest first")
+    c = sp.add_parser("cache", help="show the cache size and limit, or set the limit")
+    c.add_argument("--limit", type=int, default=None, metavar="MB",
+                   help="keep the render and thumbnail caches under MB megabytes (least recently used go first)")
     r = sp.add_parser("restore", help="put a backup in place of the catalog (the current file is kept aside)")
     r.add_argument("backup", nargs="?", default=None, help="backup file (default: the newest good one)")
     for action in sp.choices.values():  # ``photolift catalog check --catalog X`` too
@@ -61,6 +67,31 @@ def _in_use(db_file: Path) -> bool:
         conn.close()
 
 
+def _cache(args: argparse.Namespace) -> int:
+    from db.catalog import Catalog
+    from engine import diskcache
+    from engine.paths import cache_dir_for
+    from engine.render import RenderCache
+    from engine.thumbnails import ThumbnailCache
+
+    with Catalog.open(getattr(args, "catalog", None)) as cat:
+        lim = diskcache.limits(cat)
+        root = cache_dir_for(cat.url)
+        if args.limit is not None:
+            if args.limit < diskcache.MIN_LIMIT_MB:
+                print(f"photolift catalog: --limit must be at least {diskcache.MIN_LIMIT_MB} MB", file=sys.stderr)
+                return 2
+            lim = diskcache.set_limit(cat, args.limit)
+            RenderCache(root, lim.render_bytes)._evict()
+            ThumbnailCache(root / "thumbnails", lim.thumbnail_bytes).trim()
+    renders = diskcache.usage(root / "renders")
+    thumbs = diskcache.usage(root / "thumbnails")
+    print(f"cache {root}: previews/renders {renders / 2**20:,.1f} MB of {lim.render_bytes / 2**20:,.0f} MB, "
+          f"thumbnails {thumbs / 2**20:,.1f} MB of {lim.thumbnail_bytes / 2**20:,.0f} MB "
+          f"(limit {lim.total_mb} MB{'' if args.limit is None else ', set now'})")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from db import backup
     from db.catalog import CatalogError
@@ -94,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
         if not db_file.exists():
             print(f"photolift catalog: there is no catalog at {db_file}", file=sys.stderr)
             return 1
+        if action == "cache":
+            return _cache(args)
         if action == "check":
             probs = backup.check_file(db_file, full=True)
             if probs:

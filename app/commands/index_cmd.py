@@ -93,7 +93,7 @@ def index_folder(lib: Library, folder: str, as_json: bool, quiet: bool, out: Any
             if as_json:
                 print(json.dumps(event_json(ev)), file=out, flush=ev.kind != "done")
             elif ev.kind in ("error", "skipped"):
-                print(f"error: {ev.path}: {ev.error}", file=out)
+                print(f"{ev.kind}: {ev.path}: {ev.error}", file=out)
             elif ev.kind == "moved":
                 print(f"moved: {ev.old_path} -> {ev.path}", file=out)
             elif ev.kind in ("missing", "vanished"):

@@ -41,7 +41,7 @@ def index_paths(catalog: Any, paths: list[str]) -> tuple[list[int], list[dict[st
 
     from db.schema import Photo
     from engine.imageio import is_supported
-    from engine.indexer import Indexer
+    from engine.indexer import Indexer, missing_reason
 
     indexer = Indexer(catalog)
     ids: list[int] = []
@@ -58,7 +58,7 @@ def index_paths(catalog: Any, paths: list[str]) -> tuple[list[int], list[dict[st
                     Photo.path_bytes >= lo, Photo.path_bytes < hi, Photo.status != "missing").order_by(Photo.path))]
             continue
         if not os.path.exists(path):
-            errors.append({"path": raw, "status": "error", "error": "no such file or folder"})
+            errors.append({"path": raw, "status": "error", "error": missing_reason(raw)})
             continue
         if not is_supported(path):
             errors.append({"path": raw, "status": "error", "error": "not a supported photo format"})

@@ -124,8 +124,16 @@ class Services:
         return [int(r.id) for r in self.library.query(folder, sort, filters, 0, n + 1000)]
 
     def index_job(self, root: str) -> Any:
+        """Index ``root``; new and changed photos are scored from the same decode when the
+        assessor is available (the score job that follows then only has older photos left)."""
+
         def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[Any]:
-            return iter(self.library.index(root, progress=progress, cancel=cancel))
+            try:
+                scorer = self.scorer
+            except Exception as e:  # no assessor model: index only; the score job reports why
+                log.info("indexing without scoring: %s", e)
+                scorer = None
+            return iter(self.library.index(root, progress=progress, cancel=cancel, scorer=scorer))
 
         return fn
 

@@ -24,6 +24,7 @@ import re
 import string
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -449,14 +450,17 @@ def _orientation_of(im: Image.Image, fields: dict[str, Any]) -> int:
 
 
 def decode(data: bytes, ext: str = "", max_side: int | None = None, reduce: int = 1,
-           raw_exif_source: bytes | None = None) -> tuple[LoadedImage, dict[str, Any]]:
+           raw_exif_source: bytes | None = None,
+           reduce_for: Callable[[int, int], int] | None = None) -> tuple[LoadedImage, dict[str, Any]]:
     """Decode bytes of a supported file; returns the image and its EXIF fields.
 
     ``max_side`` bounds the longest side of ``rgb`` (aspect kept); ``reduce`` asks for at most
-    1/reduce of the full size. Both use DCT scaling for JPEG, then an area-preserving resize.
+    1/reduce of the full size; ``reduce_for(width, height)``, when given, chooses ``reduce``
+    from the full size read in the header (one decode where a caller would otherwise decode
+    once to learn the size). All use DCT scaling for JPEG, then an area-preserving resize.
     """
     with _capturing() as caught:
-        img, fields = _decode(data, ext, max_side, reduce)
+        img, fields = _decode(data, ext, max_side, reduce, reduce_for)
     if caught:
         extra = "; ".join(dict.fromkeys(f"decoder warning: {m}" for m in caught))
         img = LoadedImage(rgb=img.rgb, size=img.size, orientation=img.orientation, format=img.format, icc=img.icc,
@@ -464,7 +468,8 @@ def decode(data: bytes, ext: str = "", max_side: int | None = None, reduce: int 
     return img, fields
 
 
-def _decode(data: bytes, ext: str, max_side: int | None, reduce: int) -> tuple[LoadedImage, dict[str, Any]]:
+def _decode(data: bytes, ext: str, max_side: int | None, reduce: int,
+            reduce_for: Callable[[int, int], int] | None = None) -> tuple[LoadedImage, dict[str, Any]]:
     if not data:
         raise ImageError("empty file (0 bytes)", "empty")
     ext = ext.lower()
@@ -495,6 +500,8 @@ def _decode(data: bytes, ext: str, max_side: int | None, reduce: int) -> tuple[L
         fields["orientation"] = orientation
         full_w, full_h = im.size
         target = (full_w, full_h)
+        if reduce_for is not None:
+            reduce = max(1, int(reduce_for(full_w, full_h)))
         if reduce > 1:
             target = (max(1, full_w // reduce), max(1, full_h // reduce))
         if max_side is not None:

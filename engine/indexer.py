@@ -42,8 +42,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -51,7 +52,7 @@ from db.catalog import Catalog
 from db.schema import STATUS_ERROR, STATUS_MISSING, STATUS_OK, Folder, Photo
 from engine.imageio import RAW_EXTENSIONS, SUPPORTED_EXTENSIONS, ImageError, decode
 from engine.jobs import CancelToken, JobCancelled, Progress, ProgressFn, no_progress
-from engine.thumbnails import THUMB_SIZE, ThumbnailCache
+from engine.thumbnails import THUMB_SIZE, ThumbnailCache, shrink
 
 log = logging.getLogger(__name__)
 
@@ -250,8 +251,23 @@ def walk(root: str, cancel: CancelToken | None = None, progress: ProgressFn = no
     return out
 
 
-def _examine(w: _Walked, existing: _Existing | None) -> _Result:
-    """Read, fingerprint and decode one file (runs in a worker thread); never raises for bad files."""
+class IngestScorer(Protocol):
+    """What the indexer needs to score photos from the pixels it decodes anyway (one decode per
+    new or changed file; :class:`engine.scoring.Scorer` is one)."""
+
+    def reduce_for(self, width: int | None, height: int | None) -> int: ...
+
+    def views(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def score_decoded(self, catalog: Catalog, items: list[tuple[tuple[int, str, str, int | None, int | None],
+                                                               np.ndarray, np.ndarray]]) -> list[Any]: ...
+
+
+def _examine(w: _Walked, existing: _Existing | None, scorer: IngestScorer | None = None) -> _Result:
+    """Read, fingerprint and decode one file (runs in a worker thread); never raises for bad files.
+
+    With ``scorer``, the one decode is at the scorer's scale (half scale for large photos) and
+    also gives the assessor's views (``values['_views']``); the thumbnail is made from it."""
     ext = os.path.splitext(w.path)[1].lower()
     try:
         if existing is not None and existing.fingerprint and existing.status == STATUS_OK:
@@ -265,7 +281,11 @@ def _examine(w: _Walked, existing: _Existing | None) -> _Result:
         if len(data) != w.size:
             return _Result(w, existing, "error", fingerprint=fp, error_code="changing",
                            error="the file changed while it was being read (still being copied?); retried next scan")
-        img, fields = decode(data, ext, max_side=THUMB_SIZE)
+        if scorer is None:
+            img, fields = decode(data, ext, max_side=THUMB_SIZE)
+        else:
+            img, fields = decode(data, ext, reduce_for=scorer.reduce_for)
+        del data
         st2 = os.stat(w.path)
         if st2.st_size != w.size or st2.st_mtime_ns != w.mtime_ns:
             return _Result(w, existing, "error", fingerprint=fp, error_code="changing",
@@ -295,17 +315,28 @@ def _examine(w: _Walked, existing: _Existing | None) -> _Result:
     for k in ("camera_make", "camera_model", "lens"):
         if isinstance(values[k], str):
             values[k] = values[k][:128]
-    values["_thumb"] = img.rgb
+    if scorer is not None:
+        try:
+            values["_views"] = scorer.views(img.rgb)
+        except Exception as e:  # noqa: BLE001 - scored later by the scorer's own path, which reports it
+            log.warning("cannot make the assessor's views of %s: %s", display_path(w.pb), e)
+        values["_thumb"] = shrink(img.rgb, THUMB_SIZE)
+    else:
+        values["_thumb"] = img.rgb
     return _Result(w, existing, "ok", fingerprint=fp, values=values)
 
 
 class Indexer:
     """Indexes library roots into a catalog; see the module docstring for the algorithm."""
 
-    def __init__(self, catalog: Catalog, thumbs: ThumbnailCache | None = None, workers: int | None = None) -> None:
+    def __init__(self, catalog: Catalog, thumbs: ThumbnailCache | None = None, workers: int | None = None,
+                 scorer: IngestScorer | None = None) -> None:
         self.catalog = catalog
         self.thumbs = thumbs
         self.workers = workers or max(1, min(4, os.cpu_count() or 1))
+        self.scorer = scorer
+        # ScoreEvents of the photos scored during the last index() (scorer given), by photo id
+        self.scored: dict[int, Any] = {}
 
     # -- catalog helpers (run on the writer thread) ------------------------------------------
     def _folder_for(self, root: str) -> int:
@@ -350,6 +381,7 @@ class Indexer:
                 raise FileNotFoundError(f"{display_path(os.fspath(root))}: {missing_reason(root)}")
             raise FileNotFoundError(f"no such folder: {display_path(root_s)}")
         folder_id = self._folder_for(root_s)
+        self.scored = {}
         counts = {k: 0 for k in ("files", "unchanged", "added", "updated", "touched", "moved", "error",
                                  "missing", "vanished", "skipped")}
         skipped: list[IndexEvent] = []
@@ -429,7 +461,7 @@ class Indexer:
         yield IndexEvent("done", display_path(root_s), counts=dict(counts))
 
     def _examine_and_thumb(self, w: _Walked, ex: _Existing | None) -> _Result:
-        res = _examine(w, ex)
+        res = _examine(w, ex, self.scorer)
         thumb = res.values.pop("_thumb", None)
         if res.kind == "ok" and thumb is not None and self.thumbs is not None and res.fingerprint:
             try:
@@ -443,7 +475,18 @@ class Indexer:
                counts: dict[str, int]) -> Iterator[IndexEvent]:
         if not batch:
             return
+        views = [r.values.pop("_views", None) for r in batch]
         events = self.catalog.write(lambda s: self._apply(s, batch, folder_id, claimed, vanished_ids))
+        if self.scorer is not None:
+            # one event per result, in order: score the photos just recorded, from their views
+            items = [((ev.photo_id, ev.path, r.fingerprint or "", r.values.get("width"), r.values.get("height")),
+                      v[0], v[1])
+                     for r, ev, v in zip(batch, events, views, strict=True)
+                     if v is not None and ev.photo_id is not None and ev.status == STATUS_OK
+                     and ev.kind in ("added", "updated", "moved")]
+            if items:
+                for sev in self.scorer.score_decoded(self.catalog, items):
+                    self.scored[sev.photo_id] = sev
         for ev in events:
             counts[ev.kind] = counts.get(ev.kind, 0) + 1
             yield ev

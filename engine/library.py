@@ -34,7 +34,7 @@ from db.schema import STATUS_MISSING, STATUS_OK, Folder, Photo, Recipe, Score
 from engine.degrade import SEVERITY_NAMES
 from engine.diskcache import limits
 from engine.imageio import ImageError, load_image
-from engine.indexer import Indexer, IndexEvent, display_path
+from engine.indexer import Indexer, IndexEvent, IngestScorer, display_path
 from engine.jobs import CancelToken, ProgressFn
 from engine.paths import thumbnail_dir
 from engine.thumbnails import THUMB_SIZE, ThumbnailCache, shrink
@@ -166,9 +166,12 @@ class Library:
 
     # -- indexing ---------------------------------------------------------------------------
     def index(self, root: str | os.PathLike[str], progress: ProgressFn | None = None,
-              cancel: CancelToken | None = None) -> Iterator[IndexEvent]:
-        """Add or update a folder tree; see :mod:`engine.indexer`."""
-        return Indexer(self.catalog, self.thumbs).index(root, progress=progress, cancel=cancel)
+              cancel: CancelToken | None = None, scorer: IngestScorer | None = None) -> Iterator[IndexEvent]:
+        """Add or update a folder tree; see :mod:`engine.indexer`. With ``scorer``, each new or
+        changed photo is scored from the same single decode that gives its row and thumbnail."""
+        workers = getattr(scorer, "workers", None)
+        return Indexer(self.catalog, self.thumbs, workers=workers, scorer=scorer).index(
+            root, progress=progress, cancel=cancel)
 
     def folders(self) -> list[str]:
         with self.catalog.session() as s:

@@ -351,6 +351,30 @@ class Scorer:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
+    def score_decoded(self, catalog: Any, items: list[tuple[tuple[int, str, str, int | None, int | None],
+                                                           np.ndarray, np.ndarray]]) -> list[ScoreEvent]:
+        """Score photos whose views were made from pixels decoded elsewhere (the indexer's one
+        decode, :mod:`engine.indexer`); ``items`` are ``((id, path, fingerprint, w, h), crops,
+        global)``. Photos already scored by this model version for that content are skipped."""
+        from sqlalchemy import select
+
+        from db.schema import Score
+
+        if not items:
+            return []
+        ids = [it[0][0] for it in items]
+        with catalog.session() as s:
+            done = {(pid, fp) for pid, fp in s.execute(
+                select(Score.photo_id, Score.fingerprint).where(
+                    Score.photo_id.in_(ids), Score.model == self.model_name,
+                    Score.model_version == self.model_version, Score.head == "")).all()}
+        todo = [it for it in items if (it[0][0], it[0][2]) not in done]
+        head = self.active_head(catalog) if todo else None
+        events: list[ScoreEvent] = []
+        for i in range(0, len(todo), self.batch_size):
+            events += self._finish_batch(catalog, todo[i:i + self.batch_size], [], head)
+        return events
+
     def _finish_batch(self, catalog: Any, batch: list[Any], errors: list[Any],
                       head: tuple[str, LastLayer] | None) -> list[ScoreEvent]:
         from sqlalchemy import delete, insert, update

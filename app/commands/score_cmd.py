@@ -34,16 +34,21 @@ def _progress_printer(enabled: bool) -> Any:
     return show
 
 
-def index_paths(catalog: Any, paths: list[str]) -> tuple[list[int], list[dict[str, Any]]]:
+def index_paths(catalog: Any, paths: list[str], scorer: Any = None) -> tuple[list[int], list[dict[str, Any]], set[int]]:
     """Photo ids for ``paths`` (indexing folders, or a file's folder when the file is new or changed),
-    and error records for paths that are not photos of the catalog."""
+    error records for paths that are not photos of the catalog, and the ids already scored while
+    indexing (with ``scorer``: one decode per new or changed file gives the row, the thumbnail
+    and the score)."""
     from sqlalchemy import select
 
     from db.schema import Photo
     from engine.imageio import is_supported
     from engine.indexer import Indexer, missing_reason
+    from engine.library import Library
 
-    indexer = Indexer(catalog)
+    thumbs = Library(catalog).thumbs
+    indexer = Indexer(catalog, thumbs, workers=getattr(scorer, "workers", None), scorer=scorer)
+    scored: set[int] = set()
     ids: list[int] = []
     errors: list[dict[str, Any]] = []
     for raw in paths:
@@ -51,6 +56,7 @@ def index_paths(catalog: Any, paths: list[str]) -> tuple[list[int], list[dict[st
         if os.path.isdir(path):
             for _ in indexer.index(path):
                 pass
+            scored |= set(indexer.scored)
             lo = os.fsencode(os.path.join(path, ""))
             hi = lo[:-1] + bytes([lo[-1] + 1])
             with catalog.session() as s:
@@ -74,12 +80,13 @@ def index_paths(catalog: Any, paths: list[str]) -> tuple[list[int], list[dict[st
         if row is None or row[1] != st.st_size or row[2] != st.st_mtime_ns:
             for _ in indexer.index(os.path.dirname(path)):
                 pass
+            scored |= set(indexer.scored)
             row = lookup()
         if row is None:
             errors.append({"path": raw, "status": "error", "error": "could not be indexed"})
         else:
             ids.append(int(row[0]))
-    return list(dict.fromkeys(ids)), errors
+    return list(dict.fromkeys(ids)), errors, scored
 
 
 def records(catalog: Any, scorer: Any, ids: list[int]) -> list[dict[str, Any]]:
@@ -135,8 +142,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"photolift score: {e}", file=sys.stderr)
         return 1
     try:
-        ids, errors = index_paths(catalog, list(args.paths))
-        for _ in scorer.score_photos(catalog, ids, progress=_progress_printer(not args.json and sys.stderr.isatty()),
+        ids, errors, scored_now = index_paths(catalog, list(args.paths), scorer)
+        rest = [i for i in ids if i not in scored_now]  # scored from the indexer's own decode
+        for _ in scorer.score_photos(catalog, rest, progress=_progress_printer(not args.json and sys.stderr.isatty()),
                                      force=args.force):
             pass
         if not args.json and sys.stderr.isatty():

@@ -1,0 +1,102 @@
+"""New-folder throughput of ``photolift score DIR`` (one decode per photo) beside a decode-only
+pass over the same files, and beside the two-pass path it replaced, in one run.
+
+    .venv/bin/python bench/bench_ingest.py [--n 16] [--runs 3] [--workers 2]
+
+Files: ``--n`` 12 MP JPEGs of ``runs/bench_12mp/`` (made by bench/bench_score.py's ``make_files``).
+Per run, in this order, each on a fresh catalog (every file is new to it):
+
+* ``decode``: a half-scale decode of every file (``load_image(path, reduce=2)``, what the views
+  need), ``--workers`` threads, in this process: the floor;
+* ``startup``: ``photolift score EMPTY_DIR`` as a subprocess (imports, catalog open, ONNX session);
+* ``score``: ``photolift score DIR --json`` as a subprocess, start-up included (index, thumbnails,
+  scores: one decode per file);
+* ``two-pass``: ``photolift index DIR`` then ``photolift score DIR`` (the index decodes for the
+  thumbnail and EXIF, the scorer decodes again), start-up of both included;
+* ``gui``: the GUI's open-folder path without widgets, ``Services.index_job`` then
+  ``Services.score_job``, in this process.
+
+Prints the medians (seconds) and the ratios decode/score, decode/gui, decode/two-pass (1.0 = as
+fast as decoding alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def cli(args: list[str], env: dict[str, str]) -> float:
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=REPO, env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_score import decode_pass, make_files
+
+    from engine.jobs import CancelToken
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args(argv)
+    files = make_files(args.n, REPO / "runs" / "bench_12mp")
+    work = Path(tempfile.mkdtemp(prefix="bench_ingest_"))
+    lib = work / "photos"
+    lib.mkdir()
+    for f in files:
+        os.link(f, lib / f.name) if os.stat(f).st_dev == os.stat(work).st_dev else shutil.copy(f, lib / f.name)
+    (work / "empty").mkdir()
+    env = dict(os.environ, PYTHONPATH=str(REPO), PHOTOLIFT_CACHE=str(work / "cache"))
+    res: dict[str, list[float]] = {k: [] for k in ("decode", "startup", "score", "two-pass", "gui")}
+    try:
+        for r in range(args.runs):
+            paths = sorted(lib.glob("*.jpg"))
+            res["decode"].append(decode_pass(paths, args.workers, 2))
+            res["startup"].append(cli(["--catalog", str(work / f"s{r}.sqlite"), "score", str(work / "empty")], env))
+            res["score"].append(cli(["--catalog", str(work / f"a{r}.sqlite"), "score", str(lib), "--json",
+                                     "--workers", str(args.workers)], env))
+            res["two-pass"].append(cli(["--catalog", str(work / f"b{r}.sqlite"), "index", str(lib), "-q"], env)
+                                   + cli(["--catalog", str(work / f"b{r}.sqlite"), "score", str(lib), "--json",
+                                          "--workers", str(args.workers)], env))
+            from app.services import Services
+
+            t = time.perf_counter()
+            sv = Services.open(str(work / f"g{r}.sqlite"), threads=args.workers)
+            try:
+                for _ in sv.index_job(str(lib))(lambda p: None, CancelToken()):
+                    pass
+                for _ in sv.score_job(str(lib))(lambda p: None, CancelToken()):
+                    pass
+            finally:
+                sv.close()
+            res["gui"].append(time.perf_counter() - t)
+            shutil.rmtree(work / "cache", ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    med = {k: round(statistics.median(v), 3) for k, v in res.items()}
+    out = {"n": args.n, "workers": args.workers, "runs": args.runs, "median_s": med,
+           "decode_over_score": round(med["decode"] / med["score"], 3),
+           "decode_over_gui": round(med["decode"] / med["gui"], 3),
+           "decode_over_two_pass": round(med["decode"] / med["two-pass"], 3),
+           "photos_per_s_score": round(args.n / med["score"], 2)}
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

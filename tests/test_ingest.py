@@ -1,0 +1,107 @@
+"""One decode per photo: a new or changed file is decoded once, at the scorer's scale, for its
+row (size, EXIF), its thumbnail and its score, which are the same as the two-pass path's."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+import engine.imageio as imageio
+from app.cli import main
+from db.catalog import Catalog
+from db.schema import Photo, Score
+from engine.indexer import Indexer
+from engine.library import Library
+from engine.runtime import clear_sessions
+from engine.scoring import Scorer
+from tests.conftest import ImageFactory
+from tests.onnx_fixtures import write_assessor
+
+
+@pytest.fixture
+def models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    clear_sessions()
+    d = tmp_path / "models"
+    write_assessor(d / "assessor.onnx")
+    monkeypatch.setenv("PHOTOLIFT_MODELS", str(d))
+    return d
+
+
+def _count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = imageio.decode
+
+    def counting(data, *a, **k):  # type: ignore[no-untyped-def]
+        calls.append(len(data))
+        return real(data, *a, **k)
+
+    monkeypatch.setattr(imageio, "decode", counting)
+    import engine.indexer as ix
+
+    monkeypatch.setattr(ix, "decode", counting)
+    return calls
+
+
+def _scores(url: str) -> dict[str, tuple[float, float, str]]:
+    with Catalog.open(url) as cat, cat.session() as s:
+        return {Path(p).name: (round(i, 5), round(q, 5), sev) for p, i, q, sev in s.execute(
+            select(Photo.path, Score.improvability, Score.quality, Score.severity_json).join(
+                Score, Score.photo_id == Photo.id))}
+
+
+def test_score_decodes_each_new_file_once(models: Path, tmp_path: Path, make_image: ImageFactory,
+                                          monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    for i in range(6):
+        make_image(f"p{i}.jpg", 2600 if i % 2 else 300, 1800 if i % 2 else 200, seed=i)  # large ones: half scale
+    root = tmp_path / "photos"
+    calls_patch = pytest.MonkeyPatch()
+    calls = _count_decodes(calls_patch)
+    url = str(tmp_path / "one.sqlite")
+    assert main(["--catalog", url, "score", str(root), "--json"]) == 0
+    recs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [r["status"] for r in recs] == ["ok"] * 6
+    assert len(calls) == 6  # one decode per photo: row, thumbnail and score
+    with Catalog.open(url) as cat:
+        lib = Library(cat)
+        with cat.session() as s:
+            rows = s.scalars(select(Photo).order_by(Photo.path)).all()
+        assert all(lib.thumbs.has(p.fingerprint or "") for p in rows)
+        assert {(p.width, p.height) for p in rows} == {(300, 200), (2600, 1800)}  # full size, not decoded size
+    calls.clear()
+    assert main(["--catalog", url, "score", str(root), "--json"]) == 0  # unchanged: a stat each, no decode
+    capsys.readouterr()
+    assert calls == []
+
+    # the two-pass path (index, then score) gives the same scores
+    calls_patch.undo()
+    url2 = str(tmp_path / "two.sqlite")
+    with Catalog.open(url2) as cat:
+        for _ in Indexer(cat).index(root):
+            pass
+        with cat.session() as s:
+            ids = list(s.scalars(select(Photo.id)))
+        list(Scorer().score_photos(cat, ids))
+    assert _scores(url) == _scores(url2)
+
+
+def test_changed_file_is_rescored_from_its_one_decode(models: Path, tmp_path: Path, make_image: ImageFactory,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    make_image("a.jpg", 200, 150, seed=1)
+    b = make_image("b.jpg", 200, 150, seed=2)
+    root = tmp_path / "photos"
+    url = str(tmp_path / "c.sqlite")
+    assert main(["--catalog", url, "score", str(root), "--json"]) == 0
+    capsys.readouterr()
+    before = _scores(url)
+    shutil.copy(tmp_path / "photos" / "a.jpg", b)  # b's content changes
+    calls = _count_decodes(monkeypatch)
+    assert main(["--catalog", url, "score", str(root), "--json"]) == 0
+    capsys.readouterr()
+    assert len(calls) == 1
+    after = _scores(url)
+    assert after["b.jpg"] == before["a.jpg"] and after["a.jpg"] == before["a.jpg"]

@@ -27,9 +27,13 @@ SEVERITY_LABELS = {
     "color_cast": "colour cast",
 }
 
-# A severity below this is not worth naming as "what is wrong" (the library's default level
-# for its degradation filter, so the badge and the filter agree).
-SEVERITY_SHOWN = 0.35
+def severity_threshold(name: str) -> float:
+    """A severity below this is not worth naming as "what is wrong": the assessor's calibrated
+    threshold for that degradation (models/assessor.json), the same number the CLI's reasons,
+    ``export --recommended`` and the library's degradation filter use."""
+    from engine.scoring import DEFAULT_SEVERITY_THRESHOLD, shipped_thresholds
+
+    return shipped_thresholds().severity.get(name, DEFAULT_SEVERITY_THRESHOLD)
 
 
 # Shorter names for the badge on a thumbnail.
@@ -57,12 +61,12 @@ def top_problem(row: Any) -> tuple[str, float | None] | None:
     names it). None for unscored photos and for photos with nothing to gain."""
     sev = row_severity(row)
     if sev:
-        name, value = max(sev.items(), key=lambda kv: kv[1])
-        return (name, value) if value >= SEVERITY_SHOWN else None
+        above = [(n, v) for n, v in sev.items() if v >= severity_threshold(n)]
+        return max(above, key=lambda kv: kv[1]) if above else None
     name = getattr(row, "top_degradation", None)
     value = getattr(row, "top_severity", None)
-    if name and value is not None:
-        return (str(name), float(value)) if float(value) >= SEVERITY_SHOWN else None
+    if name and value is not None:  # the library names it only when it is above its threshold
+        return (str(name), float(value)) if float(value) >= severity_threshold(str(name)) else None
     imp = getattr(row, "improvability", None)
     # A row that names the top degradation without its value: only call it a problem when the
     # model expects the enhancement to gain something.

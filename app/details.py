@@ -10,7 +10,7 @@ from PySide6.QtCore import QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QPainter, QPaintEvent
 from PySide6.QtWidgets import QFrame, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
-from app.delegate import SEVERITY_LABELS, SEVERITY_SHOWN, gain_colour, severity_label
+from app.delegate import SEVERITY_LABELS, gain_colour, severity_label, severity_threshold
 
 
 class SeverityBars(QWidget):
@@ -51,7 +51,7 @@ class SeverityBars(QWidget):
             p.setBrush(QColor(128, 128, 128, 60))
             p.drawRoundedRect(track, 3, 3)
             fill = QRectF(track.x(), track.y(), track.width() * max(0.0, min(1.0, v)), track.height())
-            p.setBrush(QColor(220, 90, 60) if v >= SEVERITY_SHOWN else QColor(120, 150, 190))
+            p.setBrush(QColor(220, 90, 60) if v >= severity_threshold(k) else QColor(120, 150, 190))
             p.drawRoundedRect(fill, 3, 3)
             p.setPen(self.palette().text().color())
             p.drawText(QRectF(label_w + bar_w + 4, y, 40, lh), Qt.AlignmentFlag.AlignVCenter, f"{v:.2f}")

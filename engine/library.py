@@ -11,7 +11,8 @@ Sort keys: ``improvability`` (highest first), ``quality`` (lowest first), ``date
 newest first; files without EXIF time last), ``name`` (path A-Z). Prefix ``-`` reverses. Unscored
 photos always sort last. Filters (all optional): ``status`` (str or list), ``recommended`` (bool),
 ``min_improvability`` (float), ``scored`` (bool), ``has_recipe`` (bool), ``degradation`` (a name of
-``engine.degrade.SEVERITY_NAMES``; with optional ``min_severity``, default 0.35), ``text`` (substring of
+``engine.degrade.SEVERITY_NAMES``; with optional ``min_severity``, default the assessor's calibrated
+threshold for it, as in ``score``'s reasons), ``text`` (substring of
 the path, case-insensitive), ``include_missing`` (bool, default False).
 """
 
@@ -37,10 +38,11 @@ from engine.imageio import ImageError, load_image
 from engine.indexer import Indexer, IndexEvent, IngestScorer, display_path
 from engine.jobs import CancelToken, ProgressFn
 from engine.paths import thumbnail_dir
+from engine.scoring import Thresholds, reasons_for, shipped_thresholds
 from engine.thumbnails import THUMB_SIZE, ThumbnailCache, shrink
 
 SORTS = ("improvability", "quality", "date", "name")
-DEGRADATION_LEVEL = 0.35  # default ``min_severity`` of the ``degradation`` filter
+DEGRADATION_LEVEL = 0.35  # ``min_severity`` of the ``degradation`` filter when the model has no calibrated threshold
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class PhotoRow:
     improvability: float | None
     quality: float | None
     recommended: bool | None
-    top_degradation: str | None  # the severity with the highest value, for the grid's badge
+    top_degradation: str | None  # the most severe degradation at or above its calibrated threshold (the badge)
     has_recipe: bool
     top_severity: float | None = None  # the value of top_degradation (0..1)
 
@@ -157,6 +159,11 @@ def _under(col: Any, folder: str) -> ColumnElement[bool]:
     return and_(col >= lo, col < hi)
 
 
+def _thresholds() -> Thresholds:
+    """The shipped assessor's calibrated thresholds (the same numbers ``score`` and ``rank`` use)."""
+    return shipped_thresholds()
+
+
 class Library:
     """Service over one open catalog. Thread-safe: every call opens its own short session."""
 
@@ -214,7 +221,7 @@ class Library:
             name = str(filters.pop("degradation"))
             if name not in SEVERITY_NAMES:
                 raise ValueError(f"unknown degradation {name!r}; one of {SEVERITY_NAMES}")
-            level = float(filters.pop("min_severity", DEGRADATION_LEVEL))
+            level = float(filters.pop("min_severity", _thresholds().severity.get(name, DEGRADATION_LEVEL)))
             conds.append(type_coerce(sc.severity_json, JSON)[name].as_float() >= level)
         if "text" in filters:
             conds.append(Photo.path.ilike(f"%{filters.pop('text')}%"))
@@ -258,10 +265,12 @@ class Library:
                                    Photo.current_recipe_id]).where(Photo.id.in_(ids))
             by_id = {r[0]: r for r in s.execute(detail).all()}
         rows = [by_id[i] for i in ids if i in by_id]
+        th = _thresholds()
         out = []
         for r in rows:
             sev = _severity(r[13])
-            top = max(sev, key=lambda k: sev[k]) if sev else None
+            reasons = reasons_for(sev, th) if sev else ()
+            top = reasons[0] if reasons else None
             fs = os.fsdecode(r[1])
             out.append(PhotoRow(
                 id=r[0], path=fs, display_path=r[2], name=os.path.basename(r[2]), status=r[3], error=r[4],

@@ -124,6 +124,32 @@ def _sidecar(model_path: Path) -> dict[str, Any]:
         return {}
 
 
+_THRESHOLDS_CACHE: dict[tuple[str, int], Thresholds] = {}
+
+
+def shipped_thresholds(model_path: Path | str | None = None) -> Thresholds:
+    """The model's calibrated thresholds (its sidecar JSON; defaults when it has none), without
+    loading the network: what the grid's badges and filters use, so they agree with ``score``,
+    ``rank`` and ``export --recommended`` (which read the same numbers through the Scorer)."""
+    p = Path(model_path) if model_path is not None else default_model_path()
+    side = p.with_suffix(".json")
+    try:
+        key = (str(side), side.stat().st_mtime_ns)
+    except OSError:
+        return Thresholds()
+    th = _THRESHOLDS_CACHE.get(key)
+    if th is None:
+        th = Thresholds.from_json(_sidecar(p).get("thresholds") or {})
+        _THRESHOLDS_CACHE[key] = th
+    return th
+
+
+def reasons_for(severity: dict[str, float], th: Thresholds) -> tuple[str, ...]:
+    """The degradations at or above their own threshold, most severe first (the badge)."""
+    return tuple(sorted((n for n, v in severity.items() if v >= th.severity.get(n, DEFAULT_SEVERITY_THRESHOLD)),
+                        key=lambda n: -severity[n]))
+
+
 class Scorer:
     """The assessor behind one shared onnxruntime session. Thread-safe; share one (``get_scorer``)."""
 
@@ -194,8 +220,7 @@ class Scorer:
     def make_assessment(self, improvability: float, quality: float, severity: dict[str, float],
                         embedding: np.ndarray) -> Assessment:
         th = self.thresholds
-        reasons = tuple(sorted((n for n, v in severity.items() if v >= th.severity.get(n, DEFAULT_SEVERITY_THRESHOLD)),
-                               key=lambda n: -severity[n]))
+        reasons = reasons_for(severity, th)
         return Assessment(improvability, quality, severity, embedding, improvability >= th.improvability, reasons)
 
     def assess(self, rgb_uint8: np.ndarray, head: LastLayer | None = None) -> Assessment:

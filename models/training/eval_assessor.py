@@ -57,6 +57,9 @@ def average_precision(score: np.ndarray, positive: np.ndarray) -> float:
     return float(np.sum(precision[p]) / pos.sum())
 
 
+# a severity head whose AUC-PR on the monitor photos is below this gets no badge (threshold 0.95)
+MIN_BADGE_AP = 0.3
+
 # cases without a defect: a clean photo, shallow depth of field (intent), a good camera JPEG
 PRISTINE_CASES = ("clean", "shallow_dof", "jpeg_camera")
 
@@ -159,11 +162,19 @@ def choose_thresholds(model: Path, pos_threshold: float, labels_root: Path = LAB
     p = run_model(model, sub)
     thr, f1, prec, rec = best_f1_threshold(p["improvability"], sub["delta"] >= pos_threshold)
     sev = {}
+    unreliable = []
     for j, n in enumerate(SEVERITY_NAMES):
         pos = sub["sev"][:, j] >= SEV_POS
-        sev[n] = round(best_f1_threshold(p["severity"][:, j], pos)[0], 4) if pos.sum() >= 5 else 0.5
+        ap = average_precision(p["severity"][:, j], pos) if pos.sum() >= 5 else 0.0
+        if ap < MIN_BADGE_AP:
+            # a head that cannot tell this degradation apart (best F1 would then be "say it of
+            # every photo"): its badge is as good as off, rather than on every clean photo
+            sev[n] = 0.95
+            unreliable.append(n)
+            continue
+        sev[n] = round(best_f1_threshold(p["severity"][:, j], pos)[0], 4)
         sev[n] = float(np.clip(sev[n], 0.05, 0.95))
-    return {"improvability": round(thr, 4), "severity": sev,
+    return {"improvability": round(thr, 4), "severity": sev, "badges_off": unreliable,
             "chosen_on": f"train monitor photos (n={int(m.sum())}), best F1 for delta >= {pos_threshold}",
             "f1": round(f1, 3), "precision": round(prec, 3), "recall": round(rec, 3)}
 

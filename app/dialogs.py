@@ -178,6 +178,7 @@ class ExportDialog(QDialog):
         self.progress.show()
         self.status.setText(f"Exporting {total} photos…")
         self._done = 0
+        self._skipped: dict[str, int] = {}
         self._failed: list[str] = []
         job.signals.progress.connect(self._on_progress)
         job.signals.yielded.connect(self._on_item)
@@ -192,8 +193,11 @@ class ExportDialog(QDialog):
             self.status.setText(f"{p.message or 'Exporting'} — {format_eta(eta_seconds(self._job))}")
 
     def _on_item(self, result: Any) -> None:
+        status = getattr(result, "status", None)
         err = getattr(result, "error", None)
-        if err:
+        if status == "skipped":  # already exported with this edit, or not enhanced: not a failure
+            self._skipped[str(err or "skipped")] = self._skipped.get(str(err or "skipped"), 0) + 1
+        elif err or status == "error":
             self._failed.append(f"{getattr(result, 'path', '')}: {err}")
         else:
             self._done += 1
@@ -202,6 +206,8 @@ class ExportDialog(QDialog):
         self.progress.setValue(self.progress.maximum() if state == "done" else self.progress.value())
         text = {"done": "Export finished", "cancelled": "Export cancelled", "error": "Export failed"}[state]
         text += f": {self._done} written"
+        if self._skipped:
+            text += ", " + ", ".join(f"{n} skipped ({why})" for why, n in sorted(self._skipped.items()))
         if self._failed:
             text += f", {len(self._failed)} failed:\n" + "\n".join(self._failed[:8])
         self.status.setText(text)

@@ -341,3 +341,19 @@ def test_unedited_photo_shows_original_in_every_mode(qtbot) -> None:
         view.set_mode(mode)
         assert not view.main.split
     assert view.right.label_main.startswith("Original")
+
+
+def test_export_dialog_counts_skipped_photos_apart_from_failures(qtbot, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from app.dialogs import ExportDialog
+    from engine.export import ExportResult
+
+    dlg = ExportDialog(S.Settings(_qs(tmp_path)), {"selected": 3, "recommended": 0, "all": 3})
+    qtbot.addWidget(dlg)
+    dlg._done, dlg._skipped, dlg._failed = 0, {}, []
+    dlg._on_item(ExportResult(1, "/p/a.jpg", "ok", out_path="/o/a.jpg"))
+    dlg._on_item(ExportResult(2, "/p/b.jpg", "skipped", out_path="/o/b.jpg", error="already exported with this edit"))
+    dlg._on_item(ExportResult(3, "/p/c.jpg", "error", error="the original is gone: /p/c.jpg"))
+    dlg._on_finished("done")
+    text = dlg.status.text()
+    assert "1 written" in text and "1 skipped (already exported with this edit)" in text
+    assert "1 failed" in text and "c.jpg" in text and "b.jpg" not in text

@@ -66,6 +66,12 @@ def explain(e: BaseException, where: object) -> CatalogError | None:
     it is not one we recognise (a programming error stays a traceback)."""
     if isinstance(e, CatalogError):
         return e
+    import sqlite3
+
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(e, DBAPIError | sqlite3.Error):
+        return None  # only database errors: "corrupt image data" is not a damaged catalog
     orig = getattr(e, "orig", e)
     msg = str(orig).lower()
     if any(t in msg for t in _BUSY):

@@ -250,3 +250,13 @@ def test_real_processes_side_by_side_no_tracebacks(tmp_path: Path, make_image) -
     assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert con.execute("SELECT count(*), count(DISTINCT path_bytes) FROM photos").fetchone() == (24, 24)
     con.close()
+
+
+def test_only_database_errors_are_explained_as_catalog_problems() -> None:
+    from sqlalchemy.exc import OperationalError
+
+    assert dbc.explain(ValueError("truncated or corrupt image data"), "x") is None
+    assert dbc.explain(OSError("disk I/O error"), "x") is None
+    err = OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full"))
+    assert isinstance(dbc.explain(err, "x"), CatalogFull)
+    assert isinstance(dbc.explain(sqlite3.OperationalError("database is locked"), "x"), CatalogBusy)

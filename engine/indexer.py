@@ -48,7 +48,7 @@ import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from db.catalog import Catalog
+from db.catalog import Catalog, CatalogError
 from db.schema import STATUS_ERROR, STATUS_MISSING, STATUS_OK, Folder, Photo
 from engine.imageio import RAW_EXTENSIONS, SUPPORTED_EXTENSIONS, ImageError, decode
 from engine.jobs import CancelToken, JobCancelled, Progress, ProgressFn, no_progress
@@ -493,8 +493,13 @@ class Indexer:
                      if v is not None and ev.photo_id is not None and ev.status == STATUS_OK
                      and ev.kind in ("added", "updated", "moved")]
             if items:
-                for sev in self.scorer.score_decoded(self.catalog, items):
-                    self.scored[sev.photo_id] = sev
+                try:
+                    for sev in self.scorer.score_decoded(self.catalog, items):
+                        self.scored[sev.photo_id] = sev
+                except CatalogError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - the index goes on; the scorer's own pass retries
+                    log.warning("scoring while indexing failed (%s); these photos are scored afterwards", e)
         for ev in events:
             counts[ev.kind] = counts.get(ev.kind, 0) + 1
             yield ev

@@ -260,3 +260,33 @@ def test_only_database_errors_are_explained_as_catalog_problems() -> None:
     err = OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full"))
     assert isinstance(dbc.explain(err, "x"), CatalogFull)
     assert isinstance(dbc.explain(sqlite3.OperationalError("database is locked"), "x"), CatalogBusy)
+
+
+def test_gui_offers_the_backup_and_restores_it(qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from PySide6.QtWidgets import QMessageBox
+
+    from app.main import offer_restore
+
+    path = _make_catalog_with_backup(tmp_path, n=300)
+    _zero_page(path, 3)
+    with pytest.raises(CatalogDamaged) as ei:
+        Catalog.open(str(path))
+    seen: list[str] = []
+
+    def click_restore(box: QMessageBox) -> int:  # the user reads the message and clicks "Restore backup"
+        seen.append(box.text())
+        for b in box.buttons():
+            if b.text() == "Restore backup":
+                b.click()
+        return 0
+
+    monkeypatch.setattr(QMessageBox, "exec", click_restore)
+    services = offer_restore(str(path), ei.value)
+    assert services is not None and "damaged" in seen[0] and "backup" in seen[0]
+    try:
+        with services.catalog.session() as s:
+            assert len(s.scalars(select(Photo)).all()) == 300
+    finally:
+        services.close()
+    kept = [p for p in tmp_path.glob("c.sqlite.damaged-*") if not p.name.endswith(("-wal", "-shm"))]
+    assert len(kept) == 1  # the damaged file is kept (with its WAL and shared-memory files, if any)

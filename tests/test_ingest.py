@@ -105,3 +105,31 @@ def test_changed_file_is_rescored_from_its_one_decode(models: Path, tmp_path: Pa
     assert len(calls) == 1
     after = _scores(url)
     assert after["b.jpg"] == before["a.jpg"] and after["a.jpg"] == before["a.jpg"]
+
+
+def test_heic_is_decoded_once_and_scored(models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """HEIC has no reduced-scale decode: the one full decode feeds views and thumbnail alike (its
+    small embedded thumbnail could not serve the views, which need the half-scale resolution)."""
+    from PIL import Image
+
+    if not imageio.HAVE_HEIF:
+        pytest.skip("pillow-heif not available")
+    from tests.conftest import make_rgb
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    try:
+        Image.fromarray(make_rgb(200, 150, 4)).save(root / "a.heic", format="HEIF", quality=90)
+    except Exception as e:  # noqa: BLE001 - libheif built without an encoder
+        pytest.skip(f"cannot write HEIC here: {e}")
+    calls_patch = pytest.MonkeyPatch()
+    calls = _count_decodes(calls_patch)
+    url = str(tmp_path / "c.sqlite")
+    try:
+        assert main(["--catalog", url, "score", str(root), "--json"]) == 0
+    finally:
+        calls_patch.undo()
+    rec = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert rec["status"] == "ok" and isinstance(rec["improvability"], float)
+    assert len(calls) == 1

@@ -347,6 +347,8 @@ class Library:
             "quality": None if sc is None else round(sc.quality, 4),
             "recommended": None if sc is None else sc.recommended,
             "severity": None if sc is None else {k: round(v, 4) for k, v in sc.severity.items()},
+            # as in ``score``'s records: the degradations at or above their calibrated thresholds
+            "reasons": None if sc is None else list(reasons_for(sc.severity, _thresholds())),
             "model": None if sc is None else {"name": sc.model, "version": sc.model_version,
                                                **({"head": sc.head} if sc.head else {})},
             "id": info.id,

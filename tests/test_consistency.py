@@ -44,5 +44,6 @@ def test_badge_filter_and_cli_reasons_agree(tmp_catalog: Catalog) -> None:
     scorer_reasons = Scorer.make_assessment(type("S", (), {"thresholds": shipped_thresholds()})(),  # type: ignore[arg-type]
                                             1.0, 5.0, sev, None).reasons  # type: ignore[arg-type]
     assert scorer_reasons == (low,)
+    assert lib.photo_record(row.id)["reasons"] == [low]  # rank --json
     assert lib.count("/p", {"degradation": low}) == 1
     assert lib.count("/p", {"degradation": high}) == 0  # under its threshold: not listed as having it

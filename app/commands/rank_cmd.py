@@ -73,7 +73,9 @@ def run(args: argparse.Namespace, score_hook: ScoreHook | None = score_with_asse
                 imp = "-" if rec["improvability"] is None else f"{rec['improvability']:+.2f}"
                 q = "-" if rec["quality"] is None else f"{rec['quality']:.1f}"
                 tail = f"  [{rec['error']}]" if rec["status"] == "error" else ""
-                print(f"{imp:>7} {q:>5}  {rec['path']}{tail}")
+                flag = "recommended" if rec["recommended"] else ""
+                why = ",".join(rec["reasons"] or [])
+                print(f"{imp:>7} {q:>5}  {flag:11s}  {why:28s}  {rec['path']}{tail}")
         sys.stdout.flush()
         return 0
     except BrokenPipeError:

@@ -319,7 +319,9 @@ class PreferencesDialog(QDialog):
             self.cache_limit.setSingleStep(512)
             self.cache_limit.setSuffix(" MB")
             self.cache_limit.setValue(cache_limit_mb)
-            used = f"{cache_used_bytes / 2**20:,.0f} MB in use now" if cache_used_bytes is not None else ""
+            mb = (cache_used_bytes or 0) / 2**20
+            used = (f"{mb:,.1f} MB in use now" if mb < 10 else f"{mb:,.0f} MB in use now") \
+                if cache_used_bytes is not None else ""
             cache_row = QWidget()
             crl = QHBoxLayout(cache_row)
             crl.setContentsMargins(0, 0, 0, 0)

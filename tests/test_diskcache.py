@@ -76,3 +76,18 @@ def test_the_limit_lives_in_the_catalog_and_the_cli_sets_it(tmp_path: Path, caps
 
         assert Library(cat).thumbs.max_bytes == lim.thumbnail_bytes
     assert main(["--catalog", url, "catalog", "cache", "--limit", "10"]) == 2
+
+
+def test_services_apply_a_new_limit_to_the_running_caches(tmp_path: Path) -> None:
+    from app.services import Services
+
+    sv = Services.open(str(tmp_path / "c.sqlite"))
+    try:
+        assert sv.cache_limit_mb() == diskcache.DEFAULT_LIMIT_MB
+        assert sv.cache_used_bytes() == 0
+        assert sv.set_cache_limit_mb(300) == 300
+        assert sv.cache_limit_mb() == 300
+        assert sv.library.thumbs.max_bytes == diskcache.Limits(300).thumbnail_bytes
+        assert sv.set_cache_limit_mb(1) == diskcache.MIN_LIMIT_MB  # never below the floor
+    finally:
+        sv.close()

@@ -584,6 +584,13 @@ def enhance_file(path: Path, out_dir: Path, renderer: Renderer, ops: Sequence[st
     from engine.imageio import ImageError, is_supported, load_image
 
     shown = display(path)
+    if os.path.isdir(path):
+        return FileResult(shown, "error", error="a folder, not a photo: enhance takes photo files "
+                                                "(for a folder, use photolift export DIR --to OUT --all)")
+    if not os.path.lexists(path) or (os.path.islink(path) and not os.path.exists(path)):
+        from engine.indexer import missing_reason
+
+        return FileResult(shown, "error", error=missing_reason(path))
     if not is_supported(path):
         return FileResult(shown, "error", error=f"not a supported photo format ({path.suffix or 'no extension'}); "
                                                 "photolift reads JPEG, PNG, TIFF, WebP, BMP, HEIC and camera RAW")

@@ -129,3 +129,7 @@ def test_links_to_an_ancestor_are_not_followed_and_loops_are_named(tmp_path: Pat
     capsys.readouterr()
     assert main(["--catalog", str(tmp_path / "c.sqlite"), "index", str(root / "l1")]) == 2
     assert "loop of symbolic links" in capsys.readouterr().err
+    assert main(["--catalog", str(tmp_path / "c.sqlite"), "enhance", str(root / "l1"), str(root / "sub"),
+                 "--out", str(tmp_path / "out")]) == 0
+    errs = [json.loads(x)["error"] for x in capsys.readouterr().out.splitlines()]
+    assert errs[0] == "a loop of symbolic links" and errs[1].startswith("a folder, not a photo")

@@ -4,8 +4,9 @@
 
 Judges, each run here on the same images:
 
-* ``q2``: models/quality.onnx (or ``--q2 PATH``), through onnxruntime, as the app runs it;
-* ``q1``: the previous quality model (``git show 1b14a0c:models/quality.onnx``, or ``--q1 PATH``);
+* ``q``: models/quality.onnx (or ``--q PATH``), through onnxruntime, as the app runs it;
+* ``q_v2``: version 2 of Q (``git show 59418b1:models/quality.onnx``, or ``--q-v2 PATH``);
+* ``q1``: version 1 (``git show 1b14a0c:models/quality.onnx``, or ``--q1 PATH``);
 * ``assessor_quality``: the assessor's quality head (models/assessor.onnx through engine.scoring);
 * ``niqe``: our NIQE (models/training/niqe.py), pristine model fitted on clean TRAIN photos (negated:
   higher is better for every judge here);
@@ -39,20 +40,29 @@ import numpy as np
 
 from models.training.data import REPO, discover, load_rgb
 
-RUN = REPO / "runs" / "quality2"
+RUN = REPO / "runs" / "quality3"
 Q1_COMMIT = "1b14a0c"
-JUDGES = ("q2", "q1", "assessor_quality", "niqe", "laplacian_var")
+Q2_COMMIT = "59418b1"
+JUDGES = ("q", "q_v2", "q1", "assessor_quality", "niqe", "laplacian_var")
 VIEWS = {"CBSD432": 1, "CQ100": 2, "SunHays80": 1, "Unsplash_Okolors": 6, "photos": 6}
 
 
-def q1_path() -> Path:
-    p = RUN / "quality_v1.onnx"
+def _from_commit(commit: str, name: str) -> Path:
+    p = RUN / name
     if not p.exists():
         RUN.mkdir(parents=True, exist_ok=True)
-        data = subprocess.run(["git", "show", f"{Q1_COMMIT}:models/quality.onnx"], cwd=REPO, check=True,
+        data = subprocess.run(["git", "show", f"{commit}:models/quality.onnx"], cwd=REPO, check=True,
                               capture_output=True).stdout
         p.write_bytes(data)
     return p
+
+
+def q1_path() -> Path:
+    return _from_commit(Q1_COMMIT, "quality_v1.onnx")
+
+
+def q2_path() -> Path:
+    return _from_commit(Q2_COMMIT, "quality_v2.onnx")
 
 
 def niqe_path() -> Path:
@@ -73,7 +83,7 @@ def niqe_path() -> Path:
 
 
 class Judges:
-    def __init__(self, q2: Path, q1: Path) -> None:
+    def __init__(self, q: Path, q2: Path, q1: Path) -> None:
         import onnxruntime as ort
 
         from engine.scoring import Scorer
@@ -82,6 +92,7 @@ class Judges:
         so = ort.SessionOptions()
         so.intra_op_num_threads = 1
         so.inter_op_num_threads = 1
+        self.q = ort.InferenceSession(str(q), so, providers=["CPUExecutionProvider"])
         self.q2 = ort.InferenceSession(str(q2), so, providers=["CPUExecutionProvider"])
         self.q1 = ort.InferenceSession(str(q1), so, providers=["CPUExecutionProvider"])
         self.scorer = Scorer(workers=1)
@@ -95,7 +106,8 @@ class Judges:
         x = np.ascontiguousarray(a.transpose(2, 0, 1)[None], np.float32) / 255.0
         y = cv2.cvtColor(u8, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
         return {
-            "q2": float(self.q2.run(None, {"image": x})[0][0]),
+            "q": float(self.q.run(None, {"image": x})[0][0]),
+            "q_v2": float(self.q2.run(None, {"image": x})[0][0]),
             "q1": float(self.q1.run(None, {"image": x})[0][0]),
             "assessor_quality": float(self.scorer.assess(u8).quality),
             "niqe": -self.niqe.score(u8),
@@ -110,11 +122,11 @@ def _restorer() -> Any:
     return OnnxRestorer(rp, threads=1) if rp is not None else None
 
 
-def job_clive(q2: str, q1: str) -> dict[str, Any]:
+def job_clive(q: str, q2: str, q1: str) -> dict[str, Any]:
     from models.training.iqa_data import load_clive
     from models.training.iqa_data import load_rgb as load_rated
 
-    j = Judges(Path(q2), Path(q1))
+    j = Judges(Path(q), Path(q2), Path(q1))
     rows = []
     for r in load_clive("val"):
         s = j(load_rated(r.path).astype(np.float32) / 255.0)
@@ -122,13 +134,13 @@ def job_clive(q2: str, q1: str) -> dict[str, Any]:
     return {"clive": rows}
 
 
-def job_pairs(q2: str, q1: str, shard: int, nshards: int, seed: int) -> dict[str, Any]:
+def job_pairs(q: str, q2: str, q1: str, shard: int, nshards: int, seed: int) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
     from models.training import quality_pairs as qp
 
-    j = Judges(Path(q2), Path(q1))
+    j = Judges(Path(q), Path(q2), Path(q1))
     restorer = _restorer()
     photos = discover("val")
     jobs = [(i, k) for i, ph in enumerate(photos) for k in range(VIEWS.get(ph.group, 1))][shard::nshards]
@@ -206,7 +218,7 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
             d = by.setdefault(key, {jn: [] for jn in JUDGES})
             for jn in JUDGES:
                 d[jn].append(r["better"][jn] > r["worse"][jn])
-    out["pairs"] = {k: {"n": len(v["q2"]), **{jn: float(np.mean(x)) for jn, x in v.items()}} for k, v in sorted(by.items())}
+    out["pairs"] = {k: {"n": len(v["q"]), **{jn: float(np.mean(x)) for jn, x in v.items()}} for k, v in sorted(by.items())}
     tex = res["texture"]
     t: dict[str, Any] = {"n": len(tex)}
     for jn in JUDGES:
@@ -228,11 +240,11 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
             if "corrected" in rows[0]:
                 ii[case][jn]["above_corrected"] = float(np.mean([r["orig"][jn] > r["corrected"][jn] for r in rows]))
     out["intent"] = ii
-    out["q2_levels"] = {
-        "clean_views_mean": float(np.mean([r["better"]["q2"] for r in pairs])),
-        "versions_mean": float(np.mean([r["worse"]["q2"] for r in pairs])),
-        "textured_clean_mean": float(np.mean([r["clean"]["q2"] for r in tex])),
-        "intent_orig_mean": float(np.mean([r["orig"]["q2"] for r in it])) if it else None,
+    out["q_levels"] = {
+        "clean_views_mean": float(np.mean([r["better"]["q"] for r in pairs])),
+        "versions_mean": float(np.mean([r["worse"]["q"] for r in pairs])),
+        "textured_clean_mean": float(np.mean([r["clean"]["q"] for r in tex])),
+        "intent_orig_mean": float(np.mean([r["orig"]["q"] for r in it])) if it else None,
     }
     return out
 
@@ -248,14 +260,15 @@ def table(s: dict[str, Any]) -> str:
     for key in ("above_all_smoothed", "above_all_noisy", "above_both"):
         lines.append(f"| textured crops (n={t['n']}) {key} | " + " | ".join(f"{t[j][key]:.3f}" for j in JUDGES) + " |")
     for case, v in s["intent"].items():
-        for key in [k for k in ("above_corrected", "above_noisy") if k in v["q2"]]:
+        for key in [k for k in ("above_corrected", "above_noisy") if k in v["q"]]:
             lines.append(f"| intent {case} (n={v['n']}) {key} | " + " | ".join(f"{v[j][key]:.3f}" for j in JUDGES) + " |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--q2", type=Path, default=REPO / "models" / "quality.onnx")
+    ap.add_argument("--q", type=Path, default=REPO / "models" / "quality.onnx")
+    ap.add_argument("--q-v2", type=Path, default=None)
     ap.add_argument("--q1", type=Path, default=None)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -266,11 +279,12 @@ def main(argv: list[str] | None = None) -> None:
     raw_path = args.out.with_name(args.out.stem + "_raw.json")
     if not args.summarise_only:
         q1 = args.q1 or q1_path()
+        q2 = args.q_v2 or q2_path()
         niqe_path()
         res: dict[str, Any] = {"clive": [], "pairs": [], "texture": [], "intent": []}
         with ProcessPoolExecutor(args.workers) as ex:
-            futs = [ex.submit(job_clive, str(args.q2), str(q1))]
-            futs += [ex.submit(job_pairs, str(args.q2), str(q1), s, args.workers, args.seed)
+            futs = [ex.submit(job_clive, str(args.q), str(q2), str(q1))]
+            futs += [ex.submit(job_pairs, str(args.q), str(q2), str(q1), s, args.workers, args.seed)
                      for s in range(args.workers)]
             for f in futs:
                 for k, v in f.result().items():

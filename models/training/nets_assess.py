@@ -121,10 +121,17 @@ class QualityNet(nn.Module):
 
 
 def load_quality(path: str | Path, device: str = "cpu") -> nn.Module:
-    """A trained Q in eval mode: version 2 (``nets_quality.QualityNetV2``, the checkpoint
-    ``models/training/checkpoints/quality_v2.pth``) or version 1 (``runs/quality/quality_torch.pt``).
+    """A trained Q in eval mode: version 3 (``nets_quality3.QualityNetV3``, the checkpoint
+    ``models/training/checkpoints/quality_v3.pth``), version 2 (``nets_quality.QualityNetV2``,
+    ``quality_v2.pth``) or version 1 (``runs/quality/quality_torch.pt``).
     Both are ``(x: [N,3,H,W] 0..1) -> [N] 1..10``."""
     ck = torch.load(path, map_location=device, weights_only=False)
+    if "members" in ck.get("config", {}):
+        from models.training.nets_quality3 import QualityNetV3
+
+        net3 = QualityNetV3(**ck["config"])
+        net3.load_state_dict(ck["model"])
+        return net3.eval()
     if "n_features" in ck.get("config", {}):
         from models.training.nets_quality import QualityNetV2
 

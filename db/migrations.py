@@ -155,7 +155,8 @@ def _plan(st: CatalogState, script: ScriptDirectory, where: str) -> str | None:
     if st.empty:
         return ""
     if st.revision is not None:
-        if st.revision not in known:
+        # either sign of a newer photolift: a revision we lack, or an integer version above ours
+        if st.revision not in known or (st.schema_version or 0) > SCHEMA_VERSION:
             raise _too_new(st, where)
         return None if st.revision == head else ""
     if st.schema_version is None:

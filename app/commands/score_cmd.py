@@ -46,8 +46,8 @@ def index_paths(catalog: Any, paths: list[str], scorer: Any = None) -> tuple[lis
     from engine.indexer import Indexer, missing_reason
     from engine.library import Library
 
-    thumbs = Library(catalog).thumbs
-    indexer = Indexer(catalog, thumbs, workers=getattr(scorer, "workers", None), scorer=scorer)
+    library = Library(catalog)
+    indexer = Indexer(catalog, library.thumbs, workers=getattr(scorer, "workers", None), scorer=scorer)
     scored: set[int] = set()
     ids: list[int] = []
     errors: list[dict[str, Any]] = []
@@ -57,11 +57,7 @@ def index_paths(catalog: Any, paths: list[str], scorer: Any = None) -> tuple[lis
             for _ in indexer.index(path):
                 pass
             scored |= set(indexer.scored)
-            lo = os.fsencode(os.path.join(path, ""))
-            hi = lo[:-1] + bytes([lo[-1] + 1])
-            with catalog.session() as s:
-                ids += [r for (r,) in s.execute(select(Photo.id).where(
-                    Photo.path_bytes >= lo, Photo.path_bytes < hi, Photo.status != "missing").order_by(Photo.path))]
+            ids += library.photo_ids(path)
             continue
         if not os.path.exists(path):
             errors.append({"path": raw, "status": "error", "error": missing_reason(raw)})
@@ -89,40 +85,23 @@ def index_paths(catalog: Any, paths: list[str], scorer: Any = None) -> tuple[lis
     return list(dict.fromkeys(ids)), errors, scored
 
 
-def records(catalog: Any, scorer: Any, ids: list[int]) -> list[dict[str, Any]]:
-    """The score/rank JSON objects of DESIGN.md for ``ids`` (stored scores of this model version)."""
-    from sqlalchemy import select
+def records(catalog: Any, ids: list[int]) -> list[dict[str, Any]]:
+    """The score/rank JSON objects of DESIGN.md for ``ids``: the library's records, so ``score``
+    shows each photo's current score exactly as ``rank``, ``export --recommended`` and the grid
+    do. A readable photo without a current score (its decode failed after indexing, or it was
+    not scored) is reported as an error, as this command promised to score it."""
+    from engine.library import Library
 
-    from db.schema import Photo, Score
-
-    head = scorer.active_head(catalog)
-    key = head[0] if head else ""
+    lib = Library(catalog)
     out = []
-    with catalog.session() as s:
-        photos = {p.id: p for p in s.execute(select(Photo).where(Photo.id.in_(ids))).scalars()}
-        scores: dict[int, Any] = {}
-        for sc in s.execute(select(Score).where(Score.photo_id.in_(ids), Score.model == scorer.model_name,
-                                                Score.model_version == scorer.model_version,
-                                                Score.head.in_(["", key]))).scalars():
-            if sc.photo_id not in scores or sc.head == key:
-                scores[sc.photo_id] = sc
-        for pid in ids:
-            p = photos.get(pid)
-            if p is None:
-                continue
-            rec: dict[str, Any] = {"path": p.path, "status": "ok", "error": None}
-            sc = scores.get(pid)
-            if p.status != "ok" or sc is None:
-                rec.update(status="error", error=p.error or (f"photo is {p.status}" if p.status != "ok" else "not scored"))
-            else:
-                sev = json.loads(sc.severity_json)
-                a = scorer.make_assessment(sc.improvability, sc.quality, sev, None)
-                rec.update(improvability=round(sc.improvability, 4), quality=round(sc.quality, 4),
-                           recommended=bool(sc.recommended), severity={k: round(v, 4) for k, v in sev.items()},
-                           reasons=list(a.reasons))
-            rec["model"] = {"name": scorer.model_name, "version": scorer.model_version,
-                            "head": key or None}
-            out.append(rec)
+    for pid in ids:
+        try:
+            rec = lib.photo_record(pid)
+        except KeyError:  # removed by another process meanwhile
+            continue
+        if rec["status"] == "ok" and rec["improvability"] is None:
+            rec.update(status="error", error="not scored")
+        out.append(rec)
     return out
 
 
@@ -149,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
             pass
         if not args.json and sys.stderr.isatty():
             print(file=sys.stderr)
-        recs = errors + records(catalog, scorer, ids)
+        recs = errors + records(catalog, ids)
     finally:
         catalog.close()
     for r in recs:

@@ -55,14 +55,15 @@ def head() -> str:
     return h
 
 
-def test_fresh_catalog_is_built_by_the_revisions_and_equals_the_schema(tmp_path: Path) -> None:
-    f = tmp_path / "c.sqlite"
-    with Catalog.open(str(f)) as cat, cat.session() as s:
+def test_fresh_catalog_is_built_by_the_revisions_and_equals_the_schema(catalog_url: str, tmp_path: Path) -> None:
+    with Catalog.open(catalog_url) as cat, cat.session() as s:
         assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == head()
         assert s.execute(text("SELECT value FROM catalog_info WHERE key='schema_version'")).scalar() == str(
             SCHEMA_VERSION)
-    assert schema_differences(to_url(str(f))) == []
+    assert schema_differences(to_url(catalog_url)) == []
     assert not list(tmp_path.glob("*.bak"))  # nothing to back up in a new catalog
+    with Catalog.open(catalog_url):  # opened again: nothing to do
+        pass
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -118,12 +119,14 @@ def _tamper(f: Path, sql: str) -> None:
     con.close()
 
 
-@pytest.mark.parametrize("how", ["unknown revision", "legacy stamp above 2"])
+@pytest.mark.parametrize("how", ["unknown revision", "legacy stamp above 2", "integer version above ours"])
 def test_newer_catalog_refused_and_left_alone(tmp_path: Path, how: str) -> None:
     f = tmp_path / "c.sqlite"
     Catalog.open(str(f)).close()
     if how == "unknown revision":
         _tamper(f, "UPDATE alembic_version SET version_num = '9999'")
+    elif how == "integer version above ours":  # a newer photolift's revision we lack, seen by its stamp
+        _tamper(f, f"UPDATE catalog_info SET value = '{SCHEMA_VERSION + 1}' WHERE key = 'schema_version'")
     else:
         _tamper(f, "DROP TABLE alembic_version")
         _tamper(f, "UPDATE catalog_info SET value = '7' WHERE key = 'schema_version'")

@@ -72,9 +72,9 @@ def _agree(v: dict[str, dict[str, tuple[float | None, bool]]]) -> None:
     assert set(v["export"]) == recommended  # export chose exactly the recommended photos
 
 
-def test_rank_score_export_and_grid_agree_on_every_photo(library_dir: Path, tmp_path: Path,
+def test_rank_score_export_and_grid_agree_on_every_photo(library_dir: Path, tmp_path: Path, catalog_url: str,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    cat_path = str(tmp_path / "c.sqlite")
+    cat_path = catalog_url
     first = _by_name(_cli(capsys, "--catalog", cat_path, "score", str(library_dir), "--json"))
     # a threshold in the middle of this library's scores: some photos recommended, some not
     imps = sorted(r["improvability"] for r in first.values())

@@ -36,6 +36,10 @@ def upgrade() -> None:
         op.execute(sa.text("ALTER TABLE photos ADD COLUMN current_score_id INTEGER CONSTRAINT fk_photos_current_score "
                            "REFERENCES scores (id) ON DELETE SET NULL"))
     else:
+        # A catalog that photolift <= 0.1 made on PostgreSQL with create_all has 32-bit sizes and
+        # mtimes (ns since 1970 do not fit): widen them (a no-op where revision 0001 made them).
+        for col in ("size", "mtime_ns"):
+            op.alter_column("photos", col, type_=sa.BigInteger(), existing_nullable=False)
         op.add_column("photos", sa.Column("current_score_id", sa.Integer(), nullable=True))
         op.create_foreign_key("fk_photos_current_score", "photos", "scores", ["current_score_id"], ["id"],
                               ondelete="SET NULL")

@@ -69,6 +69,13 @@ class PhotoRow:
 
 
 @dataclass(frozen=True)
+class IndexedFile:
+    id: int
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
 class ScoreInfo:
     id: int
     model: str
@@ -353,6 +360,14 @@ class Library:
                     out[wanted[pb]] = int(pid)
         return out
 
+    def indexed_file(self, path: str | os.PathLike[str]) -> IndexedFile | None:
+        """The catalog's record of one file (by its exact real path), or None if it is not indexed:
+        enough to tell whether the file changed since (size, mtime)."""
+        pb = os.fsencode(os.path.realpath(os.fspath(path)))
+        with self.catalog.session() as s:
+            row = s.execute(select(Photo.id, Photo.size, Photo.mtime_ns).where(Photo.path_bytes == pb)).first()
+        return None if row is None else IndexedFile(int(row[0]), int(row[1]), int(row[2]))
+
     # -- one photo --------------------------------------------------------------------------
     def photo(self, photo_id: int) -> PhotoInfo:
         """Everything about one photo; raises KeyError for an unknown id."""
@@ -442,4 +457,4 @@ class Library:
         return shrink(img.rgb, size)
 
 
-__all__ = ["SORTS", "IndexEvent", "Library", "PhotoInfo", "PhotoRow", "RecipeSummary", "ScoreInfo", "display_path"]
+__all__ = ["SORTS", "IndexEvent", "IndexedFile", "Library", "PhotoInfo", "PhotoRow", "RecipeSummary", "ScoreInfo", "display_path"]

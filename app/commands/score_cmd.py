@@ -14,7 +14,11 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from db.catalog import Catalog
+    from engine.scoring import Scorer
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -34,14 +38,12 @@ def _progress_printer(enabled: bool) -> Any:
     return show
 
 
-def index_paths(catalog: Any, paths: list[str], scorer: Any = None) -> tuple[list[int], list[dict[str, Any]], set[int]]:
+def index_paths(catalog: Catalog, paths: list[str], scorer: Scorer | None = None
+                ) -> tuple[list[int], list[dict[str, Any]], set[int]]:
     """Photo ids for ``paths`` (indexing folders, or a file's folder when the file is new or changed),
     error records for paths that are not photos of the catalog, and the ids already scored while
     indexing (with ``scorer``: one decode per new or changed file gives the row, the thumbnail
     and the score)."""
-    from sqlalchemy import select
-
-    from db.schema import Photo
     from engine.imageio import is_supported
     from engine.indexer import Indexer, missing_reason
     from engine.library import Library
@@ -65,27 +67,21 @@ def index_paths(catalog: Any, paths: list[str], scorer: Any = None) -> tuple[lis
         if not is_supported(path):
             errors.append({"path": raw, "status": "error", "error": "not a supported photo format"})
             continue
-        pb = os.fsencode(path)
         st = os.stat(path)
-
-        def lookup(pb: bytes = pb) -> Any:
-            with catalog.session() as s:
-                return s.execute(select(Photo.id, Photo.size, Photo.mtime_ns).where(Photo.path_bytes == pb)).first()
-
-        row = lookup()
-        if row is None or row[1] != st.st_size or row[2] != st.st_mtime_ns:
+        known = library.indexed_file(path)
+        if known is None or known.size != st.st_size or known.mtime_ns != st.st_mtime_ns:
             for _ in indexer.index(os.path.dirname(path)):
                 pass
             scored |= set(indexer.scored)
-            row = lookup()
-        if row is None:
+            known = library.indexed_file(path)
+        if known is None:
             errors.append({"path": raw, "status": "error", "error": "could not be indexed"})
         else:
-            ids.append(int(row[0]))
+            ids.append(known.id)
     return list(dict.fromkeys(ids)), errors, scored
 
 
-def records(catalog: Any, ids: list[int]) -> list[dict[str, Any]]:
+def records(catalog: Catalog, ids: list[int]) -> list[dict[str, Any]]:
     """The score/rank JSON objects of DESIGN.md for ``ids``: the library's records, so ``score``
     shows each photo's current score exactly as ``rank``, ``export --recommended`` and the grid
     do. A readable photo without a current score (its decode failed after indexing, or it was

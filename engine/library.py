@@ -45,6 +45,10 @@ from engine.scoring import Thresholds, reasons_for, shipped_thresholds
 from engine.thumbnails import THUMB_SIZE, ThumbnailCache, shrink
 
 SORTS = ("improvability", "quality", "date", "name")
+# A score sort walks the score's index for pages that start before this offset (cost grows with the
+# offset: about 5 ms per 1,000 rows skipped); deeper pages sort the selection (about 80 ms at 100k
+# photos whatever the offset). docs/BENCHMARKS.md.
+INDEX_WALK_MAX = 10_000
 DEGRADATION_LEVEL = 0.35  # ``min_severity`` of the ``degradation`` filter when the model has no calibrated threshold
 
 
@@ -306,7 +310,7 @@ class Library:
         offset, limit = max(0, offset), max(0, limit)
         key, desc = sort.lstrip("-"), sort.startswith("-")
         with self.catalog.session() as s:
-            if key in ("improvability", "quality") and _may_have_scored_ok(filters):
+            if key in ("improvability", "quality") and offset < INDEX_WALK_MAX and _may_have_scored_ok(filters):
                 # scored, readable photos first, from the score index; the rest (unscored or bad
                 # files) by the general query, which lists them after every scored, readable one
                 page, count = self._scored_ok_page(folder, key, desc, filters, offset, limit)

@@ -45,7 +45,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect, text
 
-from db.catalog import CatalogError, CatalogTooNew, sqlite_file
+from db.catalog import CatalogError, CatalogTooNew, safe_url, sqlite_file
 from db.schema import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -190,11 +190,13 @@ def _migration_connection(engine: Engine) -> Iterator[Connection]:
             conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
         try:
             with conn.begin():
+                # (only new dangling rows fail the upgrade: an old catalog's own are not ours to judge here)
+                before = set(conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()) if sqlite else set()
                 yield conn
                 if sqlite:
-                    bad = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    bad = set(conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()) - before
                     if bad:
-                        raise CatalogError(f"a migration left rows that refer to missing rows: {bad[:5]}")
+                        raise CatalogError(f"a migration left rows that refer to missing rows: {sorted(bad)[:5]}")
         finally:
             if sqlite:
                 conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
@@ -202,7 +204,7 @@ def _migration_connection(engine: Engine) -> Iterator[Connection]:
 
 def upgrade(engine: Engine, url: str, script_location: Path | None = None) -> CatalogState:
     """Bring the catalog to the newest revision (see the module doc); returns its state before."""
-    where = str(sqlite_file(url) or _safe_url(url))
+    where = str(sqlite_file(url) or safe_url(url))
     script = script_directory(script_location)
     with engine.connect() as conn:
         before = read_state(conn)
@@ -230,21 +232,6 @@ def upgrade(engine: Engine, url: str, script_location: Path | None = None) -> Ca
         command.upgrade(cfg, "head")
         _set_info(conn, APP_VERSION_KEY, app_version())
     return before
-
-
-def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as conn:
-        return read_state(conn).revision
-
-
-def _safe_url(url: str) -> str:
-    """A URL for messages and logs: the password hidden."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - a URL we cannot parse is shown as given
-        return url
 
 
 __all__ = ["LEGACY_REVISIONS", "SCRIPT_LOCATION", "CatalogState", "app_version", "backup_sqlite", "read_state",

@@ -112,12 +112,14 @@ def _server_catalog(args: argparse.Namespace) -> int:
         except CatalogError as e:
             print(f"photolift catalog: {e}", file=sys.stderr)
             return 1
-    try:  # check: opening runs the schema checks; the server checks its own pages (data checksums)
-        with Catalog.open(getattr(args, "catalog", None)) as cat, cat.session() as s:
-            from sqlalchemy import text
+    from db.migrations import read_state
+    from engine.library import Library
 
-            n = s.execute(text("SELECT count(*) FROM photos")).scalar()
-            rev = s.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    try:  # check: opening runs the schema checks; the server checks its own pages (data checksums)
+        with Catalog.open(getattr(args, "catalog", None)) as cat:
+            with cat.engine.connect() as conn:
+                rev = read_state(conn).revision
+            n = Library(cat).count(None, {"include_missing": True})
     except CatalogError as e:
         print(f"photolift catalog: {e}", file=sys.stderr)
         return 1

@@ -11,8 +11,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 import engine.library
 from app.cli import main
@@ -21,6 +22,7 @@ from db.queries import refresh_current_scores
 from db.schema import Head, Photo, Score
 from engine.library import Library
 from engine.runtime import clear_sessions
+from engine.scoring import LastLayer
 from tests.onnx_fixtures import write_assessor
 from tests.pipeline_fixtures import setup_models
 
@@ -91,8 +93,9 @@ def test_rank_score_export_and_grid_agree_on_every_photo(library_dir: Path, tmp_
     with Catalog.open(cat_path) as cat:
         def tie(s: Any) -> str:
             base = s.scalars(select(Score).where(Score.recommended.is_(False)).order_by(Score.id)).first()
+            dim = len(base.embedding) // 4  # a head of the right size: later scoring uses it
             h = Head(model=base.model, model_version=base.model_version, created_at=datetime.now(),
-                     weights=b"\0" * 8, n_ratings=1, active=True)
+                     weights=LastLayer(np.zeros(dim), thr + 5.0).to_bytes(), n_ratings=1, active=True)
             s.add(h)
             s.flush()
             s.add(Score(photo_id=base.photo_id, model=base.model, model_version=base.model_version,
@@ -107,16 +110,25 @@ def test_rank_score_export_and_grid_agree_on_every_photo(library_dir: Path, tmp_
     _agree(v)
     assert v["score"][tied] == (round(thr + 5.0, 4), True)
 
-    # A stale score: the file changed; until it is rescored no reader may show the old numbers
-    # (rank --no-score and the grid show it unscored; score rescores it first).
+    # A stale score: the file changed. Indexing (here by rank --no-score, which indexes first and
+    # does not score) clears its current score: no reader may show the old numbers until it is
+    # rescored; score rescores it, and all agree again.
+    from PIL import Image
+
+    from tests.conftest import make_rgb
+
+    changed = library_dir / "p0.jpg"
+    Image.fromarray(make_rgb(100, 80, seed=99)).save(changed, quality=60)
+    rank = _by_name(_cli(capsys, "--catalog", cat_path, "rank", str(library_dir), "--json", "--no-score", "-q"))
+    assert rank["p0.jpg"]["improvability"] is None and rank["p0.jpg"]["status"] == "ok"
     with Catalog.open(cat_path) as cat:
-        cat.write(lambda s: s.execute(update(Photo).where(Photo.path.endswith("/p0.jpg"))
-                                      .values(fingerprint="changed")))
-        cat.write(lambda s: refresh_current_scores(s))
         lib = Library(cat)
         pid = lib.photo_ids(library_dir, {"text": "/p0.jpg"})[0]
         assert lib.photo_record(pid)["improvability"] is None
-        assert pid in lib.photo_ids(library_dir, {"scored": False})
+        assert lib.photo_ids(library_dir, {"scored": False}) == [pid]
+    v = _views(cat_path, library_dir, capsys, tmp_path / "out3")
+    _agree(v)
+    assert v["score"]["p0.jpg"][0] is not None
 
 
 def test_photos_under_a_folder(tmp_catalog: Catalog, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, select, text
 import db.catalog
 from app.cli import main
 from db.catalog import Catalog, CatalogBusy, CatalogError
-from db.schema import CatalogInfo, Photo
+from db.schema import SCHEMA_VERSION, CatalogInfo, Photo
 from tests.test_migrations import schema_differences
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,10 +128,11 @@ def test_index_score_and_rank_on_a_server(pg_url: str, make_image: Any, tmp_path
         assert all(m > 2**31 for m in s.scalars(select(Photo.mtime_ns)))
 
 
-def test_catalog_made_by_the_released_code_on_postgresql_is_upgraded(pg_url: str) -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_catalog_made_by_the_released_code_on_postgresql_is_upgraded(pg_url: str, version: int) -> None:
     """photolift <= 0.1 made a PostgreSQL catalog with create_all: 32-bit size and mtime, stamped
-    schema_version 2, no Alembic table. Built here by revisions 0001-0002 and then made to look
-    exactly like that."""
+    schema_version 1 or 2, no Alembic table. Built here by the revisions up to that version and
+    then made to look exactly like that."""
     from db import migrations
 
     engine = create_engine(pg_url)
@@ -140,7 +141,7 @@ def test_catalog_made_by_the_released_code_on_postgresql_is_upgraded(pg_url: str
             cfg = migrations._config(conn, None)
             from alembic import command
 
-            command.upgrade(cfg, "0002")
+            command.upgrade(cfg, migrations.LEGACY_REVISIONS[version])
             conn.execute(text("DROP TABLE alembic_version"))
             conn.execute(text("ALTER TABLE photos ALTER COLUMN size TYPE INTEGER, "
                               "ALTER COLUMN mtime_ns TYPE INTEGER"))
@@ -157,6 +158,8 @@ def test_catalog_made_by_the_released_code_on_postgresql_is_upgraded(pg_url: str
     with Catalog.open(pg_url) as cat, cat.session() as s:
         p = s.scalars(select(Photo)).one()
         assert p.current_score_id is not None  # backfilled
+        assert s.execute(text("SELECT value FROM catalog_info WHERE key = 'schema_version'")).scalar() == str(
+            SCHEMA_VERSION)
         s.execute(text("UPDATE photos SET mtime_ns = 1700000000000000000"))  # 64 bit now
     assert schema_differences(pg_url) == []
 

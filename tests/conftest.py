@@ -16,13 +16,12 @@ import pytest
 from PIL import Image
 
 from db.catalog import Catalog
+from tests.pg_server import pg_server, pg_url  # noqa: F401 - fixtures: a real PostgreSQL server
 
 # The suite runs headless (CI, no display): Qt must use its offscreen platform. Set before any
 # test module imports PySide6; an explicit setting (e.g. xvfb for screenshots) wins.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-
-pytest_plugins = ["tests.pg_server"]
 
 # Test modules whose catalog tests run on SQLite and on a real PostgreSQL server (tests/pg_server.py):
 # every test there that uses ``tmp_catalog`` or ``catalog_url`` runs once per back end.

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -178,6 +178,34 @@ def _may_have_scored_ok(filters: dict[str, Any] | None) -> bool:
     if status and STATUS_OK not in ([status] if isinstance(status, str) else list(status)):
         return False
     return f.get("scored", True) is not False and f.get("scored", True) != 0
+
+
+def _record(p: Photo, sc: Score | None, th: Thresholds) -> dict[str, Any]:
+    """DESIGN.md's score/rank JSON object of a photo and its current score."""
+    status = "ok" if p.status == STATUS_OK else "error"
+    error = "file is missing (moved or deleted since the last scan)" if p.status == STATUS_MISSING else p.error
+    sev = _severity(sc.severity_json) if sc is not None else {}
+    return {
+        "path": p.path,
+        "status": status,
+        "error": error if status == "error" else None,
+        "improvability": None if sc is None else round(sc.improvability, 4),
+        "quality": None if sc is None else round(sc.quality, 4),
+        "recommended": None if sc is None else bool(sc.recommended),
+        "severity": None if sc is None else {k: round(v, 4) for k, v in sev.items()},
+        # as in ``score``'s records: the degradations at or above their calibrated thresholds
+        "reasons": None if sc is None else list(reasons_for(sev, th)),
+        "model": None if sc is None else {"name": sc.model, "version": sc.model_version,
+                                           **({"head": sc.head} if sc.head else {})},
+        "id": p.id,
+        "width": p.width,
+        "height": p.height,
+        "format": p.format,
+        "captured_at": p.captured_at.isoformat() if p.captured_at else None,
+        "camera": " ".join(x for x in (p.camera_make, p.camera_model) if x) or None,
+        "warning": p.warning,
+        "edited": p.current_recipe_id is not None,
+    }
 
 
 def _thresholds() -> Thresholds:
@@ -404,34 +432,26 @@ class Library:
                 warning=p.warning, indexed_at=p.indexed_at, score=score, recipe=recipe, n_versions=n_versions)
 
     def photo_record(self, photo_id: int) -> dict[str, Any]:
-        """The JSON object of DESIGN.md's score/rank contract (score fields null until scored)."""
-        info = self.photo(photo_id)
-        status = "ok" if info.status == STATUS_OK else "error"
-        error = info.error
-        if info.status == STATUS_MISSING:
-            error = "file is missing (moved or deleted since the last scan)"
-        sc = info.score
-        return {
-            "path": info.display_path,
-            "status": status,
-            "error": error if status == "error" else None,
-            "improvability": None if sc is None else round(sc.improvability, 4),
-            "quality": None if sc is None else round(sc.quality, 4),
-            "recommended": None if sc is None else sc.recommended,
-            "severity": None if sc is None else {k: round(v, 4) for k, v in sc.severity.items()},
-            # as in ``score``'s records: the degradations at or above their calibrated thresholds
-            "reasons": None if sc is None else list(reasons_for(sc.severity, _thresholds())),
-            "model": None if sc is None else {"name": sc.model, "version": sc.model_version,
-                                               **({"head": sc.head} if sc.head else {})},
-            "id": info.id,
-            "width": info.width,
-            "height": info.height,
-            "format": info.format,
-            "captured_at": info.captured_at.isoformat() if info.captured_at else None,
-            "camera": " ".join(x for x in (info.camera_make, info.camera_model) if x) or None,
-            "warning": info.warning,
-            "edited": info.recipe is not None,
-        }
+        """The JSON object of DESIGN.md's score/rank contract (score fields null until scored);
+        raises KeyError for an unknown id."""
+        recs = self.photo_records([photo_id])
+        if not recs:
+            raise KeyError(photo_id)
+        return recs[0]
+
+    def photo_records(self, ids: Sequence[int]) -> list[dict[str, Any]]:
+        """:meth:`photo_record` of many photos, one query per 500, in the order of ``ids``
+        (unknown ids left out): what ``score`` and ``rank`` print."""
+        th = _thresholds()
+        by_id: dict[int, dict[str, Any]] = {}
+        ids = [int(i) for i in ids]
+        with self.catalog.session() as s:
+            for i in range(0, len(ids), 500):
+                q = (select(Photo, Score).outerjoin(Score, Score.id == Photo.current_score_id)
+                     .where(Photo.id.in_(ids[i:i + 500])))
+                for p, sc in s.execute(q).all():
+                    by_id[p.id] = _record(p, sc, th)
+        return [by_id[i] for i in ids if i in by_id]
 
     # -- thumbnails -------------------------------------------------------------------------
     def thumbnail(self, photo_id: int, size: int = THUMB_SIZE) -> np.ndarray | None:

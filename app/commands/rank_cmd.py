@@ -64,8 +64,9 @@ def run(args: argparse.Namespace, score_hook: ScoreHook | None = score_with_asse
                 if why and not args.quiet:
                     print(f"photolift: {why}", file=sys.stderr)
         ids = lib.photo_ids(args.dir, {"status": ["ok", "error"]}, sort="improvability")
-        for pid in ids if args.top is None else ids[:args.top]:
-            rec = lib.photo_record(pid)
+        if args.top is not None:
+            ids = ids[:args.top]
+        for rec in (r for i in range(0, len(ids), 1000) for r in lib.photo_records(ids[i:i + 1000])):
             if args.json:
                 print(json.dumps(rec))
             else:

@@ -88,16 +88,10 @@ def records(catalog: Catalog, ids: list[int]) -> list[dict[str, Any]]:
     not scored) is reported as an error, as this command promised to score it."""
     from engine.library import Library
 
-    lib = Library(catalog)
-    out = []
-    for pid in ids:
-        try:
-            rec = lib.photo_record(pid)
-        except KeyError:  # removed by another process meanwhile
-            continue
+    out = Library(catalog).photo_records(ids)  # (a photo removed meanwhile is left out)
+    for rec in out:
         if rec["status"] == "ok" and rec["improvability"] is None:
             rec.update(status="error", error="not scored")
-        out.append(rec)
     return out
 
 

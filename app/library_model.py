@@ -22,7 +22,15 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
+from PySide6.QtCore import (
+    QAbstractListModel,
+    QByteArray,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    Qt,
+    Signal,
+)
 from PySide6.QtGui import QImage, QPixmap
 
 from app.workers import LatestTask, ThumbnailLoader
@@ -211,9 +219,10 @@ class PhotoListModel(QAbstractListModel):
             return tooltip(row)
         return None
 
-    def roleNames(self) -> dict[int, bytes]:
+    def roleNames(self) -> dict[int, QByteArray]:
         names = dict(super().roleNames())
-        names.update({Roles.PhotoId: b"photoId", Roles.Row: b"row", Roles.Thumb: b"thumb"})
+        names.update({int(Roles.PhotoId): QByteArray(b"photoId"), int(Roles.Row): QByteArray(b"row"),
+                      int(Roles.Thumb): QByteArray(b"thumb")})
         return names
 
     # -- rows ----------------------------------------------------------------------------

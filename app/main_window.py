@@ -150,7 +150,8 @@ class MainWindow(QMainWindow):
         self._refresh_timer.timeout.connect(self._refresh_tick)
         self._last_enhanced: list[int] = []
 
-        self.actions: dict[str, QAction] = {}
+        # actions by name (shadows QWidget.actions(), which nothing here calls)
+        self.actions: dict[str, QAction] = {}  # type: ignore[assignment]
         self._make_actions()
 
         # grid page
@@ -308,8 +309,8 @@ class MainWindow(QMainWindow):
         for k in ("enhance", "enhance_recommended", None, "undo", "redo", "revert", None):
             e.addSeparator() if k is None else e.addAction(a[k])
         rate = e.addMenu("Rate Enhancement")
-        for v in (2, 1, 0, -1):
-            rate.addAction(a[f"rate_{v}"])
+        for grade in (2, 1, 0, -1):
+            rate.addAction(a[f"rate_{grade}"])
         e.addAction(a["finetune"])
         v = mb.addMenu("&View")
         v.addAction(a["view_photo"])

@@ -49,7 +49,8 @@ class PhotoPage(QWidget):
     def __init__(self, services: Any, actions: dict[str, QAction], parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.services = services
-        self.actions = actions
+        # the window's actions by name (shadows QWidget.actions(), which nothing here calls)
+        self.actions: dict[str, QAction] = actions  # type: ignore[assignment]
         self.photo_id: int | None = None
         self.info: Any = None
         self.rated: dict[int, int] = {}  # ratings given in this session, shown beside the gain
@@ -146,7 +147,10 @@ class PhotoPage(QWidget):
         if not (same and keep_view):
             self.compare.set_message("Loading…")
         svc = self.services
-        self._loader.submit(lambda pid=photo_id: (pid, *svc.preview(pid, PREVIEW_SIDE)))
+        def load(pid: int = photo_id) -> tuple[Any, ...]:
+            return (pid, *svc.preview(pid, PREVIEW_SIDE))
+
+        self._loader.submit(load)
         self.photoShown.emit(photo_id)
 
     def reload(self) -> None:

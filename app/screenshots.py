@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -69,6 +70,7 @@ def make_sample_library(root: Path, n: int = 30, size: tuple[int, int] = (2400, 
         w, h = size if i % 5 else (size[1], size[0])
         u = _scene(rng, w, h)
         kind = kinds[i % len(kinds)]
+        v: Any  # an image, or (image, what was applied) from the degradation model
         if kind == "noise":
             v = D.apply_noise(u, rng, kind="poisson_gaussian_noise", strength=float(rng.uniform(0.25, 0.4)))
         elif kind == "blur":

@@ -12,14 +12,26 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from db.catalog import Catalog
 from engine.jobs import CancelToken, Progress, ProgressFn
+
+if TYPE_CHECKING:  # the services load their engines lazily (each loads a model or two)
+    from engine.edits import Editor, EnhanceResult, HistoryState
+    from engine.export import Exporter, ExportResult
+    from engine.finetune import FinetuneResult
+    from engine.indexer import IndexEvent
+    from engine.library import PhotoInfo
+    from engine.scoring import ScoreEvent, Scorer
+
+T = TypeVar("T")
+# A long job for app.workers.Job: ``fn(progress, cancel)`` yields one result per item.
+JobFn = Callable[[ProgressFn, CancelToken], Iterator[T]]
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +44,9 @@ class Services:
         self.library = Library(catalog)
         self.threads = threads
         self._lock = threading.Lock()
-        self._scorer: Any = None
-        self._editor: Any = None
-        self._exporter: Any = None
+        self._scorer: Scorer | None = None
+        self._editor: Editor | None = None
+        self._exporter: Exporter | None = None
 
     @classmethod
     def open(cls, location: str | None = None, threads: int = 0) -> Services:
@@ -74,7 +86,7 @@ class Services:
 
     # -- lazily made services (each loads a model or two on first use) -------------------
     @property
-    def scorer(self) -> Any:
+    def scorer(self) -> Scorer:
         with self._lock:
             if self._scorer is None:
                 from engine.scoring import Scorer, get_scorer
@@ -84,7 +96,7 @@ class Services:
             return self._scorer
 
     @property
-    def editor(self) -> Any:
+    def editor(self) -> Editor:
         with self._lock:
             if self._editor is None:
                 from engine.edits import Editor
@@ -93,7 +105,7 @@ class Services:
             return self._editor
 
     @property
-    def exporter(self) -> Any:
+    def exporter(self) -> Exporter:
         with self._lock:
             if self._exporter is None:
                 from engine.export import Exporter
@@ -109,25 +121,23 @@ class Services:
             return None
         return self.editor.edited_thumbnail(photo_id, thumb)
 
-    def photo(self, photo_id: int) -> Any:
+    def photo(self, photo_id: int) -> PhotoInfo:
         return self.library.photo(photo_id)
 
     def count(self, folder: str | None, filters: dict[str, Any] | None = None) -> int:
         return int(self.library.count(folder, filters or {}))
 
     def ids(self, folder: str | None, filters: dict[str, Any], sort: str = "improvability") -> list[int]:
-        """Every photo id matching a filter (for "enhance all recommended", export choices, scoring).
-        One query: paging with OFFSET would sort the whole selection once per page."""
-        n = self.count(folder, filters)
-        if n == 0:
-            return []
-        return [int(r.id) for r in self.library.query(folder, sort, filters, 0, n + 1000)]
+        """Every photo id matching a filter (for "enhance all recommended", export choices, scoring):
+        the library's one "photos under a folder", as the CLI commands use it."""
+        return self.library.photo_ids(folder, filters, sort)
 
-    def index_job(self, root: str) -> Any:
+    def index_job(self, root: str) -> JobFn[IndexEvent]:
         """Index ``root``; new and changed photos are scored from the same decode when the
         assessor is available (the score job that follows then only has older photos left)."""
 
-        def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[Any]:
+        def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[IndexEvent]:
+            scorer: Scorer | None
             try:
                 scorer = self.scorer
             except Exception as e:  # no assessor model: index only; the score job reports why
@@ -137,10 +147,10 @@ class Services:
 
         return fn
 
-    def score_job(self, root: str) -> Any:
+    def score_job(self, root: str) -> JobFn[ScoreEvent]:
         """Score every photo under ``root`` that has no score from the current model yet."""
 
-        def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[Any]:
+        def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[ScoreEvent]:
             scorer = self.scorer
             # The scorer skips photos already scored by this model version for their content.
             ids = self.ids(root, {}, sort="name")
@@ -164,12 +174,13 @@ class Services:
         d = models_dir()
         return [st for st in STAGE_ORDER if (d / f"{model_of.get(st, st)}.onnx").is_file()]
 
-    def enhance_job(self, photo_ids: list[int], strength: float, ops: list[str] | None = None) -> Any:
+    def enhance_job(self, photo_ids: list[int], strength: float, ops: list[str] | None = None
+                    ) -> JobFn[EnhanceResult]:
         """Enhance photos in one batch (engine ``Editor.enhance_batch``); ``ops`` None = every
         installed stage."""
         stages = ops if ops is not None else self.available_ops()
 
-        def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[Any]:
+        def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[EnhanceResult]:
             if not stages:
                 raise RuntimeError("no enhancement model is installed (models/restorer.onnx, models/tone.onnx)")
             return iter(self.editor.enhance_batch(photo_ids, ops=stages, strength=strength,
@@ -177,22 +188,22 @@ class Services:
 
         return fn
 
-    def undo(self, photo_id: int) -> Any:
+    def undo(self, photo_id: int) -> HistoryState:
         return self.editor.undo(photo_id)
 
-    def redo(self, photo_id: int) -> Any:
+    def redo(self, photo_id: int) -> HistoryState:
         return self.editor.redo(photo_id)
 
-    def revert(self, photo_id: int) -> Any:
+    def revert(self, photo_id: int) -> HistoryState:
         return self.editor.revert(photo_id)
 
-    def rate(self, photo_id: int, rating: int) -> Any:
+    def rate(self, photo_id: int, rating: int) -> int:
         return self.editor.rate(photo_id, rating)
 
-    def finetune_job(self) -> Any:
+    def finetune_job(self) -> JobFn[FinetuneResult]:
         """Fit the last layer on the stored ratings (engine.finetune) and re-rank with it."""
 
-        def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[Any]:
+        def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[FinetuneResult]:
             from engine.finetune import finetune_catalog
 
             progress(Progress(0, 1, "fitting the ranking to your ratings"))
@@ -224,8 +235,9 @@ class Services:
             return str(e)
         return ""
 
-    def export_job(self, photo_ids: list[int], out_dir: Path, fmt: str, quality: int, template: str) -> Any:
-        def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[Any]:
+    def export_job(self, photo_ids: list[int], out_dir: Path, fmt: str, quality: int, template: str
+                   ) -> JobFn[ExportResult]:
+        def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[ExportResult]:
             return iter(self.exporter.export(photo_ids, out_dir, fmt=fmt, quality=quality, template=template,
                                              progress=progress, cancel=cancel))
 

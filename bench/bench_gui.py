@@ -36,6 +36,7 @@ ROOT = "/photos/bench"
 def fill(cat, n: int) -> None:  # type: ignore[no-untyped-def]
     from sqlalchemy import insert
 
+    from db.queries import refresh_current_scores
     from db.schema import Folder, Photo, Score
     from engine.degrade import SEVERITY_NAMES
 
@@ -60,6 +61,7 @@ def fill(cat, n: int) -> None:  # type: ignore[no-untyped-def]
                 improvability=float(imp[i]), quality=float(qual[i]),
                 severity_json=json.dumps(dict(zip(SEVERITY_NAMES, map(float, sev[i]), strict=True))),
                 recommended=bool(imp[i] > 1.0), head="", scored_at=now) for i in range(a, b) if i % 2 == 0])
+        refresh_current_scores(s)
 
     cat.write(write)
 

@@ -183,6 +183,7 @@ def bench_queries(base: Path, n: int, repeats: int) -> dict[str, float]:
     import random
     from datetime import datetime
 
+    from db.queries import refresh_current_scores
     from db.schema import Photo, Score
 
     work = base / "query_run"
@@ -200,6 +201,7 @@ def bench_queries(base: Path, n: int, repeats: int) -> dict[str, float]:
             {"photo_id": i + 1, "model": "a", "model_version": "v", "fingerprint": f"{i:032x}",
              "improvability": rnd.random(), "quality": 5.0, "severity_json": '{"noise": 0.5}',
              "recommended": False, "head": "", "scored_at": now} for i in range(n) if i % 10])
+        refresh_current_scores(s)  # type: ignore[arg-type]
 
     cat.write(fill)
     lib = Library(cat, thumb_dir=work / "thumbs")

@@ -7,6 +7,13 @@ worker never waits on a lock held by another of our own threads. Readers open a 
 ``with`` block (:meth:`Catalog.session`) and close it there; only ids and frozen dataclasses
 leave it. On SQLite the connection runs in WAL mode with ``synchronous=NORMAL``: readers never
 block the writer, and a crash or ``kill -9`` loses at most the last uncommitted transaction.
+
+Across processes the writer takes the database's write lock when its transaction begins: on
+SQLite ``BEGIN IMMEDIATE``; on PostgreSQL (``postgresql+psycopg://...``, a catalog several
+people share) a transaction-scoped advisory lock (``pg_advisory_xact_lock``, one key for all
+photolift writers), waited for at most ``BUSY_TIMEOUT_MS`` (``lock_timeout``) per attempt. So
+one writer at a time holds across processes and machines on both, and a read-then-write in
+``fn`` sees no other writer's changes in between. Readers take no lock on either.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Any, TypeVar
 
 import platformdirs
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import DatabaseError
+from sqlalchemy.exc import ArgumentError, DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -56,8 +63,14 @@ class CatalogDamaged(CatalogError):
 
 
 # sqlite3 error texts -> what they mean for the user
-_BUSY = ("database is locked", "database table is locked", "database is busy")
-_FULL = ("database or disk is full", "disk quota exceeded")
+_BUSY = ("database is locked", "database table is locked", "database is busy",
+         # PostgreSQL: our lock_timeout, a deadlock victim, a serialisation failure
+         "lock timeout", "deadlock detected", "could not serialize access")
+# PostgreSQL connection problems: the server or the database named in the URL cannot be reached
+_UNREACHABLE = ("connection refused", "could not connect", "connection failed", "could not translate host name",
+                "password authentication failed", "no password supplied", "role \"",
+                "server closed the connection", "connection is bad", "no such file or directory")
+_FULL = ("database or disk is full", "disk quota exceeded", "no space left on device")
 _DAMAGED = ("malformed", "file is not a database", "disk i/o error", "file is encrypted", "corrupt")
 
 
@@ -85,7 +98,27 @@ def explain(e: BaseException, where: object) -> CatalogError | None:
         from db import backup  # local: backup imports this module
 
         return CatalogDamaged(backup.damage_message(where, str(orig)))
+    if not isinstance(orig, sqlite3.Error) and (any(t in msg for t in _UNREACHABLE) or (
+            msg.startswith(("connection", "fatal")) and "database" in msg and "does not exist" in msg)):
+        return CatalogError(f"cannot reach the catalog {where}: {str(orig).strip().splitlines()[0]}. "
+                            "Check the server, the database name and the credentials in --catalog")
     return None
+
+
+def safe_url(url: str) -> str:
+    """A URL for messages and logs: the password hidden; a file path stays as it is."""
+    if "://" not in url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is shown as given (it has no password part)
+        return url
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
 
 
 def data_dir() -> Path:
@@ -147,6 +180,19 @@ def _on_sqlite_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
+# pg_advisory_xact_lock key of the catalog writer ("photolft" as a 64-bit integer)
+PG_WRITE_LOCK_KEY = int.from_bytes(b"photolft", "big") & 0x7FFFFFFFFFFFFFFF
+
+
+def _on_pg_begin(conn: Any) -> None:
+    # PostgreSQL's equivalent of BEGIN IMMEDIATE: every photolift writer takes one advisory lock,
+    # released at commit or rollback, and waits for it at most BUSY_TIMEOUT_MS (then "lock
+    # timeout", which explain() turns into CatalogBusy after the bounded retry). Readers take none.
+    if conn.get_execution_options().get("photolift_write"):
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(BUSY_TIMEOUT_MS)}")
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_WRITE_LOCK_KEY})")
+
+
 # How long a write waits for another process's write lock in all (busy timeout per attempt x
 # attempts), reported in the log on each retry and in CatalogBusy at the end.
 BUSY_TIMEOUT_MS = 15000
@@ -191,9 +237,10 @@ class Catalog:
             url = to_url(loc)
         except OSError as e:
             raise CatalogError(f"cannot create the catalog folder for {loc}: {e.strerror or e}") from e
+        loc = safe_url(loc)
         db_file = sqlite_file(url)
         existed = db_file is not None and db_file.exists() and db_file.stat().st_size > 0
-        if existed and check:
+        if existed and check:  # SQLite only: a server checks its own pages (PostgreSQL: data checksums)
             assert db_file is not None
             backup.quick_check(db_file)
         engine = cls._make_engine(url)
@@ -213,7 +260,7 @@ class Catalog:
 
     @staticmethod
     def _make_engine(url: str) -> Engine:
-        if url.startswith("sqlite"):
+        if is_sqlite(url):
             if sqlite_file(url) is None:  # in-memory: one shared connection
                 engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
             else:
@@ -221,12 +268,31 @@ class Catalog:
             event.listen(engine, "connect", _on_sqlite_connect)
             event.listen(engine, "begin", _on_sqlite_begin)
             return engine
-        return create_engine(url, pool_pre_ping=True)
+        try:
+            engine = create_engine(url, pool_pre_ping=True)
+        except ModuleNotFoundError as e:
+            raise CatalogError(f"the database driver for {safe_url(url)} is not installed ({e.name}); for "
+                               "PostgreSQL install photolift with the 'postgres' extra (psycopg)") from e
+        except ArgumentError as e:
+            raise CatalogError(f"not a usable catalog URL: {safe_url(url)} ({e})") from e
+        if engine.dialect.name == "postgresql":
+            event.listen(engine, "begin", _on_pg_begin)
+        return engine
 
     @property
     def path(self) -> Path | None:
         """The SQLite file, if the catalog is one."""
         return sqlite_file(self.url)
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql`` (SQLAlchemy's dialect name)."""
+        return self.engine.dialect.name
+
+    @property
+    def where(self) -> str:
+        """The catalog for messages: the file, or the URL without its password."""
+        return str(self.path) if self.path is not None else safe_url(self.url)
 
     # -- reading ---------------------------------------------------------------------------
     @contextmanager
@@ -237,7 +303,7 @@ class Catalog:
             with self._sessions() as s:
                 yield s
         except DatabaseError as e:
-            err = explain(e, self.path or self.url)
+            err = explain(e, self.where)
             if err is not None:
                 raise err from e
             raise
@@ -263,7 +329,7 @@ class Catalog:
         ``fn`` may run more than once, so it must only touch the session. Database errors that
         mean something to a user (busy, disk full, damaged) come back as :class:`CatalogError`.
         """
-        where = self.path or self.url
+        where = self.where
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             with self._write_sessions() as s:
                 try:
@@ -320,4 +386,4 @@ class Catalog:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Catalog({self.url!r})"
+        return f"Catalog({safe_url(self.url)!r})"

@@ -5,7 +5,9 @@ sorts or filters by carry indexes. Paths are stored twice: ``path`` is a display
 valid UTF-8, undecodable bytes shown as ``\\xNN``) and ``path_bytes`` is the exact file-system name
 (``os.fsencode``), which is what the indexer matches on, so non-UTF-8 file names round-trip.
 
-Changing anything here needs a migration in ``db/migrations.py`` and a bump of ``SCHEMA_VERSION``.
+Changing anything here needs an Alembic revision in ``db/alembic/versions/`` (see
+:mod:`db.migrations`) that does the same DDL, bumps ``catalog_info['schema_version']`` and
+``SCHEMA_VERSION``; ``tests/test_migrations.py`` fails while the two differ.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -27,7 +30,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 2
+# The integer stamp of the newest revision (``catalog_info['schema_version']``): what the
+# hand-written migrations of photolift <= 0.1 read, so they refuse catalogs migrated past them.
+SCHEMA_VERSION = 3
+
+# 64-bit integers: file sizes above 2 GiB and mtimes in ns. SQLite's INTEGER is 64 bit already
+# (and what catalogs of schema version 1 and 2 declare); PostgreSQL's is 32 bit.
+BigInt = BigInteger().with_variant(Integer(), "sqlite")
 
 # photos.status values
 STATUS_OK = "ok"
@@ -74,8 +83,8 @@ class Photo(Base):
     folder_id: Mapped[int | None] = mapped_column(ForeignKey("folders.id", ondelete="SET NULL"), default=None)
     path: Mapped[str] = mapped_column(Text)
     path_bytes: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
-    size: Mapped[int] = mapped_column(Integer)
-    mtime_ns: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInt)
+    mtime_ns: Mapped[int] = mapped_column(BigInt)
     # Fast content fingerprint (engine.indexer.fingerprint); NULL only when the file could not be read.
     fingerprint: Mapped[str | None] = mapped_column(String(64), default=None)
     width: Mapped[int | None] = mapped_column(Integer, default=None)  # after EXIF orientation
@@ -103,9 +112,16 @@ class Photo(Base):
         ForeignKey("recipes.id", use_alter=True, name="fk_photos_current_recipe", ondelete="SET NULL"),
         default=None,
     )
+    # The photo's current score (db.queries.refresh_current_scores keeps it; NULL = unscored for
+    # its current content). Maintained so that the grid joins one row per photo by key.
+    current_score_id: Mapped[int | None] = mapped_column(
+        ForeignKey("scores.id", use_alter=True, name="fk_photos_current_score", ondelete="SET NULL"),
+        default=None,
+    )
 
     __table_args__ = (
         Index("ix_photos_folder", "folder_id"),
+        Index("ix_photos_current_score", "current_score_id"),
         Index("ix_photos_path", "path"),
         Index("ix_photos_fingerprint", "fingerprint"),
         Index("ix_photos_status", "status"),

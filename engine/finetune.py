@@ -150,6 +150,7 @@ def finetune_catalog(catalog: Any, scorer: Any, prior: float = DEFAULT_PRIOR, ac
     """
     from sqlalchemy import delete, select, update
 
+    from db.queries import refresh_current_scores
     from db.schema import Head, Rating, Score
 
     with catalog.session() as s:
@@ -195,6 +196,8 @@ def finetune_catalog(catalog: Any, scorer: Any, prior: float = DEFAULT_PRIOR, ac
                 a = scorer.make_assessment(float(layer(e1[None])[0]), float(q), json.loads(sev_json), e1)
                 s.add(scorer.score_row(pid, fp, a, key, now))
                 n += 1
+            s.flush()
+            refresh_current_scores(s)
         return int(h.id), n
 
     head_id, n = catalog.write(write)
@@ -205,10 +208,12 @@ def deactivate_heads(catalog: Any, model: str, model_version: str) -> None:
     """Go back to the shipped last layer (the head rows stay, for the record)."""
     from sqlalchemy import delete, update
 
+    from db.queries import refresh_current_scores
     from db.schema import Head, Score
 
     def write(s: Any) -> None:
         s.execute(update(Head).where(Head.model == model, Head.model_version == model_version).values(active=False))
         s.execute(delete(Score).where(Score.model == model, Score.model_version == model_version, Score.head != ""))
+        refresh_current_scores(s)
 
     catalog.write(write)

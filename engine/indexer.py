@@ -49,6 +49,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from db.catalog import Catalog, CatalogError
+from db.queries import refresh_current_scores, under
 from db.schema import STATUS_ERROR, STATUS_MISSING, STATUS_OK, Folder, Photo
 from engine.imageio import RAW_EXTENSIONS, SUPPORTED_EXTENSIONS, ImageError, decode
 from engine.jobs import CancelToken, JobCancelled, Progress, ProgressFn, no_progress
@@ -361,12 +362,10 @@ class Indexer:
         return self.catalog.write(fn)
 
     def _load_existing(self, root: str) -> dict[bytes, _Existing]:
-        lo = os.fsencode(os.path.join(root, ""))
-        hi = lo[:-1] + bytes([lo[-1] + 1])
         with self.catalog.session() as s:
             rows = s.execute(
                 select(Photo.path_bytes, Photo.id, Photo.size, Photo.mtime_ns, Photo.status, Photo.error_code,
-                       Photo.fingerprint).where(Photo.path_bytes >= lo, Photo.path_bytes < hi)
+                       Photo.fingerprint).where(under(Photo.path_bytes, root))
             ).all()
         return {r[0]: _Existing(r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows}
 
@@ -549,6 +548,9 @@ class Indexer:
             s.flush()
             events.append(IndexEvent("added" if r.kind == "ok" else "error", dpath, photo.id, base["status"],
                                      r.error))
+        # a new fingerprint makes the old scores stale: the current score follows in this transaction
+        refresh_current_scores(s, [e.photo_id for e in events
+                                   if e.kind in ("updated", "error", "moved") and e.photo_id is not None])
         return events
 
     @staticmethod
@@ -583,15 +585,12 @@ class Indexer:
             yield IndexEvent("missing", path, pid, STATUS_MISSING)
 
     def _finish_folder(self, folder_id: int, root: str) -> None:
-        lo = os.fsencode(os.path.join(root, ""))
-        hi = lo[:-1] + bytes([lo[-1] + 1])
-
         def fn(s: Session) -> None:
             f = s.get(Folder, folder_id)
             if f is not None:
                 f.last_scan_at = datetime.now()
             # a root added above earlier roots takes their unchanged photos too
-            s.execute(update(Photo).where(Photo.path_bytes >= lo, Photo.path_bytes < hi,
+            s.execute(update(Photo).where(under(Photo.path_bytes, root),
                                           Photo.folder_id != folder_id).values(folder_id=folder_id))
 
         self.catalog.write(fn)

@@ -3,9 +3,11 @@
 The GUI and the CLI both go through this. Nothing it returns is an ORM object: rows and details
 are frozen dataclasses, safe to hand to another thread.
 
-The *current score* of a photo is its most recent ``scores`` row whose fingerprint matches the
-photo's current content (a rewritten file therefore shows as unscored until it is rescored; a new
-model version or fine-tuned head adds newer rows, which then win).
+The *current score* of a photo is ``photos.current_score_id``, kept by the writers of scores and
+fingerprints under one rule (:mod:`db.queries`): the newest row for the photo's current content
+from the base model or an active fine-tuned head (a rewritten file shows as unscored until it is
+rescored; a new model version or head adds newer rows, which then win). ``score``, ``rank``,
+``export --recommended`` and the grid all read it through this service.
 
 Sort keys: ``improvability`` (highest first), ``quality`` (lowest first), ``date`` (capture time,
 newest first; files without EXIF time last), ``name`` (path A-Z). Prefix ``-`` reverses. Unscored
@@ -20,17 +22,18 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import JSON, ColumnElement, Select, and_, case, func, select, type_coerce
+from sqlalchemy import JSON, ColumnElement, Select, and_, case, cast, func, select, type_coerce
 from sqlalchemy.orm import aliased
 
 from db.catalog import Catalog
+from db.queries import under
 from db.schema import STATUS_MISSING, STATUS_OK, Folder, Photo, Recipe, Score
 from engine.degrade import SEVERITY_NAMES
 from engine.diskcache import limits
@@ -42,6 +45,10 @@ from engine.scoring import Thresholds, reasons_for, shipped_thresholds
 from engine.thumbnails import THUMB_SIZE, ThumbnailCache, shrink
 
 SORTS = ("improvability", "quality", "date", "name")
+# A score sort walks the score's index for pages that start before this offset (cost grows with the
+# offset: about 5 ms per 1,000 rows skipped); deeper pages sort the selection (about 80 ms at 100k
+# photos whatever the offset). docs/BENCHMARKS.md.
+INDEX_WALK_MAX = 10_000
 DEGRADATION_LEVEL = 0.35  # ``min_severity`` of the ``degradation`` filter when the model has no calibrated threshold
 
 
@@ -63,6 +70,13 @@ class PhotoRow:
     top_degradation: str | None  # the most severe degradation at or above its calibrated threshold (the badge)
     has_recipe: bool
     top_severity: float | None = None  # the value of top_degradation (0..1)
+
+
+@dataclass(frozen=True)
+class IndexedFile:
+    id: int
+    size: int
+    mtime_ns: int
 
 
 @dataclass(frozen=True)
@@ -153,10 +167,45 @@ def _ops(recipe_json: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _under(col: Any, folder: str) -> ColumnElement[bool]:
-    lo = os.fsencode(os.path.join(os.path.realpath(folder), ""))
-    hi = lo[:-1] + bytes([lo[-1] + 1])
-    return and_(col >= lo, col < hi)
+def _under(col: Any, folder: str | os.PathLike[str]) -> ColumnElement[bool]:
+    return under(col, os.path.realpath(folder))
+
+
+def _may_have_scored_ok(filters: dict[str, Any] | None) -> bool:
+    """False when the filters exclude scored, readable photos (then the score index cannot help)."""
+    f = filters or {}
+    status = f.get("status")
+    if status and STATUS_OK not in ([status] if isinstance(status, str) else list(status)):
+        return False
+    return f.get("scored", True) is not False and f.get("scored", True) != 0
+
+
+def _record(p: Photo, sc: Score | None, th: Thresholds) -> dict[str, Any]:
+    """DESIGN.md's score/rank JSON object of a photo and its current score."""
+    status = "ok" if p.status == STATUS_OK else "error"
+    error = "file is missing (moved or deleted since the last scan)" if p.status == STATUS_MISSING else p.error
+    sev = _severity(sc.severity_json) if sc is not None else {}
+    return {
+        "path": p.path,
+        "status": status,
+        "error": error if status == "error" else None,
+        "improvability": None if sc is None else round(sc.improvability, 4),
+        "quality": None if sc is None else round(sc.quality, 4),
+        "recommended": None if sc is None else bool(sc.recommended),
+        "severity": None if sc is None else {k: round(v, 4) for k, v in sev.items()},
+        # as in ``score``'s records: the degradations at or above their calibrated thresholds
+        "reasons": None if sc is None else list(reasons_for(sev, th)),
+        "model": None if sc is None else {"name": sc.model, "version": sc.model_version,
+                                           **({"head": sc.head} if sc.head else {})},
+        "id": p.id,
+        "width": p.width,
+        "height": p.height,
+        "format": p.format,
+        "captured_at": p.captured_at.isoformat() if p.captured_at else None,
+        "camera": " ".join(x for x in (p.camera_make, p.camera_model) if x) or None,
+        "warning": p.warning,
+        "edited": p.current_recipe_id is not None,
+    }
 
 
 def _thresholds() -> Thresholds:
@@ -185,17 +234,18 @@ class Library:
             return [os.fsdecode(pb) for pb in s.scalars(select(Folder.path_bytes).order_by(Folder.path))]
 
     # -- queries ----------------------------------------------------------------------------
-    @staticmethod
-    def _current_score_id() -> Any:
-        return (select(func.max(Score.id))
-                .where(Score.photo_id == Photo.id, Score.fingerprint == Photo.fingerprint)
-                .correlate(Photo).scalar_subquery())
-
     def _select(self, folder: str | None, filters: dict[str, Any] | None, columns: list[Any]) -> Select[Any]:
-        filters = dict(filters or {})
         sc = aliased(Score)
         q = select(*columns)
-        q = q.select_from(Photo).outerjoin(sc, sc.id == self._current_score_id())
+        q = q.select_from(Photo).outerjoin(sc, sc.id == Photo.current_score_id)
+        conds = self._conditions(folder, filters, sc)
+        if conds:
+            q = q.where(and_(*conds))
+        return q.add_columns(sc.improvability, sc.quality, sc.recommended, sc.severity_json)  # type: ignore[no-any-return]
+
+    def _conditions(self, folder: str | None, filters: dict[str, Any] | None, sc: Any) -> list[ColumnElement[bool]]:
+        """The WHERE terms of a folder and filters, over ``Photo`` and ``sc`` (the current score)."""
+        filters = dict(filters or {})
         conds: list[ColumnElement[bool]] = []
         if folder:
             conds.append(_under(Photo.path_bytes, folder))
@@ -222,18 +272,35 @@ class Library:
             if name not in SEVERITY_NAMES:
                 raise ValueError(f"unknown degradation {name!r}; one of {SEVERITY_NAMES}")
             level = float(filters.pop("min_severity", _thresholds().severity.get(name, DEGRADATION_LEVEL)))
-            conds.append(type_coerce(sc.severity_json, JSON)[name].as_float() >= level)
+            # (a text column read as JSON: PostgreSQL needs a real cast; SQLite's JSON functions take text)
+            js = (cast(sc.severity_json, JSON) if self.catalog.dialect == "postgresql"
+                  else type_coerce(sc.severity_json, JSON))
+            conds.append(js[name].as_float() >= level)
         if "text" in filters:
             conds.append(Photo.path.ilike(f"%{filters.pop('text')}%"))
         if filters:
             raise ValueError(f"unknown filters: {sorted(filters)}")
-        if conds:
-            q = q.where(and_(*conds))
-        return q.add_columns(sc.improvability, sc.quality, sc.recommended, sc.severity_json)  # type: ignore[no-any-return]
+        return conds
 
-    def query(self, folder: str | None = None, sort: str = "improvability", filters: dict[str, Any] | None = None,
-              offset: int = 0, limit: int = 200) -> list[PhotoRow]:
-        """One page of photos, sorted and filtered in SQL (see the module docstring for keys)."""
+    def _scored_ok_page(self, folder: str | None, key: str, desc: bool, filters: dict[str, Any] | None,
+                        offset: int, limit: int) -> tuple[Select[Any], Select[Any]]:
+        """The first block of a score sort (scored, readable photos: they come before every other
+        photo) as (page of ids, count): walks the score's index in order and stops after the page,
+        checking each score's photo through ``photos.current_score_id`` (indexed); a page near the
+        top of 100,000 photos costs about as much as the page. Unscored or unreadable photos are
+        found after it by the general query (see :meth:`query`)."""
+        sc = aliased(Score)
+        col = sc.improvability if key == "improvability" else sc.quality
+        high_first = (key == "improvability") != desc
+        is_current = (select(Photo.id).where(Photo.current_score_id == sc.id, Photo.status == STATUS_OK,
+                                             *self._conditions(folder, filters, sc))
+                      .correlate(sc).exists())
+        page = (select(sc.photo_id).where(is_current)
+                .order_by(col.desc() if high_first else col.asc(), sc.photo_id)
+                .offset(offset).limit(limit))
+        return page, select(func.count()).select_from(sc).where(is_current)
+
+    def _ordered_ids(self, folder: str | None, sort: str, filters: dict[str, Any] | None) -> Select[Any]:
         desc = sort.startswith("-")
         key = sort.lstrip("-")
         if key not in SORTS:
@@ -254,9 +321,35 @@ class Library:
             order = [Photo.path.desc() if desc else Photo.path.asc()]
         if key != "name":  # bad files after good ones among equals (e.g. all unscored)
             order.insert(1, case((Photo.status != STATUS_OK, 1), else_=0))
-        ids_q = q.with_only_columns(Photo.id).order_by(*order, Photo.id).offset(max(0, offset)).limit(max(0, limit))
+        return q.with_only_columns(Photo.id).order_by(*order, Photo.id)
+
+    def photo_ids(self, folder: str | os.PathLike[str] | None = None, filters: dict[str, Any] | None = None,
+                  sort: str = "name") -> list[int]:
+        """Every photo id under ``folder`` (None: the whole catalog) that passes ``filters``, in
+        ``sort`` order: *the* "photos under a folder" of the GUI and every command. As in
+        :meth:`query`, missing photos are left out unless ``include_missing`` or ``status`` says."""
+        q = self._ordered_ids(os.fspath(folder) if folder is not None else None, sort, filters)
         with self.catalog.session() as s:
-            ids = [int(i) for i in s.scalars(ids_q)]
+            return [int(i) for i in s.scalars(q)]
+
+    def query(self, folder: str | None = None, sort: str = "improvability", filters: dict[str, Any] | None = None,
+              offset: int = 0, limit: int = 200) -> list[PhotoRow]:
+        """One page of photos, sorted and filtered in SQL (see the module docstring for keys)."""
+        offset, limit = max(0, offset), max(0, limit)
+        key, desc = sort.lstrip("-"), sort.startswith("-")
+        with self.catalog.session() as s:
+            if key in ("improvability", "quality") and offset < INDEX_WALK_MAX and _may_have_scored_ok(filters):
+                # scored, readable photos first, from the score index; the rest (unscored or bad
+                # files) by the general query, which lists them after every scored, readable one
+                page, count = self._scored_ok_page(folder, key, desc, filters, offset, limit)
+                ids = [int(i) for i in s.scalars(page)]
+                if len(ids) < limit:
+                    before = offset + len(ids) if ids else int(s.scalar(count) or 0)
+                    rest = self._ordered_ids(folder, sort, filters).where(
+                        ~and_(Photo.status == STATUS_OK, Photo.current_score_id.is_not(None)))
+                    ids += [int(i) for i in s.scalars(rest.offset(max(0, offset - before)).limit(limit - len(ids)))]
+            else:
+                ids = [int(i) for i in s.scalars(self._ordered_ids(folder, sort, filters).offset(offset).limit(limit))]
             if not ids:
                 return []
             detail = self._select(None, {"include_missing": True},
@@ -299,6 +392,14 @@ class Library:
                     out[wanted[pb]] = int(pid)
         return out
 
+    def indexed_file(self, path: str | os.PathLike[str]) -> IndexedFile | None:
+        """The catalog's record of one file (by its exact real path), or None if it is not indexed:
+        enough to tell whether the file changed since (size, mtime)."""
+        pb = os.fsencode(os.path.realpath(os.fspath(path)))
+        with self.catalog.session() as s:
+            row = s.execute(select(Photo.id, Photo.size, Photo.mtime_ns).where(Photo.path_bytes == pb)).first()
+        return None if row is None else IndexedFile(int(row[0]), int(row[1]), int(row[2]))
+
     # -- one photo --------------------------------------------------------------------------
     def photo(self, photo_id: int) -> PhotoInfo:
         """Everything about one photo; raises KeyError for an unknown id."""
@@ -306,8 +407,7 @@ class Library:
             p = s.get(Photo, photo_id)
             if p is None:
                 raise KeyError(photo_id)
-            score_row = s.scalar(select(Score).where(Score.photo_id == p.id, Score.fingerprint == p.fingerprint)
-                                 .order_by(Score.id.desc()).limit(1)) if p.fingerprint else None
+            score_row = s.get(Score, p.current_score_id) if p.current_score_id is not None else None
             score = None if score_row is None else ScoreInfo(
                 id=score_row.id, model=score_row.model, model_version=score_row.model_version, head=score_row.head,
                 improvability=score_row.improvability, quality=score_row.quality,
@@ -332,34 +432,26 @@ class Library:
                 warning=p.warning, indexed_at=p.indexed_at, score=score, recipe=recipe, n_versions=n_versions)
 
     def photo_record(self, photo_id: int) -> dict[str, Any]:
-        """The JSON object of DESIGN.md's score/rank contract (score fields null until scored)."""
-        info = self.photo(photo_id)
-        status = "ok" if info.status == STATUS_OK else "error"
-        error = info.error
-        if info.status == STATUS_MISSING:
-            error = "file is missing (moved or deleted since the last scan)"
-        sc = info.score
-        return {
-            "path": info.display_path,
-            "status": status,
-            "error": error if status == "error" else None,
-            "improvability": None if sc is None else round(sc.improvability, 4),
-            "quality": None if sc is None else round(sc.quality, 4),
-            "recommended": None if sc is None else sc.recommended,
-            "severity": None if sc is None else {k: round(v, 4) for k, v in sc.severity.items()},
-            # as in ``score``'s records: the degradations at or above their calibrated thresholds
-            "reasons": None if sc is None else list(reasons_for(sc.severity, _thresholds())),
-            "model": None if sc is None else {"name": sc.model, "version": sc.model_version,
-                                               **({"head": sc.head} if sc.head else {})},
-            "id": info.id,
-            "width": info.width,
-            "height": info.height,
-            "format": info.format,
-            "captured_at": info.captured_at.isoformat() if info.captured_at else None,
-            "camera": " ".join(x for x in (info.camera_make, info.camera_model) if x) or None,
-            "warning": info.warning,
-            "edited": info.recipe is not None,
-        }
+        """The JSON object of DESIGN.md's score/rank contract (score fields null until scored);
+        raises KeyError for an unknown id."""
+        recs = self.photo_records([photo_id])
+        if not recs:
+            raise KeyError(photo_id)
+        return recs[0]
+
+    def photo_records(self, ids: Sequence[int]) -> list[dict[str, Any]]:
+        """:meth:`photo_record` of many photos, one query per 500, in the order of ``ids``
+        (unknown ids left out): what ``score`` and ``rank`` print."""
+        th = _thresholds()
+        by_id: dict[int, dict[str, Any]] = {}
+        ids = [int(i) for i in ids]
+        with self.catalog.session() as s:
+            for i in range(0, len(ids), 500):
+                q = (select(Photo, Score).outerjoin(Score, Score.id == Photo.current_score_id)
+                     .where(Photo.id.in_(ids[i:i + 500])))
+                for p, sc in s.execute(q).all():
+                    by_id[p.id] = _record(p, sc, th)
+        return [by_id[i] for i in ids if i in by_id]
 
     # -- thumbnails -------------------------------------------------------------------------
     def thumbnail(self, photo_id: int, size: int = THUMB_SIZE) -> np.ndarray | None:
@@ -389,4 +481,4 @@ class Library:
         return shrink(img.rgb, size)
 
 
-__all__ = ["SORTS", "IndexEvent", "Library", "PhotoInfo", "PhotoRow", "RecipeSummary", "ScoreInfo", "display_path"]
+__all__ = ["SORTS", "IndexEvent", "IndexedFile", "Library", "PhotoInfo", "PhotoRow", "RecipeSummary", "ScoreInfo", "display_path"]

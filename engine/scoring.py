@@ -404,6 +404,7 @@ class Scorer:
                       head: tuple[str, LastLayer] | None) -> list[ScoreEvent]:
         from sqlalchemy import delete, insert, update
 
+        from db.queries import refresh_current_scores
         from db.schema import STATUS_ERROR, Photo, Score
 
         results: list[tuple[Any, Assessment, Assessment | None]] = []
@@ -432,6 +433,7 @@ class Scorer:
             for item, reason, code in errors:
                 s.execute(update(Photo).where(Photo.id == item[0]).values(
                     status=STATUS_ERROR, error=f"cannot score: {reason}", error_code=code))
+            refresh_current_scores(s, [item[0] for item, _a, _t in results])
 
         if results or errors:
             catalog.write(write)

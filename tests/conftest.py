@@ -16,16 +16,38 @@ import pytest
 from PIL import Image
 
 from db.catalog import Catalog
+from tests.pg_server import pg_server, pg_url  # noqa: F401 - fixtures: a real PostgreSQL server
 
 # The suite runs headless (CI, no display): Qt must use its offscreen platform. Set before any
 # test module imports PySide6; an explicit setting (e.g. xvfb for screenshots) wins.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
+# Test modules whose catalog tests run on SQLite and on a real PostgreSQL server (tests/pg_server.py):
+# every test there that uses ``tmp_catalog`` or ``catalog_url`` runs once per back end.
+BOTH_BACKENDS = {"test_catalog", "test_migrations", "test_read_model", "test_scoring", "test_finetune",
+                 "test_indexer", "test_export", "test_consistency", "test_gui_model", "test_postgres", "test_edits",
+                 "test_idempotent_jobs", "test_ingest", "test_odd_files", "test_diskcache", "test_quality"}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "catalog_url" in metafunc.fixturenames and metafunc.module.__name__.split(".")[-1] in BOTH_BACKENDS:
+        metafunc.parametrize("catalog_url", ["sqlite", "postgresql"], indirect=True)
+
+
 @pytest.fixture
-def tmp_catalog(tmp_path: Path) -> Iterator[Catalog]:
-    """An empty, migrated SQLite catalog in a temporary folder, closed after the test."""
-    cat = Catalog.open(str(tmp_path / "catalog.sqlite"))
+def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a test's catalog lives: a SQLite file in ``tmp_path``, or (parametrised, see
+    BOTH_BACKENDS) a new database on the test PostgreSQL server."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        return str(request.getfixturevalue("pg_url"))
+    return str(tmp_path / "catalog.sqlite")
+
+
+@pytest.fixture
+def tmp_catalog(catalog_url: str) -> Iterator[Catalog]:
+    """An empty, migrated catalog (SQLite in a temporary folder, or PostgreSQL), closed after the test."""
+    cat = Catalog.open(catalog_url)
     try:
         yield cat
     finally:

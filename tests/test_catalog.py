@@ -1,4 +1,4 @@
-"""Catalog: opening, WAL, the single writer, migrations, backups and refusing newer catalogs."""
+"""Catalog: opening, WAL, the single writer. Migrations and refusing newer catalogs: test_migrations.py."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
-from db import migrations
-from db.catalog import Catalog, CatalogError, CatalogTooNew, to_url
+from db.catalog import Catalog, CatalogError
 from db.schema import SCHEMA_VERSION, CatalogInfo, Photo, Recipe, Score
 
 
@@ -91,20 +90,6 @@ def test_deleting_photo_cascades_scores_and_recipes(tmp_catalog: Catalog) -> Non
         assert s.scalars(select(Recipe)).all() == []
 
 
-def test_refuses_newer_catalog_and_leaves_it_alone(tmp_path: Path) -> None:
-    f = tmp_path / "c.sqlite"
-    Catalog.open(str(f)).close()
-    con = sqlite3.connect(f)
-    con.execute("UPDATE catalog_info SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 5),))
-    con.commit()
-    con.close()
-    before = f.read_bytes()
-    with pytest.raises(CatalogTooNew, match="newer photolift"):
-        Catalog.open(str(f))
-    assert f.read_bytes() == before
-    assert not list(tmp_path.glob("*.bak"))
-
-
 def test_not_a_catalog(tmp_path: Path) -> None:
     f = tmp_path / "other.sqlite"
     con = sqlite3.connect(f)
@@ -117,59 +102,6 @@ def test_not_a_catalog(tmp_path: Path) -> None:
     junk.write_bytes(b"this is not sqlite at all" * 100)
     with pytest.raises(CatalogError):
         Catalog.open(str(junk))
-
-
-def test_migration_runs_after_backup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    f = tmp_path / "c.sqlite"
-    with Catalog.open(str(f)) as cat:
-        cat.write(lambda s: s.add(_photo("keep.jpg")))
-
-    calls: list[int] = []
-
-    def v2(conn) -> None:  # type: ignore[no-untyped-def]
-        calls.append(2)
-        conn.execute(text("CREATE TABLE extra_v2 (id INTEGER PRIMARY KEY)"))
-
-    monkeypatch.setitem(migrations.MIGRATIONS, SCHEMA_VERSION + 1, v2)
-    engine = Catalog._make_engine(to_url(str(f)))
-    try:
-        old = migrations.upgrade(engine, to_url(str(f)), target=SCHEMA_VERSION + 1)
-    finally:
-        engine.dispose()
-    assert old == SCHEMA_VERSION and calls == [2]
-    backups = list(tmp_path.glob(f"c.sqlite.v{SCHEMA_VERSION}-*.bak"))
-    assert len(backups) == 1
-    con = sqlite3.connect(backups[0])
-    assert con.execute("SELECT path FROM photos").fetchall() == [("/p/keep.jpg",)]
-    assert con.execute("SELECT value FROM catalog_info WHERE key='schema_version'").fetchone() == (
-        str(SCHEMA_VERSION),)
-    con.close()
-    con = sqlite3.connect(f)
-    assert con.execute("SELECT value FROM catalog_info WHERE key='schema_version'").fetchone() == (
-        str(SCHEMA_VERSION + 1),)
-    con.close()
-
-
-def test_failed_migration_keeps_old_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    f = tmp_path / "c.sqlite"
-    Catalog.open(str(f)).close()
-
-    def broken(conn) -> None:  # type: ignore[no-untyped-def]
-        conn.execute(text("CREATE TABLE half_done (id INTEGER)"))
-        raise RuntimeError("migration bug")
-
-    monkeypatch.setitem(migrations.MIGRATIONS, SCHEMA_VERSION + 1, broken)
-    engine = Catalog._make_engine(to_url(str(f)))
-    try:
-        with pytest.raises(RuntimeError):
-            migrations.upgrade(engine, to_url(str(f)), target=SCHEMA_VERSION + 1)
-    finally:
-        engine.dispose()
-    con = sqlite3.connect(f)
-    assert con.execute("SELECT value FROM catalog_info WHERE key='schema_version'").fetchone() == (
-        str(SCHEMA_VERSION),)
-    assert con.execute("SELECT name FROM sqlite_master WHERE name='half_done'").fetchall() == []
-    con.close()
 
 
 def test_default_location_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -205,25 +137,3 @@ def test_unusable_location_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(CatalogError, match="cannot create the catalog folder"):
         Catalog.open(str(blocker / "sub" / "c.sqlite"))
-
-
-def test_version_1_catalog_upgrades_to_2_keeping_exports(tmp_path: Path) -> None:
-    """A catalog as schema version 1 made it (no exports.out_path_bytes) is upgraded after a
-    backup; its export rows stay readable; a fresh catalog is created at version 2 directly."""
-    f = tmp_path / "c.sqlite"
-    with Catalog.open(str(f)) as cat:
-        pid = cat.write(lambda s: (s.add(p := _photo("a.jpg")), s.flush(), p.id)[2])
-    con = sqlite3.connect(f)  # turn it into what version 1 wrote
-    con.execute("ALTER TABLE exports DROP COLUMN out_path_bytes")
-    con.execute("INSERT INTO exports (photo_id, out_path, format, created_at) VALUES (?, '/o/a.jpg', 'jpeg', '2026-01-01')",
-                (pid,))
-    con.execute("UPDATE catalog_info SET value='1' WHERE key='schema_version'")
-    con.commit()
-    con.close()
-    with Catalog.open(str(f)) as cat, cat.session() as s:
-        from db.schema import Export
-
-        rows = s.scalars(select(Export)).all()
-        assert [(r.out_path, r.out_path_bytes) for r in rows] == [("/o/a.jpg", None)]
-        assert s.execute(text("SELECT value FROM catalog_info WHERE key='schema_version'")).scalar() == "2"
-    assert len(list(tmp_path.glob("c.sqlite.v1-*.bak"))) == 1

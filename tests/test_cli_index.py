@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from app.cli import main
 from db.catalog import Catalog
+from db.queries import refresh_current_scores
 from db.schema import Photo, Score
 from tests.conftest import ImageFactory
 
@@ -70,6 +71,7 @@ def test_rank_json_nulls_until_scored_then_sorted(make_image: ImageFactory, tmp_
                 s.add(Score(photo_id=p.id, model="assessor", model_version="abc", fingerprint=p.fingerprint,
                             improvability=float(i), quality=5.0, severity_json='{"noise": 0.5}',
                             recommended=i == 2, scored_at=datetime.now()))
+            refresh_current_scores(s)  # what every writer of scores does
         c.write(fn)
     assert main(["--catalog", cat, "rank", str(root), "--json", "--top", "2", "--no-score", "-q"]) == 0
     top = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
@@ -159,6 +161,7 @@ def test_rank_scores_unscored_photos_through_the_hook(make_image: ImageFactory, 
                 s.add(Score(photo_id=pid, model="fake", model_version="1", fingerprint=p.fingerprint,
                             improvability=float(pid), quality=5.0, severity_json="{}", recommended=False,
                             scored_at=datetime.now()))
+            refresh_current_scores(s)
         cat.write(fn)
         return None
 

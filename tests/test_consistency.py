@@ -7,6 +7,7 @@ import json
 from datetime import datetime
 
 from db.catalog import Catalog
+from db.queries import refresh_current_scores
 from db.schema import Photo, Score
 from engine.degrade import SEVERITY_NAMES
 from engine.library import Library
@@ -33,6 +34,7 @@ def test_badge_filter_and_cli_reasons_agree(tmp_catalog: Catalog) -> None:
         s.flush()
         s.add(Score(photo_id=p.id, model="assessor", model_version="v", fingerprint="f" * 32, improvability=1.0,
                     quality=5.0, severity_json=json.dumps(sev), recommended=True, scored_at=datetime.now()))
+        refresh_current_scores(s)
 
     tmp_catalog.write(add)
     lib = Library(tmp_catalog)

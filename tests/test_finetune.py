@@ -150,6 +150,11 @@ def test_a_handful_of_consistent_ratings_reorders_the_catalog(tmp_path: Path, tm
         tuned = {r.photo_id: r.improvability for r in s.execute(
             select(Score).where(Score.head == str(head.id))).scalars()}
     assert set(tuned) == set(ids)
+    # the library (grid, rank, score, export) reads the head's rows as every photo's current score
+    from engine.library import Library
+
+    lib = Library(tmp_catalog)
+    assert {i: lib.photo(i).score.improvability for i in ids} == pytest.approx(tuned)  # type: ignore[union-attr]
     assert np.mean([tuned[i] for i in liked]) > np.mean([tuned[i] for i in disliked])
     assert np.mean([base[i] for i in liked]) < np.mean([base[i] for i in disliked])
     rank_before = [order.index(i) for i in liked]
@@ -162,6 +167,9 @@ def test_a_handful_of_consistent_ratings_reorders_the_catalog(tmp_path: Path, tm
     deactivate_heads(tmp_catalog, sc.model_name, sc.model_version)
     with tmp_catalog.session() as s:
         assert s.execute(select(Score).where(Score.head != "")).first() is None
+    # back to the base rows (of the force-rescored two: their new base rows)
+    assert all(lib.photo(i).score.head == "" for i in ids)  # type: ignore[union-attr]
+    assert lib.photo(ids[5]).score.improvability == pytest.approx(base[ids[5]])  # type: ignore[union-attr]
 
 
 def test_finetune_needs_rated_scored_photos(tmp_path: Path, tmp_catalog: Catalog) -> None:

@@ -16,6 +16,7 @@ from app.delegate import PhotoDelegate
 from app.library_model import PhotoListModel, Roles
 from app.workers import ThumbnailLoader, busy_pools
 from db.catalog import Catalog
+from db.queries import refresh_current_scores
 from engine.degrade import SEVERITY_NAMES
 
 pytestmark = pytest.mark.qt_log_ignore("This plugin does not support propagateSizeHints")
@@ -65,6 +66,7 @@ def fill_catalog(cat: Catalog, n: int, scored_every: int = 1, errors_every: int 
                   for i in range(n) if i % scored_every == 0 and not (errors_every and i % errors_every == 0)]
         if scores:
             s.execute(insert(Score), scores)
+            refresh_current_scores(s)
 
     cat.write(write)
 

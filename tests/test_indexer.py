@@ -15,6 +15,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from db.catalog import Catalog
+from db.queries import refresh_current_scores
 from db.schema import Photo, Recipe, Score
 from engine import indexer as indexer_mod
 from engine.indexer import IndexEvent, fingerprint
@@ -169,6 +170,7 @@ def _add_score_and_recipe(cat: Catalog, photo_id: int, fp: str) -> None:
         s.add(Score(photo_id=photo_id, model="assessor", model_version="v1", fingerprint=fp, improvability=1.5,
                     quality=4.0, severity_json=json.dumps({"noise": 0.8, "defocus_blur": 0.1}),
                     recommended=True, scored_at=datetime.now()))
+        refresh_current_scores(s)
         rec = Recipe(photo_id=photo_id, version=1, created_at=datetime.now(), recipe_json='{"ops": ["restore"]}')
         s.add(rec)
         s.flush()
@@ -358,6 +360,7 @@ def test_query_sort_filter_page(lib: Library, make_image: ImageFactory, tmp_path
             s.add(Score(photo_id=p.id, model="assessor", model_version="v1", fingerprint=p.fingerprint,
                         improvability=imp, quality=q, severity_json=json.dumps({"noise": imp / 3, "clipping": 0.2}),
                         recommended=rec, scored_at=datetime.now()))
+            refresh_current_scores(s)
         lib.catalog.write(fn)
 
     score("p0.jpg", 0.5, 7.0, False)

@@ -26,6 +26,6 @@ def test_ruff_clean() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_mypy_engine_and_db() -> None:
-    r = subprocess.run([_tool("mypy"), "engine", "db"], cwd=ROOT, capture_output=True, text=True)
+def test_mypy_engine_db_and_app() -> None:
+    r = subprocess.run([_tool("mypy"), "engine", "db", "app"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr

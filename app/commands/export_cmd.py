@@ -61,49 +61,6 @@ def _fail(msg: str) -> int:
     return 1
 
 
-def _photos_under(catalog: Any, root: str) -> list[int]:
-    from sqlalchemy import select
-
-    from db.schema import STATUS_OK, Photo
-
-    lo = os.fsencode(os.path.join(root, ""))
-    hi = lo[:-1] + bytes([lo[-1] + 1])
-    with catalog.session() as s:
-        return [int(i) for i in s.scalars(select(Photo.id).where(Photo.path_bytes >= lo, Photo.path_bytes < hi,
-                                                                 Photo.status == STATUS_OK)
-                                          .order_by(Photo.path_bytes)).all()]
-
-
-def _latest_scores(catalog: Any, ids: list[int], model_version: str) -> dict[int, tuple[float, bool]]:
-    """photo id -> (improvability, recommended) of the newest score for the current content."""
-    from sqlalchemy import select
-
-    from db.schema import Photo, Score
-
-    out: dict[int, tuple[float, bool, Any]] = {}
-    with catalog.session() as s:
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            q = (select(Score.photo_id, Score.improvability, Score.recommended, Score.scored_at)
-                 .join(Photo, Photo.id == Score.photo_id)
-                 .where(Score.photo_id.in_(chunk), Score.model_version == model_version,
-                        Score.fingerprint == Photo.fingerprint))
-            for pid, imp, rec, when in s.execute(q).all():
-                if pid not in out or when >= out[pid][2]:
-                    out[pid] = (float(imp), bool(rec), when)
-    return {k: (v[0], v[1]) for k, v in out.items()}
-
-
-def _current_recipes(catalog: Any, ids: list[int]) -> set[int]:
-    from sqlalchemy import select
-
-    from db.schema import Photo
-
-    with catalog.session() as s:
-        return {int(i) for i in s.scalars(select(Photo.id).where(Photo.id.in_(ids),
-                                                                 Photo.current_recipe_id.is_not(None))).all()}
-
-
 def _stderr_progress(p: Any) -> None:
     if p.total:
         print(f"\r{p.message[:100]:<100}", end="", file=sys.stderr, flush=True)
@@ -121,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         library_roots,
         normalise_format,
     )
-    from engine.indexer import Indexer
+    from engine.library import Library
     from engine.pipeline import StageUnavailable, parse_ops
 
     try:
@@ -148,9 +105,11 @@ def run(args: argparse.Namespace) -> int:
             out = check_out_dir(Path(args.to), [*library_roots(catalog), Path(root)])
         except OutputDirError as e:
             return _fail(str(e))
-        for _ in Indexer(catalog).index(root):
+        lib = Library(catalog)
+        for _ in lib.index(root):
             pass
-        ids = _photos_under(catalog, root)
+        readable: dict[str, Any] = {"status": "ok"}
+        ids = lib.photo_ids(root, readable)
         gains: dict[int, float] = {}
         if args.recommended or args.min_score is not None:
             try:
@@ -161,15 +120,13 @@ def run(args: argparse.Namespace) -> int:
                 return _fail(f"cannot choose photos by score: the assessor is not available ({e})")
             for _ in scorer.score_photos(catalog, ids, progress=_stderr_progress):
                 pass
-            scores = _latest_scores(catalog, ids, scorer.model_version)
-            if args.recommended:
-                chosen = [i for i in ids if i in scores and scores[i][1]]
-            else:
-                chosen = [i for i in ids if i in scores and scores[i][0] >= args.min_score]
+            # the photos' current scores, as rank, score and the grid read them
+            by_score = {"recommended": True} if args.recommended else {"min_improvability": args.min_score}
+            chosen = lib.photo_ids(root, {**readable, **by_score})
         elif args.all:
             chosen = ids
         else:
-            chosen = sorted(_current_recipes(catalog, ids), key=ids.index)
+            chosen = lib.photo_ids(root, {**readable, "has_recipe": True})
         if not chosen:
             if args.recommended or args.min_score is not None:
                 why = ("no photo of this folder is recommended" if args.recommended
@@ -183,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
         editor = Editor(catalog)
         exporter = Exporter(catalog, renderer=editor.renderer)
-        todo = [i for i in chosen if i not in _current_recipes(catalog, chosen)]
+        edited = set(lib.photo_ids(root, {**readable, "has_recipe": True}))
+        todo = [i for i in chosen if i not in edited]
         notes: dict[int, dict[str, Any]] = {}
         if todo:
             try:

@@ -58,15 +58,15 @@ def run(args: argparse.Namespace, score_hook: ScoreHook | None = score_with_asse
         if counts is None:
             return 2
         if score_hook is not None and not args.no_score:
-            todo = [r.id for r in _all(lib, args.dir, {"status": "ok", "scored": False})]
+            todo = lib.photo_ids(args.dir, {"status": "ok", "scored": False})
             if todo:
                 why = score_hook(cat, todo, args.quiet)
                 if why and not args.quiet:
                     print(f"photolift: {why}", file=sys.stderr)
-        limit = args.top if args.top is not None else None
-        rows = _all(lib, args.dir, {"status": ["ok", "error"]}, limit=limit)
-        for r in rows:
-            rec = lib.photo_record(r.id)
+        ids = lib.photo_ids(args.dir, {"status": ["ok", "error"]}, sort="improvability")
+        if args.top is not None:
+            ids = ids[:args.top]
+        for rec in (r for i in range(0, len(ids), 1000) for r in lib.photo_records(ids[i:i + 1000])):
             if args.json:
                 print(json.dumps(rec))
             else:
@@ -82,15 +82,3 @@ def run(args: argparse.Namespace, score_hook: ScoreHook | None = score_with_asse
         return stdout_closed()
     finally:
         cat.close()
-
-
-def _all(lib: Library, folder: str, filters: dict[str, object], limit: int | None = None) -> list:  # type: ignore[type-arg]
-    out = []
-    page = 1000
-    while limit is None or len(out) < limit:
-        n = page if limit is None else min(page, limit - len(out))
-        rows = lib.query(folder, "improvability", dict(filters), offset=len(out), limit=n)
-        out.extend(rows)
-        if len(rows) < n:
-            break
-    return out

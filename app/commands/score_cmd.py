@@ -14,7 +14,11 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from db.catalog import Catalog
+    from engine.scoring import Scorer
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -34,20 +38,18 @@ def _progress_printer(enabled: bool) -> Any:
     return show
 
 
-def index_paths(catalog: Any, paths: list[str], scorer: Any = None) -> tuple[list[int], list[dict[str, Any]], set[int]]:
+def index_paths(catalog: Catalog, paths: list[str], scorer: Scorer | None = None
+                ) -> tuple[list[int], list[dict[str, Any]], set[int]]:
     """Photo ids for ``paths`` (indexing folders, or a file's folder when the file is new or changed),
     error records for paths that are not photos of the catalog, and the ids already scored while
     indexing (with ``scorer``: one decode per new or changed file gives the row, the thumbnail
     and the score)."""
-    from sqlalchemy import select
-
-    from db.schema import Photo
     from engine.imageio import is_supported
     from engine.indexer import Indexer, missing_reason
     from engine.library import Library
 
-    thumbs = Library(catalog).thumbs
-    indexer = Indexer(catalog, thumbs, workers=getattr(scorer, "workers", None), scorer=scorer)
+    library = Library(catalog)
+    indexer = Indexer(catalog, library.thumbs, workers=getattr(scorer, "workers", None), scorer=scorer)
     scored: set[int] = set()
     ids: list[int] = []
     errors: list[dict[str, Any]] = []
@@ -57,11 +59,7 @@ def index_paths(catalog: Any, paths: list[str], scorer: Any = None) -> tuple[lis
             for _ in indexer.index(path):
                 pass
             scored |= set(indexer.scored)
-            lo = os.fsencode(os.path.join(path, ""))
-            hi = lo[:-1] + bytes([lo[-1] + 1])
-            with catalog.session() as s:
-                ids += [r for (r,) in s.execute(select(Photo.id).where(
-                    Photo.path_bytes >= lo, Photo.path_bytes < hi, Photo.status != "missing").order_by(Photo.path))]
+            ids += library.photo_ids(path)
             continue
         if not os.path.exists(path):
             errors.append({"path": raw, "status": "error", "error": missing_reason(raw)})
@@ -69,60 +67,31 @@ def index_paths(catalog: Any, paths: list[str], scorer: Any = None) -> tuple[lis
         if not is_supported(path):
             errors.append({"path": raw, "status": "error", "error": "not a supported photo format"})
             continue
-        pb = os.fsencode(path)
         st = os.stat(path)
-
-        def lookup(pb: bytes = pb) -> Any:
-            with catalog.session() as s:
-                return s.execute(select(Photo.id, Photo.size, Photo.mtime_ns).where(Photo.path_bytes == pb)).first()
-
-        row = lookup()
-        if row is None or row[1] != st.st_size or row[2] != st.st_mtime_ns:
+        known = library.indexed_file(path)
+        if known is None or known.size != st.st_size or known.mtime_ns != st.st_mtime_ns:
             for _ in indexer.index(os.path.dirname(path)):
                 pass
             scored |= set(indexer.scored)
-            row = lookup()
-        if row is None:
+            known = library.indexed_file(path)
+        if known is None:
             errors.append({"path": raw, "status": "error", "error": "could not be indexed"})
         else:
-            ids.append(int(row[0]))
+            ids.append(known.id)
     return list(dict.fromkeys(ids)), errors, scored
 
 
-def records(catalog: Any, scorer: Any, ids: list[int]) -> list[dict[str, Any]]:
-    """The score/rank JSON objects of DESIGN.md for ``ids`` (stored scores of this model version)."""
-    from sqlalchemy import select
+def records(catalog: Catalog, ids: list[int]) -> list[dict[str, Any]]:
+    """The score/rank JSON objects of DESIGN.md for ``ids``: the library's records, so ``score``
+    shows each photo's current score exactly as ``rank``, ``export --recommended`` and the grid
+    do. A readable photo without a current score (its decode failed after indexing, or it was
+    not scored) is reported as an error, as this command promised to score it."""
+    from engine.library import Library
 
-    from db.schema import Photo, Score
-
-    head = scorer.active_head(catalog)
-    key = head[0] if head else ""
-    out = []
-    with catalog.session() as s:
-        photos = {p.id: p for p in s.execute(select(Photo).where(Photo.id.in_(ids))).scalars()}
-        scores: dict[int, Any] = {}
-        for sc in s.execute(select(Score).where(Score.photo_id.in_(ids), Score.model == scorer.model_name,
-                                                Score.model_version == scorer.model_version,
-                                                Score.head.in_(["", key]))).scalars():
-            if sc.photo_id not in scores or sc.head == key:
-                scores[sc.photo_id] = sc
-        for pid in ids:
-            p = photos.get(pid)
-            if p is None:
-                continue
-            rec: dict[str, Any] = {"path": p.path, "status": "ok", "error": None}
-            sc = scores.get(pid)
-            if p.status != "ok" or sc is None:
-                rec.update(status="error", error=p.error or (f"photo is {p.status}" if p.status != "ok" else "not scored"))
-            else:
-                sev = json.loads(sc.severity_json)
-                a = scorer.make_assessment(sc.improvability, sc.quality, sev, None)
-                rec.update(improvability=round(sc.improvability, 4), quality=round(sc.quality, 4),
-                           recommended=bool(sc.recommended), severity={k: round(v, 4) for k, v in sev.items()},
-                           reasons=list(a.reasons))
-            rec["model"] = {"name": scorer.model_name, "version": scorer.model_version,
-                            "head": key or None}
-            out.append(rec)
+    out = Library(catalog).photo_records(ids)  # (a photo removed meanwhile is left out)
+    for rec in out:
+        if rec["status"] == "ok" and rec["improvability"] is None:
+            rec.update(status="error", error="not scored")
     return out
 
 
@@ -149,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
             pass
         if not args.json and sys.stderr.isatty():
             print(file=sys.stderr)
-        recs = errors + records(catalog, scorer, ids)
+        recs = errors + records(catalog, ids)
     finally:
         catalog.close()
     for r in recs:

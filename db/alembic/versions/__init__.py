@@ -1,0 +1,1 @@
+"""Alembic revisions of the catalog, one file each (``rNNNN_<what>.py``; revision id ``NNNN``)."""

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from db.catalog import Catalog
 from db.schema import Head, Photo, Rating, Score
+from engine.indexer import fingerprint
 from engine.finetune import (
     base_head_from_scores,
     deactivate_heads,
@@ -121,7 +122,7 @@ def test_a_handful_of_consistent_ratings_reorders_the_catalog(tmp_path: Path, tm
     def add(s):  # type: ignore[no-untyped-def]
         ids = []
         for p in paths:
-            ph = Photo(path=str(p), path_bytes=str(p).encode(), size=1, mtime_ns=0, fingerprint=p.name,
+            ph = Photo(path=str(p), path_bytes=str(p).encode(), size=1, mtime_ns=0, fingerprint=fingerprint(p),
                        indexed_at=datetime.now())
             s.add(ph)
             s.flush()

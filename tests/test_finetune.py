@@ -12,7 +12,6 @@ from sqlalchemy import select
 
 from db.catalog import Catalog
 from db.schema import Head, Photo, Rating, Score
-from engine.indexer import fingerprint
 from engine.finetune import (
     base_head_from_scores,
     deactivate_heads,
@@ -22,6 +21,7 @@ from engine.finetune import (
     rating_intervals,
     rating_targets,
 )
+from engine.indexer import fingerprint
 from engine.runtime import clear_sessions
 from engine.scoring import LastLayer, Scorer
 from tests.onnx_fixtures import _assessor_weights, write_assessor

@@ -13,8 +13,8 @@ from sqlalchemy import func, select
 
 from db.catalog import Catalog
 from db.schema import Photo, Score
-from engine.indexer import fingerprint
 from engine.degrade import SEVERITY_NAMES
+from engine.indexer import fingerprint
 from engine.jobs import CancelToken, JobCancelled, Progress
 from engine.runtime import clear_sessions
 from engine.scoring import Scorer, Thresholds, get_scorer

@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = "pip install 'photolift[ray]'"
 # ``auto``: join the cluster this machine belongs to (``ray start`` was run), else start one here.
 AUTO = "auto"
+# ``local``: always start a new cluster in this process, stopped at the end of the job.
+LOCAL = "local"
 LOST_TWICE = "a cluster worker died twice while working on this photo (the photo may crash the decoder)"
 
 
@@ -99,7 +101,8 @@ def _code_roots() -> list[str]:
 class Cluster:
     """A connection to a Ray cluster for the length of a job (a context manager).
 
-    ``address``: ``auto`` (join this machine's cluster or start a local one), ``ray://HOST:PORT``
+    ``address``: ``auto`` (join this machine's cluster or start a local one), ``local`` (always
+    start a new one here, for this job only), ``ray://HOST:PORT``
     (Ray client) or ``HOST:PORT`` of a head node. When Ray is already initialised in this process
     (an embedding program), that connection is used and left open, and the engine must then be
     importable on the workers (installed there, or passed as ``runtime_env``: see ``runtime_env``). ``num_cpus`` limits a
@@ -123,21 +126,24 @@ class Cluster:
 
     def connect(self) -> None:
         ray = self.ray
+        if self.address not in (AUTO, LOCAL):
+            _check_reachable(self.address)
         if ray.is_initialized():
             return
         # the driver's code travels with the job (Ray takes local folders only at this level)
         opts: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                 "logging_level": logging.WARNING, "runtime_env": self.runtime_env()}
         try:
-            if self.address == AUTO:
+            if self.address in (AUTO, LOCAL):
+                from engine.runtime import cpu_count
+
                 try:
+                    if self.address == LOCAL:
+                        raise ConnectionError("a new local cluster was asked for")
                     ray.init(address="auto", **opts)
                 except (ConnectionError, RuntimeError):
-                    from engine.runtime import cpu_count
-
-                    ray.init(num_cpus=self.num_cpus or cpu_count(), **opts)
+                    ray.init(address="local", num_cpus=self.num_cpus or cpu_count(), **opts)
             else:
-                _check_reachable(self.address)
                 if self.address.startswith("ray://"):
                     # a client connection takes fewer options
                     opts = {"logging_level": logging.WARNING, "runtime_env": self.runtime_env()}

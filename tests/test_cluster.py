@@ -1,0 +1,238 @@
+"""The Ray backend (engine/cluster.py) on a REAL local Ray cluster started by this module.
+
+One cluster for the module (2 CPUs, no dashboard), shut down at the end; tens of small images
+made here. Without ray installed the cluster tests skip (reason below) and the tests of the
+``--cluster`` flag's message still run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from sqlalchemy import func, select
+
+from db.catalog import Catalog
+from db.schema import Photo, Score
+from engine.indexer import Indexer
+from engine.scoring import CHANGED_REASON, Scorer
+from tests.conftest import make_rgb
+
+NO_RAY = "ray is not installed (pip install 'photolift[ray]'); the cluster tests need a real local Ray cluster"
+
+
+def _ray() -> Any:
+    return pytest.importorskip("ray", reason=NO_RAY)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    _ray()
+    from engine.cluster import Cluster
+
+    c = Cluster("local", num_cpus=2)
+    c.connect()
+    try:
+        yield c
+    finally:
+        c.close()
+    import ray
+
+    assert not ray.is_initialized()
+
+
+def _photos(root: Path, n: int, bad: bool = True) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):  # different sizes, so batches mix shapes of views as in a real folder
+        w, h = (320, 240) if i % 3 else (240, 320)
+        Image.fromarray(make_rgb(w, h, seed=i)).save(root / f"p{i:03d}.jpg", quality=70 + i % 25)
+    if bad:
+        (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return root
+
+
+def _indexed(cat: Catalog, root: Path) -> list[int]:
+    for _ in Indexer(cat).index(str(root)):
+        pass
+    with cat.session() as s:
+        return [int(i) for i in s.scalars(select(Photo.id).order_by(Photo.path)).all()]
+
+
+def _stored(cat: Catalog) -> dict[str, tuple[float, float, bool, str]]:
+    with cat.session() as s:
+        rows = s.execute(select(Photo.path, Score.improvability, Score.quality, Score.recommended,
+                                Score.severity_json).join(Score, Score.photo_id == Photo.id)).all()
+    return {Path(p).name: (imp, q, rec, sev) for p, imp, q, rec, sev in rows}
+
+
+def test_cluster_scores_exactly_like_the_thread_pool(cluster: Any, tmp_path: Path) -> None:
+    from engine import cluster as C
+
+    root = _photos(tmp_path / "photos", 24)
+    scorer = Scorer(workers=2)
+    local = Catalog.open(str(tmp_path / "local.sqlite"))
+    remote = Catalog.open(str(tmp_path / "ray.sqlite"))
+    try:
+        ev_local = list(scorer.score_photos(local, _indexed(local, root)))
+        ev_ray = list(C.score_photos(cluster, scorer, remote, _indexed(remote, root), workers=2, batch_size=4))
+        a, b = _stored(local), _stored(remote)
+        assert len(a) == 24 and a == b  # same improvability, quality, recommended and severities per photo
+        assert Counter(e.status for e in ev_ray) == Counter(e.status for e in ev_local) == {"ok": 24, "error": 1}
+        with remote.session() as s:
+            assert s.scalar(select(func.count()).select_from(Score)) == 24
+            broken = s.scalars(select(Photo).where(Photo.path.like("%broken.jpg"))).one()
+            assert broken.status == "error" and broken.error
+    finally:
+        local.close()
+        remote.close()
+
+
+def test_a_worker_killed_mid_job_loses_nothing_and_each_photo_is_scored_once(cluster: Any, tmp_path: Path) -> None:
+    import ray
+
+    from engine import cluster as C
+
+    root = _photos(tmp_path / "photos", 40, bad=False)
+    scorer = Scorer(workers=2)
+    cat = Catalog.open(str(tmp_path / "c.sqlite"))
+    pools: list[Any] = []
+    pids: list[int] = []
+
+    def seen(pool: Any) -> None:
+        pools.append(pool)
+        pids.extend(ray.get([a.info.remote() for a in pool.actors], timeout=120)[i]["pid"] for i in range(2))
+
+    try:
+        ids = _indexed(cat, root)
+        events = []
+        for ev in C.score_photos(cluster, scorer, cat, ids, workers=2, batch_size=2, on_pool=seen):
+            events.append(ev)
+            if len(events) == 1:  # the first result is in: worker 0 still holds queued batches
+                os.kill(pids[0], signal.SIGKILL)
+        assert pools[0].replaced >= 1  # the death was seen and the worker replaced
+        ok = Counter(e.photo_id for e in events if e.status == "ok")
+        assert set(ok) == set(ids) and set(ok.values()) == {1}  # every photo exactly once
+        with cat.session() as s:
+            per_photo = s.execute(select(Score.photo_id, func.count()).group_by(Score.photo_id)).all()
+        assert len(per_photo) == 40 and {n for _, n in per_photo} == {1}
+        # a rerun has nothing left to do and adds no row
+        again = list(C.score_photos(cluster, scorer, cat, ids, workers=2))
+        assert {e.status for e in again} == {"skipped"}
+        assert _stored(cat).keys() == {p.name for p in root.iterdir()}
+        with cat.session() as s:
+            assert s.scalar(select(func.count()).select_from(Score)) == 40
+    finally:
+        cat.close()
+
+
+@pytest.mark.parametrize("backend", ["threads", "cluster"])
+def test_a_photo_changed_since_it_was_indexed_is_skipped_and_reported(backend: str, tmp_path: Path,
+                                                                      request: pytest.FixtureRequest) -> None:
+    from engine import cluster as C
+
+    root = _photos(tmp_path / "photos", 6, bad=False)
+    scorer = Scorer(workers=2)
+    cat = Catalog.open(str(tmp_path / "c.sqlite"))
+    try:
+        ids = _indexed(cat, root)
+        Image.fromarray(make_rgb(320, 240, seed=99)).save(root / "p002.jpg", quality=95)  # new content
+        if backend == "cluster":
+            events = list(C.score_photos(request.getfixturevalue("cluster"), scorer, cat, ids, workers=2))
+        else:
+            events = list(scorer.score_photos(cat, ids))
+        changed = [e for e in events if e.path.endswith("p002.jpg")]
+        assert len(changed) == 1 and changed[0].status == "skipped" and changed[0].error == CHANGED_REASON
+        assert sorted(_stored(cat)) == [f"p{i:03d}.jpg" for i in (0, 1, 3, 4, 5)]
+        with cat.session() as s:  # not the photo's fault: its row stays ok, a re-index picks it up
+            assert {p.status for p in s.scalars(select(Photo)).all()} == {"ok"}
+    finally:
+        cat.close()
+
+
+class _Crasher:
+    """An actor that dies (as a decoder crash would) on items named 'poison'."""
+
+    def work(self, items: list[str]) -> list[str]:
+        if "poison" in items:
+            os._exit(1)
+        return [f"done:{i}" for i in items]
+
+
+def test_a_photo_that_kills_its_worker_twice_is_reported_and_the_rest_done(cluster: Any) -> None:
+    import ray
+
+    from engine.cluster import LOST_TWICE, ActorPool, Lost
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import tests/
+    actor = ray.remote(_Crasher)
+    pool = ActorPool(cluster, lambda _slot: actor.options(num_cpus=0.5).remote(),
+                     lambda a, items: a.work.remote(items), n=2)
+    chunks = [["a", "b", "c"], ["d", "poison", "e"], ["f", "g"], ["h"]]
+    try:
+        out = list(pool.run(chunks))
+    finally:
+        pool.shutdown()
+    done = sorted(r for _, res in out if not isinstance(res, Lost) for r in res)
+    assert done == [f"done:{x}" for x in "abcdefgh"]  # the poison's neighbours were retried alone
+    lost = [(items, res) for items, res in out if isinstance(res, Lost)]
+    assert lost == [(["poison"], Lost(LOST_TWICE))]
+    assert pool.replaced == 2
+
+
+def test_score_and_rank_cli_on_the_cluster(cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from app.cli import main
+
+    root = _photos(tmp_path / "photos", 8)
+    assert main(["--catalog", str(tmp_path / "a.sqlite"), "score", str(root), "--json"]) == 0
+    local = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert main(["--catalog", str(tmp_path / "b.sqlite"), "score", str(root), "--json", "--cluster", "auto"]) == 0
+    remote = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert remote == local and len(remote) == 9
+    assert main(["--catalog", str(tmp_path / "c.sqlite"), "rank", str(root), "--json", "-q", "--cluster", "auto"]) == 0
+    ranked = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    by_path = {r["path"]: r for r in local}
+    assert [r["improvability"] for r in ranked if r["status"] == "ok"] == sorted(
+        (by_path[r["path"]]["improvability"] for r in ranked if r["status"] == "ok"), reverse=True)
+    import ray
+
+    assert ray.is_initialized()  # the commands joined the test's cluster and left it running
+
+
+# -- without ray ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv", [["score", "{d}"], ["rank", "{d}"], ["enhance", "{d}/p000.jpg", "--out", "{o}"],
+                                  ["export", "{d}", "--to", "{o}", "--all"]])
+def test_cluster_flag_without_ray_says_how_to_install_it(argv: list[str], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from app.cli import main
+
+    root = _photos(tmp_path / "photos", 1, bad=False)
+    monkeypatch.setitem(sys.modules, "ray", None)  # ``import ray`` fails as if it were not installed
+    args = [a.format(d=root, o=tmp_path / "out") for a in argv]
+    assert main(["--catalog", str(tmp_path / "c.sqlite"), *args, "--cluster", "auto"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'photolift[ray]'" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # nothing was done
+
+
+def test_bad_cluster_addresses_are_messages(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _ray()
+    from app.cli import main
+
+    root = _photos(tmp_path / "photos", 1, bad=False)
+    cat = ["--catalog", str(tmp_path / "c.sqlite")]
+    assert main([*cat, "score", str(root), "--cluster", "not-an-address"]) == 2
+    assert "not a cluster address" in capsys.readouterr().err
+    assert main([*cat, "score", str(root), "--cluster", "127.0.0.1:1"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot reach the Ray cluster at 127.0.0.1:1" in err and "Traceback" not in err

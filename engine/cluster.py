@@ -450,3 +450,303 @@ def score_photos(cluster: Cluster, scorer: Any, catalog: Any, photo_ids: Iterabl
                 yield ev
     finally:
         pool.shutdown()
+
+
+# -- one photo per task: batch enhance and export ----------------------------------------------------
+
+_worker_renderers: dict[tuple[str, str | None, int], Any] = {}
+
+
+def _worker_renderer(files: dict[str, bytes], cache_dir: str | None, cache_bytes: int) -> Any:
+    """The renderer of this worker process for these models (created once, then reused).
+
+    ``cache_dir``: the driver's render cache folder. On the driver's own machine the workers share
+    it (an export then reuses the render its enhance made, and the GUI sees the previews); on
+    other nodes the folder is created locally and serves that node only."""
+    from engine.render import RenderCache, Renderer
+
+    folder = materialise(files)
+    os.environ["PHOTOLIFT_MODELS"] = str(folder)  # the pipeline finds its models by this folder
+    key = (str(folder), cache_dir, int(cache_bytes))
+    r = _worker_renderers.get(key)
+    if r is None:
+        cache = RenderCache(Path(cache_dir), cache_bytes) if cache_dir else RenderCache()
+        r = Renderer(cache=cache)
+        _worker_renderers.clear()  # one job's models at a time per worker process
+        _worker_renderers[key] = r
+    return r
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A task's known failure, as plain data (Ray's own error would carry the remote traceback
+    into the user's message). ``kind``: ``photo`` (this photo only: the batch goes on),
+    ``environment`` (disk full, permission: the batch stops), ``unavailable`` (a model is missing)."""
+
+    kind: str
+    message: str
+
+
+def _guarded(fn: Callable[[], Any]) -> Any:
+    from engine.edits import EditError
+    from engine.export import EnvironmentFailure, ExportError
+    from engine.pipeline import StageUnavailable
+    from engine.recipes import ModelGone
+
+    try:
+        return fn()
+    except EnvironmentFailure as e:
+        return Failed("environment", str(e))
+    except (StageUnavailable, ModelGone) as e:
+        return Failed("unavailable", str(e))
+    except (EditError, ExportError) as e:
+        return Failed("photo", str(e))
+    except MemoryError:
+        return Failed("photo", "not enough memory on the cluster worker to render this photo")
+
+
+def raise_failure(f: Failed) -> None:
+    """Re-raise a batch-stopping :class:`Failed` in the driver as the engine's own exception."""
+    from engine.export import EnvironmentFailure
+    from engine.pipeline import StageUnavailable
+
+    if f.kind == "environment":
+        raise EnvironmentFailure(f.message)
+    if f.kind == "unavailable":
+        raise StageUnavailable(f.message)
+
+
+def _enhance_file_task(files: dict[str, bytes], path: str, out_dir: str, ops: list[str] | None, strength: float,
+                       fmt: str, quality: int, bits: int, template: str, force: bool) -> Any:
+    from engine.edits import enhance_file
+
+    return _guarded(lambda: enhance_file(Path(path), Path(out_dir), _worker_renderer(files, None, 0), ops, strength,
+                                         fmt, quality, bits, template, force))
+
+
+def _enhance_photo_task(files: dict[str, bytes], cache_dir: str | None, cache_bytes: int, path: str, fp: str,
+                        names: list[str], strength: float) -> Any:
+    from engine.edits import render_and_measure
+
+    def work() -> tuple[str, Any]:
+        recipe, guard = render_and_measure(_worker_renderer(files, cache_dir, cache_bytes), Path(path), fp, names,
+                                           strength, check_source=True)
+        return recipe.to_json(), guard
+
+    return _guarded(work)
+
+
+def _export_task(files: dict[str, bytes], cache_dir: str | None, cache_bytes: int, task: Any) -> Any:
+    from engine.export import render_and_write
+
+    return _guarded(lambda: render_and_write(_worker_renderer(files, cache_dir, cache_bytes), task, check_source=True))
+
+
+def run_tasks(cluster: Cluster, fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]],
+              cancel: CancelToken | None = None, window: int | None = None, retries: int = 1
+              ) -> Iterator[tuple[int, Any]]:
+    """Run ``fn(*args)`` as one Ray task per entry of ``calls`` (at most ``window`` at once) and
+    yield ``(index, result)`` in the order of ``calls``. A task whose worker died is retried
+    ``retries`` times by Ray, then its result is a :class:`Lost`. An exception raised by ``fn``
+    is re-raised here, as its own type (Ray's error is an instance of the original class)."""
+    ray = cluster.ray
+    died = _actor_died_errors(ray)
+    remote = ray.remote(fn).options(num_cpus=1, max_retries=retries, retry_exceptions=False)
+    window = max(1, int(window or 2 * max(1, round(cluster.cpus()))))
+    it = iter(enumerate(calls))
+    inflight: dict[Any, int] = {}
+    done: dict[int, Any] = {}
+    nxt = 0
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(inflight) < window:
+                item = next(it, None)
+                if item is None:
+                    exhausted = True
+                    break
+                inflight[remote.remote(*item[1])] = item[0]
+            while nxt in done:
+                yield nxt, done.pop(nxt)
+                nxt += 1
+            if not inflight:
+                if exhausted:
+                    return
+                continue
+            if cancel is not None and cancel.cancelled:
+                raise JobCancelled()
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.25)
+            for ref in ready:
+                i = inflight.pop(ref)
+                try:
+                    done[i] = ray.get(ref)
+                except died:
+                    done[i] = Lost(LOST_TWICE)
+    finally:
+        for ref in inflight:  # cancelled, interrupted or failed: drop the work in flight
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - already finished or gone
+                pass
+
+
+def enhance_files(cluster: Cluster, paths: Sequence[Path], out_dir: Path, ops: Sequence[str] | None,
+                  strength: float, fmt: str, quality: int, bits: int, template: str, force: bool,
+                  cancel: CancelToken | None = None) -> Iterator[Any]:
+    """``engine.edits.enhance_file`` for each path, one Ray task per file; yields the
+    ``FileResult`` of each file in order (a file whose workers died twice is an error result)."""
+    from engine.edits import FileResult
+    from engine.export import display
+
+    blob = cluster.ship(model_files())
+    calls = [(blob, str(p), str(out_dir), list(ops) if ops is not None else None, float(strength), fmt,
+              int(quality), int(bits), template, bool(force)) for p in paths]
+    for i, res in run_tasks(cluster, _enhance_file_task, calls, cancel):
+        if isinstance(res, Failed):
+            raise_failure(res)
+            res = Lost(res.message)
+        yield FileResult(display(paths[i]), "error", error=res.error) if isinstance(res, Lost) else res
+
+
+def enhance_photos(cluster: Cluster, editor: Any, photo_ids: Sequence[int], ops: Any = None, strength: float = 1.0,
+                   progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+                   apply_if_no_gain: bool | None = None) -> Iterator[Any]:
+    """``Editor.enhance_batch`` on the cluster: the batch is queued in the catalog as usual; each
+    photo is planned, rendered and measured by a task; the driver records each result (and marks
+    its job done in the same transaction). Yields ``EnhanceResult`` per photo."""
+    from db.schema import JOB_CANCELLED, JOB_ERROR, JOB_QUEUED, JOB_RUNNING
+    from engine.edits import ENHANCE_JOB, EditError, EnhanceResult
+    from engine.export import Eta
+    from engine.recipes import from_json
+
+    keep = len(photo_ids) == 1 if apply_if_no_gain is None else apply_if_no_gain
+    batch = editor.queue_enhance(photo_ids, ops, strength, keep)
+    jobs = editor.queue.pending(ENHANCE_JOB, batch)
+    eta = Eta(len(jobs), progress, "enhancing")
+    eta.report(0)
+    blob = cluster.ship(model_files())
+    cache = editor.renderer.cache
+    cache_dir, cache_bytes = str(cache.root.parent), int(cache.max_bytes)
+    ready: list[tuple[Any, tuple[Any, ...]]] = []
+    n = 0
+
+    def failed(job: Any, why: str) -> Any:
+        editor.queue._set(job.id, JOB_ERROR, why)
+        return EnhanceResult(job.photo_id or -1, None, None, False, None, None, None, f"could not enhance: {why}",
+                             error=why)
+
+    for job in jobs:
+        try:
+            p = editor._photo(job.photo_id)
+            fp = editor._checked_source(p)
+        except EditError as e:
+            n += 1
+            yield failed(job, str(e))
+            eta.report(n)
+            continue
+        editor.queue._set(job.id, JOB_RUNNING)
+        ready.append((job, (blob, cache_dir, cache_bytes, p.fs_path, fp, list(job.params.get("ops") or []),
+                            float(job.params.get("strength", 1.0)))))
+    finished: set[int] = set()
+    try:
+        for i, res in run_tasks(cluster, _enhance_photo_task, [c for _, c in ready], cancel):
+            job = ready[i][0]
+            finished.add(job.id)
+            n += 1
+            if isinstance(res, Failed):
+                raise_failure(res)
+                yield failed(job, res.message)
+            elif isinstance(res, Lost):
+                yield failed(job, res.error)
+            else:
+                recipe_json, guard = res
+                yield editor.record_enhanced(job.photo_id, from_json(recipe_json), guard,
+                                             bool(job.params.get("apply_if_no_gain", False)), job.id)
+            eta.report(n)
+    except JobCancelled:  # as the local queue does: a user's cancel is a decision, not an interruption
+        for job, _ in ready:
+            if job.id not in finished:
+                editor.queue._set(job.id, JOB_CANCELLED)
+        raise
+    except BaseException:  # Ctrl-C, a failure: the unfinished jobs are queued again for the next run
+        for job, _ in ready:
+            if job.id not in finished:
+                editor.queue._set(job.id, JOB_QUEUED)
+        raise
+
+
+def export_photos(cluster: Cluster, exporter: Any, ids: list[int], root_out: Path, fmt: str, quality: int,
+                  template: str, progress: ProgressFn | None, cancel: CancelToken | None, bits: int, mirror: bool,
+                  only_enhanced: bool, skip_done: bool) -> Iterator[Any]:
+    """``Exporter.export(..., cluster=...)``: the driver prepares each photo (skips, checks, names,
+    folders; ``Exporter.prepare``), a task renders and writes it with the journal
+    (``engine.export.render_and_write``: temp file, verify, link into place, never overwriting),
+    and the driver records the file and closes its journal (``Exporter.finish``). Results come
+    in the order of ``ids``; an environment failure stops the batch as it does locally."""
+    from engine.export import EnvironmentFailure, Eta, ExportError, ExportResult, ExportTask
+
+    rows = exporter._rows(ids)
+    eta = Eta(len(ids), progress, "exporting")
+    eta.report(0)
+    cleaned: set[Path] = set()
+    slots: list[Any] = []  # an ExportResult, or the index of a task
+    tasks: list[ExportTask] = []
+    stopped: str | None = None
+
+    def stop_all(pid: int, why: str) -> Any:
+        row = rows.get(pid)
+        return ExportResult(pid, row.path if row else "", "error", error=f"not exported: the export stopped ({why})",
+                            fatal=True)
+
+    for pid in ids:
+        row = rows.get(pid)
+        if row is None:
+            slots.append(ExportResult(pid, "", "error", error=f"photo {pid} is not in the catalog"))
+            continue
+        try:
+            t = exporter.prepare(row, root_out, fmt, quality, template, bits, mirror, only_enhanced, skip_done,
+                                 cleaned)
+        except EnvironmentFailure as e:
+            slots.append(ExportResult(pid, row.path, "error", error=str(e), recipe_id=row.recipe_id, fatal=True))
+            stopped = str(e)
+            break
+        except ExportError as e:
+            t = ExportResult(pid, row.path, "error", error=str(e), recipe_id=row.recipe_id)
+        if isinstance(t, ExportTask):
+            slots.append(len(tasks))
+            tasks.append(t)
+        else:
+            slots.append(t)
+    if stopped is not None:
+        slots += [stop_all(pid, stopped) for pid in ids[len(slots):]]
+    blob = cluster.ship(model_files())
+    cache = exporter.renderer.cache
+    calls = [(blob, str(cache.root.parent), int(cache.max_bytes), t) for t in tasks]
+    results = run_tasks(cluster, _export_task, calls, cancel) if stopped is None else iter(())
+    n = 0
+    try:
+        for slot in slots:
+            if stopped is not None and isinstance(slot, int):
+                res = stop_all(tasks[slot].photo_id, stopped)
+            elif isinstance(slot, int):
+                _, out = next(results)
+                t = tasks[slot]
+                if isinstance(out, Failed) and out.kind == "environment":
+                    stopped = out.message
+                    res = ExportResult(t.photo_id, t.path, "error", error=out.message, recipe_id=t.recipe_id,
+                                       fatal=True)
+                elif isinstance(out, Failed | Lost):  # this photo only (a missing model is too, as locally)
+                    why = out.message if isinstance(out, Failed) else out.error
+                    res = ExportResult(t.photo_id, t.path, "error", error=why, recipe_id=t.recipe_id)
+                else:
+                    written, warnings = out
+                    res = exporter.finish(t, written, warnings)
+            else:
+                res = slot
+            n += 1
+            yield res
+            eta.report(n, res.status)
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()  # drop the tasks still in flight

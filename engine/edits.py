@@ -462,10 +462,16 @@ class Editor:
 
     def enhance_batch(self, photo_ids: Sequence[int], ops: str | Sequence[str] | None = None,
                       strength: float = 1.0, progress: ProgressFn | None = None,
-                      cancel: CancelToken | None = None, apply_if_no_gain: bool | None = None
-                      ) -> Iterator[EnhanceResult]:
+                      cancel: CancelToken | None = None, apply_if_no_gain: bool | None = None,
+                      cluster: Any = None) -> Iterator[EnhanceResult]:
         """Queue and run an enhance batch. A batch of more than one photo does not apply
-        results that did not help (``apply_if_no_gain`` overrides; a single photo keeps it)."""
+        results that did not help (``apply_if_no_gain`` overrides; a single photo keeps it).
+        ``cluster`` (:class:`engine.cluster.Cluster`): each photo is rendered and measured by a
+        task there; this process records the results."""
+        if cluster is not None:
+            from engine.cluster import enhance_photos
+
+            return enhance_photos(cluster, self, photo_ids, ops, strength, progress, cancel, apply_if_no_gain)
         keep = len(photo_ids) == 1 if apply_if_no_gain is None else apply_if_no_gain
         batch = self.queue_enhance(photo_ids, ops, strength, keep)
         return self.run_queue(progress, cancel, batch)

@@ -689,11 +689,13 @@ class Exporter:
     def export(self, photo_ids: Sequence[int], out_dir: Path | str, fmt: str = "jpeg", quality: int = 92,
                template: str = DEFAULT_TEMPLATE, progress: ProgressFn | None = None,
                cancel: CancelToken | None = None, bits: int = 8, mirror: bool = True,
-               only_enhanced: bool = False, skip_done: bool = True) -> Iterator[ExportResult]:
+               only_enhanced: bool = False, skip_done: bool = True, cluster: Any = None) -> Iterator[ExportResult]:
         """Export each photo's current state; yields one :class:`ExportResult` per photo.
 
         Raises :class:`OutputDirError` before the first photo when the folder cannot be used,
         ``ValueError`` for bad options. Cancellation stops between photos (``JobCancelled``).
+        ``cluster`` (:class:`engine.cluster.Cluster`): render and write on its workers, one photo
+        per task; this process prepares, records and reports as it does alone.
         """
         fmt = normalise_format(fmt)
         check_template(template)
@@ -703,6 +705,11 @@ class Exporter:
             raise ValueError("JPEG quality must be 1..100")
         root_out = check_out_dir(Path(out_dir), self.library_roots())
         ids = list(dict.fromkeys(int(i) for i in photo_ids))  # a photo listed twice is exported once
+        if cluster is not None:
+            from engine.cluster import export_photos
+
+            return export_photos(cluster, self, ids, root_out, fmt, int(quality), template, progress, cancel, bits,
+                                 mirror, only_enhanced, skip_done)
         return self._run(ids, root_out, fmt, int(quality), template, progress, cancel, bits, mirror,
                          only_enhanced, skip_done)
 

@@ -302,22 +302,30 @@ class ActorPool:
         todo: deque[_Chunk] = deque(_Chunk(list(c)) for c in chunks if c)
         inflight: dict[Any, tuple[int, int, _Chunk]] = {}
         load = [0] * self.n
+        # a retried photo (a suspect: its worker died) runs alone on an idle worker, so that if it
+        # kills that worker too, no other photo is lost with it
+        alone = [False] * self.n
         if not self.actors:
             self.start()
         while todo or inflight:
             if cancel is not None and cancel.cancelled:
                 raise JobCancelled()
             for slot in range(self.n):
-                while todo and load[slot] < self.depth:
+                while todo and load[slot] < self.depth and not alone[slot]:
+                    if todo[0].attempt > 0 and load[slot] > 0:
+                        break
                     ch = todo.popleft()
                     ref = self.call(self.actors[slot], ch.items)
                     inflight[ref] = (slot, self.gen[slot], ch)
                     load[slot] += 1
+                    alone[slot] = ch.attempt > 0
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.25)
             for ref in ready:
                 slot, gen, ch = inflight.pop(ref)
                 if gen == self.gen[slot]:
                     load[slot] -= 1
+                    if ch.attempt > 0:
+                        alone[slot] = False
                 try:
                     res = ray.get(ref)
                 except died as e:
@@ -325,11 +333,10 @@ class ActorPool:
                         # the calls still queued on the dead actor fail too; they are requeued
                         # as they come back, and the new actor starts with an empty queue
                         load[slot] = 0
+                        alone[slot] = False
                     self._replace(slot, gen, e)
-                    if ch.attempt == 0 and len(ch.items) > 1:
-                        todo.extend(_Chunk([it], 1) for it in ch.items)
-                    elif ch.attempt == 0:
-                        todo.append(_Chunk(ch.items, 1))
+                    if ch.attempt == 0:  # retried first, one photo at a time
+                        todo.extendleft(_Chunk([it], 1) for it in reversed(ch.items))
                     else:
                         yield ch.items, Lost(LOST_TWICE)
                     continue

@@ -236,3 +236,64 @@ def test_bad_cluster_addresses_are_messages(tmp_path: Path, capsys: pytest.Captu
     assert main([*cat, "score", str(root), "--cluster", "127.0.0.1:1"]) == 1
     err = capsys.readouterr().err
     assert "cannot reach the Ray cluster at 127.0.0.1:1" in err and "Traceback" not in err
+
+
+def _sha(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_enhance_files_on_the_cluster_write_the_same_bytes(cluster: Any, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from app.cli import main
+
+    root = _photos(tmp_path / "photos", 3)
+    files = [str(root / "p000.jpg"), str(root / "broken.jpg"), str(root / "p001.jpg"), str(root / "p002.jpg")]
+    assert main(["enhance", *files, "--out", str(tmp_path / "a"), "--force"]) == 0
+    local = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert main(["enhance", *files, "--out", str(tmp_path / "b"), "--force", "--cluster", "auto"]) == 0
+    remote = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    for r in local + remote:
+        r["out_path"] = r["out_path"] and Path(r["out_path"]).name
+    assert remote == local  # same order, statuses, gains and recipes
+    assert [r["status"] for r in remote] == ["ok", "error", "ok", "ok"]
+    assert _sha(tmp_path / "a") == _sha(tmp_path / "b") and len(_sha(tmp_path / "b")) == 3  # no temp file left
+
+
+def test_export_on_the_cluster_matches_local_and_a_rerun_adds_nothing(cluster: Any, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from app.cli import main
+    from db.schema import Export, Job, Recipe
+
+    root = _photos(tmp_path / "lib", 4)
+    (root / "sub").mkdir()
+    Image.fromarray(make_rgb(200, 150, seed=50)).save(root / "sub" / "deep.jpg")
+
+    def export(cat: str, out: str, *extra: str) -> list[dict[str, Any]]:
+        assert main(["--catalog", str(tmp_path / cat), "export", str(root), "--to", str(tmp_path / out),
+                     "--all", *extra]) == 0
+        return [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+
+    local = export("a.sqlite", "out_a")
+    remote = export("b.sqlite", "out_b", "--cluster", "auto")
+    strip = [{k: v for k, v in r.items() if k != "out_path"} for r in local]
+    assert [{k: v for k, v in r.items() if k != "out_path"} for r in remote] == strip
+    assert {r["status"] for r in remote} == {"ok"} and len(remote) == 5
+    files_a = {p.relative_to(tmp_path / "out_a"): p.read_bytes() for p in (tmp_path / "out_a").rglob("*") if p.is_file()}
+    files_b = {p.relative_to(tmp_path / "out_b"): p.read_bytes() for p in (tmp_path / "out_b").rglob("*") if p.is_file()}
+    assert files_a == files_b and len(files_b) == 5  # byte-identical, no journal or temp file left
+    again = export("b.sqlite", "out_b", "--cluster", "auto")
+    assert {r["status"] for r in again} == {"skipped"}
+    cat = Catalog.open(str(tmp_path / "b.sqlite"))
+    try:
+        with cat.session() as s:
+            assert s.scalar(select(func.count()).select_from(Export)) == 5
+            assert s.scalar(select(func.count()).select_from(Recipe)) == 5
+            assert {j.state for j in s.scalars(select(Job)).all()} == {"done"}
+    finally:
+        cat.close()

@@ -25,20 +25,31 @@ log = logging.getLogger(__name__)
 
 
 class Services:
-    def __init__(self, catalog: Catalog, threads: int = 0) -> None:
+    def __init__(self, catalog: Catalog, threads: int = 0, cluster: str = "") -> None:
         from engine.library import Library
 
         self.catalog = catalog
         self.library = Library(catalog)
         self.threads = threads
+        # a Ray cluster address for the heavy jobs (score, enhance, export); "" = the thread pool.
+        # Each job connects in its own worker thread and disconnects when it ends.
+        self.cluster = cluster
         self._lock = threading.Lock()
         self._scorer: Any = None
         self._editor: Any = None
         self._exporter: Any = None
 
     @classmethod
-    def open(cls, location: str | None = None, threads: int = 0) -> Services:
-        return cls(Catalog.open(location or None), threads=threads)
+    def open(cls, location: str | None = None, threads: int = 0, cluster: str = "") -> Services:
+        return cls(Catalog.open(location or None), threads=threads, cluster=cluster)
+
+    def _on_cluster(self, address: str, run: Any) -> Iterator[Any]:
+        """``run(cluster)``'s results, on a connection made here (a worker thread) for this job.
+        Ray missing or the cluster unreachable fails the job with the reason as its message."""
+        from engine.cluster import Cluster
+
+        with Cluster(address) as cluster:
+            yield from run(cluster)
 
     def close(self) -> None:
         self.catalog.close()
@@ -129,7 +140,8 @@ class Services:
 
         def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[Any]:
             try:
-                scorer = self.scorer
+                # on a cluster its workers score (the score job that follows); here: index only
+                scorer = None if self.cluster else self.scorer
             except Exception as e:  # no assessor model: index only; the score job reports why
                 log.info("indexing without scoring: %s", e)
                 scorer = None
@@ -144,6 +156,11 @@ class Services:
             scorer = self.scorer
             # The scorer skips photos already scored by this model version for their content.
             ids = self.ids(root, {}, sort="name")
+            if self.cluster:
+                from engine.cluster import score_photos
+
+                return self._on_cluster(self.cluster, lambda c: score_photos(c, scorer, self.catalog, ids,
+                                                                             progress=progress, cancel=cancel))
             return iter(scorer.score_photos(self.catalog, ids, progress=progress, cancel=cancel))
 
         return fn
@@ -172,6 +189,9 @@ class Services:
         def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[Any]:
             if not stages:
                 raise RuntimeError("no enhancement model is installed (models/restorer.onnx, models/tone.onnx)")
+            if self.cluster:
+                return self._on_cluster(self.cluster, lambda c: self.editor.enhance_batch(
+                    photo_ids, ops=stages, strength=strength, progress=progress, cancel=cancel, cluster=c))
             return iter(self.editor.enhance_batch(photo_ids, ops=stages, strength=strength,
                                                   progress=progress, cancel=cancel))
 
@@ -226,6 +246,10 @@ class Services:
 
     def export_job(self, photo_ids: list[int], out_dir: Path, fmt: str, quality: int, template: str) -> Any:
         def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[Any]:
+            if self.cluster:
+                return self._on_cluster(self.cluster, lambda c: self.exporter.export(
+                    photo_ids, out_dir, fmt=fmt, quality=quality, template=template, progress=progress,
+                    cancel=cancel, cluster=c))
             return iter(self.exporter.export(photo_ids, out_dir, fmt=fmt, quality=quality, template=template,
                                              progress=progress, cancel=cancel))
 

@@ -18,7 +18,7 @@ What runs where:
   (``Scorer.assessments``, ``Scorer.write_results``) and writes one transaction per batch, as the
   local job does. Workers never open the catalog.
 * **Code and models travel with the job**: the driver's ``engine`` and ``db`` packages are sent as
-  Ray ``py_modules`` and the model files as one object in the object store, written by each
+  the job's Ray ``working_dir`` (:func:`code_dir`) and the model files as one object in the object store, written by each
   worker to a folder named by their hash. So every node runs the driver's code on the driver's
   models (the same model version, hence the same rows), whatever is installed there. Workers
   read photos by path: the paths must name the same files on every node (shared storage).
@@ -41,6 +41,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -90,12 +91,42 @@ def import_ray() -> Any:
     return ray
 
 
-def _code_roots() -> list[str]:
-    """The packages the workers need, as folders (shipped as Ray ``py_modules``)."""
+def _code_roots() -> list[Path]:
+    """The packages the workers need, as folders."""
     import db
     import engine
 
-    return [str(Path(engine.__file__).parent), str(Path(db.__file__).parent)]
+    return [Path(engine.__file__).parent, Path(db.__file__).parent]
+
+
+def code_dir() -> Path:
+    """A folder holding a copy of this process's ``engine`` and ``db`` packages (their ``.py``
+    files), named by a hash of their content: the job's Ray ``working_dir``.
+
+    Not Ray's ``py_modules``: a worker started on the driver's machine puts the driver's current
+    folder on its import path BEFORE ``py_modules``, so a command run from another checkout's
+    root would import that checkout's engine. A ``working_dir`` replaces the driver's folder."""
+    import shutil
+
+    files: list[tuple[str, Path]] = []
+    for root in _code_roots():
+        files += [(f"{root.name}/{p.relative_to(root).as_posix()}", p) for p in sorted(root.rglob("*.py"))
+                  if "__pycache__" not in p.parts]
+    h = hashlib.sha256()
+    for rel, p in files:
+        h.update(rel.encode())
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    d = Path(tempfile.gettempdir()) / f"photolift-code-{h.hexdigest()[:16]}"
+    if not d.is_dir():
+        tmp = Path(tempfile.mkdtemp(prefix=".photolift-code-", dir=d.parent))
+        for rel, p in files:
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(p, tmp / rel)
+        try:
+            os.rename(tmp, d)
+        except OSError:  # another process made it meanwhile: same content
+            shutil.rmtree(tmp, ignore_errors=True)
+    return d
 
 
 class Cluster:
@@ -170,7 +201,7 @@ class Cluster:
 
     # -- what travels with a job --------------------------------------------------------------------
     def runtime_env(self) -> dict[str, Any]:
-        return {"py_modules": _code_roots(), "excludes": ["__pycache__", "*.pyc"]}
+        return {"working_dir": str(code_dir())}
 
     def ship(self, paths: Sequence[Path]) -> Any:
         """The files ``paths`` (models and their sidecars) as one object-store reference;
@@ -353,12 +384,16 @@ def _first_line(e: BaseException) -> str:
 class ScoreWorker:
     """The scoring actor: one Scorer (one onnxruntime session, ``threads`` intra-op threads)."""
 
-    def __init__(self, files: dict[str, bytes], model_name: str, threads: int = 1) -> None:
+    def __init__(self, files: dict[str, bytes], model_name: str, threads: int = 1, decoders: int = 1) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         from engine.scoring import Scorer
 
         folder = materialise(files)
         self.scorer = Scorer(folder / model_name, workers=1)
         self.scorer.intra_op_threads = max(1, int(threads))
+        self.decoders = max(1, int(decoders))
+        self.pool = ThreadPoolExecutor(self.decoders, thread_name_prefix="score-decode") if self.decoders > 1 else None
 
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "model_version": self.scorer.model_version}
@@ -368,14 +403,24 @@ class ScoreWorker:
         outputs for the photos decoded, and the photos that could not be (reason, code) or changed."""
         from engine.scoring import FileChanged, decode_failure
 
+        t0 = time.perf_counter()
         ids: list[int] = []
         crops: list[np.ndarray] = []
         globs: list[np.ndarray] = []
         errors: list[tuple[int, str, str]] = []
         changed: list[tuple[int, str]] = []
-        for pid, path, fp, w, h in items:
+        def load(item: tuple[int, str, str, int | None, int | None]) -> Any:
             try:
-                c, g = self.scorer.load_views(path, w, h, fp)
+                return self.scorer.load_views(item[1], item[3], item[4], item[2])
+            except Exception as e:  # noqa: BLE001 - sorted out below, in the order given
+                return e
+
+        loaded = list(self.pool.map(load, items)) if self.pool is not None else [load(it) for it in items]
+        for (pid, _path, _fp, _w, _h), got in zip(items, loaded, strict=True):
+            try:
+                if isinstance(got, BaseException):
+                    raise got
+                c, g = got
             except FileChanged as e:
                 changed.append((pid, str(e)))
                 continue
@@ -387,7 +432,7 @@ class ScoreWorker:
             globs.append(g)
         out = self.scorer.run_views(np.stack(crops), np.stack(globs)) if ids else {}
         return {"ids": ids, "out": out, "errors": errors, "changed": changed, "pid": os.getpid(),
-                "model_version": self.scorer.model_version}
+                "model_version": self.scorer.model_version, "busy_s": time.perf_counter() - t0}
 
 
 def score_photos(cluster: Cluster, scorer: Any, catalog: Any, photo_ids: Iterable[int],
@@ -415,8 +460,10 @@ def score_photos(cluster: Cluster, scorer: Any, catalog: Any, photo_ids: Iterabl
         yield ev
     if not plan.todo:
         return
-    bs = max(1, int(batch_size or scorer.batch_size))
     n = max(1, int(workers or round(cluster.cpus())))
+    # batches of up to the scorer's size, smaller for a short job so that every worker gets
+    # several (the last batch of a job otherwise runs alone while the other workers idle)
+    bs = max(1, min(int(batch_size or scorer.batch_size), -(-len(plan.todo) // (4 * n))))
     n = min(n, max(1, -(-len(plan.todo) // bs)))
     by_id = {it[0]: it for it in plan.todo}
     work = [(it[0], plan.fs_paths[it[0]], it[2], it[3], it[4]) for it in plan.todo]
@@ -605,14 +652,21 @@ def enhance_files(cluster: Cluster, paths: Sequence[Path], out_dir: Path, ops: S
     from engine.edits import FileResult
     from engine.export import display
 
+    import dataclasses
+
     blob = cluster.ship(model_files())
-    calls = [(blob, str(p), str(out_dir), list(ops) if ops is not None else None, float(strength), fmt,
-              int(quality), int(bits), template, bool(force)) for p in paths]
+    # absolute paths: a worker's current folder is not the driver's (and on another node, not even
+    # its machine); each result then shows the path as it was given
+    calls = [(blob, os.path.abspath(p), os.path.abspath(out_dir), list(ops) if ops is not None else None,
+              float(strength), fmt, int(quality), int(bits), template, bool(force)) for p in paths]
     for i, res in run_tasks(cluster, _enhance_file_task, calls, cancel):
         if isinstance(res, Failed):
             raise_failure(res)
             res = Lost(res.message)
-        yield FileResult(display(paths[i]), "error", error=res.error) if isinstance(res, Lost) else res
+        if isinstance(res, Lost):
+            yield FileResult(display(paths[i]), "error", error=res.error)
+        else:
+            yield dataclasses.replace(res, path=display(paths[i]))
 
 
 def enhance_photos(cluster: Cluster, editor: Any, photo_ids: Sequence[int], ops: Any = None, strength: float = 1.0,

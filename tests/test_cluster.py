@@ -297,3 +297,72 @@ def test_export_on_the_cluster_matches_local_and_a_rerun_adds_nothing(cluster: A
             assert {j.state for j in s.scalars(select(Job)).all()} == {"done"}
     finally:
         cat.close()
+
+
+def test_gui_jobs_with_a_cluster_set_but_no_ray_fail_with_the_install_hint(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.services import Services
+    from engine.cluster import ClusterUnavailable
+    from engine.jobs import CancelToken
+
+    root = _photos(tmp_path / "photos", 2, bad=False)
+    services = Services.open(str(tmp_path / "c.sqlite"), cluster="auto")
+    try:
+        for _ in services.index_job(str(root))(lambda p: None, CancelToken()):
+            pass
+        monkeypatch.setitem(sys.modules, "ray", None)
+        with pytest.raises(ClusterUnavailable, match=r"pip install 'photolift\[ray\]'"):
+            list(services.score_job(str(root))(lambda p: None, CancelToken()))
+        with services.catalog.session() as s:  # indexed without scoring: the cluster job would score
+            assert s.scalar(select(func.count()).select_from(Score)) == 0
+    finally:
+        services.close()
+
+
+def test_gui_score_job_runs_on_the_cluster_from_a_worker_thread(cluster: Any, tmp_path: Path) -> None:
+    import threading
+
+    from app.services import Services
+    from engine.jobs import CancelToken
+
+    root = _photos(tmp_path / "photos", 6, bad=False)
+    services = Services.open(str(tmp_path / "c.sqlite"), cluster="auto")
+    seen: list[Any] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:  # as app.workers.Job runs a job: the generator is consumed off the GUI thread
+        try:
+            for _ in services.index_job(str(root))(lambda p: None, CancelToken()):
+                pass
+            seen.extend(services.score_job(str(root))(seen.append, CancelToken()))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    try:
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join(300)
+        assert not errors and not t.is_alive()
+        assert sum(1 for e in seen if getattr(e, "status", None) == "ok") == 6
+        assert _stored(services.catalog).keys() == {f"p{i:03d}.jpg" for i in range(6)}
+    finally:
+        services.close()
+
+
+def test_workers_run_the_drivers_code_whatever_folder_the_command_runs_from(tmp_path: Path) -> None:
+    """A command run from another checkout's root must not have its workers import that
+    checkout's engine (Ray puts the driver's folder first on a local worker's path)."""
+    _ray()
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    other = tmp_path / "other_checkout"
+    (other / "engine").mkdir(parents=True)
+    (other / "engine" / "__init__.py").write_text("raise ImportError('the wrong engine was imported')\n")
+    root = _photos(tmp_path / "photos", 3, bad=False)
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    r = subprocess.run([sys.executable, str(repo / "app" / "cli.py"), "--catalog", str(tmp_path / "c.sqlite"),
+                        "score", str(root), "--json", "--cluster", "local"], cwd=other, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [line.count('"status": "ok"') for line in r.stdout.splitlines()] == [1, 1, 1]

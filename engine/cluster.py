@@ -649,10 +649,10 @@ def enhance_files(cluster: Cluster, paths: Sequence[Path], out_dir: Path, ops: S
                   cancel: CancelToken | None = None) -> Iterator[Any]:
     """``engine.edits.enhance_file`` for each path, one Ray task per file; yields the
     ``FileResult`` of each file in order (a file whose workers died twice is an error result)."""
+    import dataclasses
+
     from engine.edits import FileResult
     from engine.export import display
-
-    import dataclasses
 
     blob = cluster.ship(model_files())
     # absolute paths: a worker's current folder is not the driver's (and on another node, not even

@@ -129,6 +129,10 @@ def main(argv: list[str] | None = None) -> None:
     res["steady_photos_per_s"] = {k: round(n / v, 2) for k, v in smed.items()}
     res["steady_ratio_to_local"] = {k: round(med["local"] / v, 3) for k, v in smed.items()}
     res["actor_startup_s"] = {k: round(statistics.median(v), 2) for k, v in startup.items()}
+    # the machine's speed drifts between runs (other jobs): each run's own pair, local then Ray
+    res["pair_ratios"] = {k: [round(a / b, 3) for a, b in zip(times["local"], v, strict=True)]
+                          for k, v in times.items() if k != "local"}
+    res["pair_ratio_median"] = {k: round(statistics.median(v), 3) for k, v in res["pair_ratios"].items()}  # type: ignore[attr-defined]
     if "ray2" in med:
         res["overhead_ms_per_photo_ray2"] = round(1000 * (med["ray2"] - med["local"]) / n, 1)
         res["steady_overhead_ms_per_photo_ray2"] = round(1000 * (smed["ray2"] - med["local"]) / n, 1)

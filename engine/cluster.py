@@ -201,7 +201,9 @@ class Cluster:
 
     # -- what travels with a job --------------------------------------------------------------------
     def runtime_env(self) -> dict[str, Any]:
-        return {"working_dir": str(code_dir())}
+        # every worker process holds one CPU of its node (actors at most one, tasks one): its
+        # onnxruntime sessions and tile pools are sized for one core (engine.runtime.cpu_count)
+        return {"working_dir": str(code_dir()), "env_vars": {"PHOTOLIFT_CPUS": "1"}}
 
     def ship(self, paths: Sequence[Path]) -> Any:
         """The files ``paths`` (models and their sidecars) as one object-store reference;
@@ -391,7 +393,8 @@ class ScoreWorker:
 
         folder = materialise(files)
         self.scorer = Scorer(folder / model_name, workers=1)
-        self.scorer.intra_op_threads = max(1, int(threads))
+        if self.scorer.intra_op_threads != max(1, int(threads)):  # not with PHOTOLIFT_CPUS=1 (runtime_env)
+            self.scorer.intra_op_threads = max(1, int(threads))
         self.decoders = max(1, int(decoders))
         self.pool = ThreadPoolExecutor(self.decoders, thread_name_prefix="score-decode") if self.decoders > 1 else None
 
@@ -438,7 +441,7 @@ class ScoreWorker:
 def score_photos(cluster: Cluster, scorer: Any, catalog: Any, photo_ids: Iterable[int],
                  progress: ProgressFn | None = None, cancel: CancelToken | None = None, force: bool = False,
                  workers: int | None = None, batch_size: int | None = None,
-                 on_pool: Callable[[ActorPool], None] | None = None) -> Iterator[Any]:
+                 on_pool: Callable[[ActorPool], None] | None = None, depth: int = 2) -> Iterator[Any]:
     """:meth:`engine.scoring.Scorer.score_photos` on the cluster: same plan, same events, same
     rows (see the module doc). ``workers``: scoring actors (default: one per cluster CPU);
     ``on_pool`` sees the actor pool once it is started (tests, benchmarks)."""
@@ -476,7 +479,7 @@ def score_photos(cluster: Cluster, scorer: Any, catalog: Any, photo_ids: Iterabl
     def make(_slot: int) -> Any:
         return actor_cls.options(num_cpus=per_cpu, max_concurrency=1).remote(blob, scorer.model_path.name, 1)
 
-    pool = ActorPool(cluster, make, lambda a, items: a.score.remote(items), n)
+    pool = ActorPool(cluster, make, lambda a, items: a.score.remote(items), n, depth=depth)
     stored: set[int] = set()
     try:
         pool.start()

@@ -366,3 +366,30 @@ def test_workers_run_the_drivers_code_whatever_folder_the_command_runs_from(tmp_
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert [line.count('"status": "ok"') for line in r.stdout.splitlines()] == [1, 1, 1]
+
+
+def test_cancel_stops_a_cluster_job_between_results_and_a_rerun_completes_it(cluster: Any, tmp_path: Path) -> None:
+    from engine import cluster as C
+    from engine.jobs import CancelToken, JobCancelled, Progress
+
+    root = _photos(tmp_path / "photos", 24, bad=False)
+    scorer = Scorer(workers=2)
+    cat = Catalog.open(str(tmp_path / "c.sqlite"))
+    try:
+        ids = _indexed(cat, root)
+        token = CancelToken()
+        got: list[Any] = []
+        seen: list[Progress] = []
+        with pytest.raises(JobCancelled):
+            for ev in C.score_photos(cluster, scorer, cat, ids, progress=seen.append, cancel=token, workers=2,
+                                     batch_size=2):
+                got.append(ev)
+                token.cancel()
+        assert 1 <= len(got) < 24 and seen[-1].total == 24
+        assert set(_stored(cat)) == {Path(e.path).name for e in got}  # what came back is stored, nothing else
+        rest = list(C.score_photos(cluster, scorer, cat, ids, workers=2))
+        assert Counter(e.status for e in rest) == {"ok": 24 - len(got), "skipped": len(got)}
+        with cat.session() as s:
+            assert s.scalar(select(func.count()).select_from(Score)) == 24
+    finally:
+        cat.close()

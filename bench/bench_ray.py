@@ -17,6 +17,9 @@ in the same run, on the same files, and the per-photo overhead of the cluster pa
   cost of a cluster job: a job of ONE small photo (actor start + model load + round trip).
 
 Prints a JSON summary and the markdown rows for docs/BENCHMARKS.md.
+
+``--kill N``: the issue's fault check instead (N small generated photos, one worker process
+killed with SIGKILL a quarter of the way through; every photo must end with one score row).
 """
 
 from __future__ import annotations
@@ -43,7 +46,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", default="1,2,4", help="Ray worker counts, comma separated")
     ap.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray cluster")
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--kill", type=int, default=0, metavar="N",
+                    help="instead: score N small generated photos on 2 workers, kill one worker process "
+                         "(SIGKILL) a quarter of the way through, and check every photo was scored once")
     args = ap.parse_args(argv)
+    if args.kill:
+        kill_check(args.kill, args.cpus)
+        return
 
     from bench_score import make_files
     from PIL import Image
@@ -152,6 +161,66 @@ def main(argv: list[str] | None = None) -> None:
         st = res["actor_startup_s"].get(k, "-")  # type: ignore[attr-defined]
         print(f"| {label[0]} | {label[1]} | {res['photos_per_s'][k]} | {res['ratio_to_local'][k]:.2f} | "  # type: ignore[index]
               f"{sp} | {'-' if sr is None else f'{sr:.2f}'} | {st} | {', '.join(f'{x:.1f}' for x in times[k])} |")
+
+
+def kill_check(n: int, cpus: int) -> None:
+    """The issue's check: a worker killed during an N-photo scoring job; the job completes and
+    every photo has exactly one score row."""
+    import signal
+    from collections import Counter
+
+    import numpy as np
+    import ray
+    from PIL import Image
+    from sqlalchemy import func, select
+
+    from db.catalog import Catalog
+    from db.schema import Photo, Score
+    from engine import cluster as C
+    from engine.indexer import Indexer
+    from engine.scoring import Scorer
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "photos"
+        root.mkdir()
+        for i in range(n):
+            a = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+            Image.fromarray(a).resize((640, 480), Image.Resampling.BICUBIC).save(root / f"k{i:04d}.jpg", quality=85)
+        cat = Catalog.open(str(Path(tmp) / "c.sqlite"))
+        try:
+            for _ in Indexer(cat).index(str(root)):
+                pass
+            with cat.session() as s:
+                ids = [int(i) for i in s.scalars(select(Photo.id)).all()]
+            scorer = Scorer(workers=2)
+            pids: list[int] = []
+            pools: list[object] = []
+
+            def started(pool: object) -> None:
+                pools.append(pool)
+                pids.extend(r["pid"] for r in ray.get([a.info.remote() for a in pool.actors]))  # type: ignore[attr-defined]
+
+            with C.Cluster(C.LOCAL, num_cpus=cpus) as cl:
+                t0 = time.perf_counter()
+                events = []
+                killed_at = None
+                for ev in C.score_photos(cl, scorer, cat, ids, workers=2, on_pool=started):
+                    events.append(ev)
+                    if killed_at is None and len(events) >= n // 4:
+                        os.kill(pids[0], signal.SIGKILL)
+                        killed_at = len(events)
+                took = time.perf_counter() - t0
+            ok = Counter(e.photo_id for e in events if e.status == "ok")
+            with cat.session() as s:
+                rows = s.execute(select(Score.photo_id, func.count()).group_by(Score.photo_id)).all()
+            out = {"photos": n, "killed_after_results": killed_at, "workers_replaced": pools[0].replaced,  # type: ignore[attr-defined]
+                   "events": len(events), "ok_photos": len(ok), "each_scored_once": set(ok.values()) == {1},
+                   "score_rows": sum(c for _, c in rows), "photos_with_rows": len(rows),
+                   "all_rows_single": {c for _, c in rows} == {1}, "seconds": round(took, 1)}
+        finally:
+            cat.close()
+    print(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

@@ -133,10 +133,10 @@ class Cluster:
     """A connection to a Ray cluster for the length of a job (a context manager).
 
     ``address``: ``auto`` (join this machine's cluster or start a local one), ``local`` (always
-    start a new one here, for this job only), ``ray://HOST:PORT``
-    (Ray client) or ``HOST:PORT`` of a head node. When Ray is already initialised in this process
-    (an embedding program), that connection is used and left open, and the engine must then be
-    importable on the workers (installed there, or passed as ``runtime_env``: see ``runtime_env``). ``num_cpus`` limits a
+    start a new one here, for this job only), ``ray://HOST:PORT`` (Ray client) or ``HOST:PORT``
+    of a head node. When Ray is already initialised in this process (a test, an embedding
+    program), that connection is used and left open; it must have been made with
+    :meth:`runtime_env` (or have the engine installed on the workers). ``num_cpus`` limits a
     local cluster started here (default: all cores).
     """
 

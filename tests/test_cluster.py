@@ -393,3 +393,37 @@ def test_cancel_stops_a_cluster_job_between_results_and_a_rerun_completes_it(clu
             assert s.scalar(select(func.count()).select_from(Score)) == 24
     finally:
         cat.close()
+
+
+def test_ctrl_c_stops_score_on_the_cluster_cleanly_and_a_rerun_finishes(tmp_path: Path) -> None:
+    _ray()
+    import sqlite3
+    import subprocess
+    import time
+
+    repo = Path(__file__).resolve().parents[1]
+    root = _photos(tmp_path / "photos", 60, bad=False)
+    db = tmp_path / "c.sqlite"
+    cmd = [sys.executable, "-m", "app.cli", "--catalog", str(db), "score", str(root), "--json", "--cluster", "local",
+           "--workers", "1"]
+    proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def scored() -> int:
+        try:
+            with sqlite3.connect(db) as con:
+                return int(con.execute("select count(*) from scores").fetchone()[0])
+        except sqlite3.Error:
+            return 0
+
+    deadline = time.monotonic() + 240
+    while scored() == 0 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err and "Traceback" not in err
+    assert 0 < scored() < 60 and out == ""
+    r = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 60
+    with sqlite3.connect(db) as con:
+        assert con.execute("select count(*), count(distinct photo_id) from scores").fetchone() == (60, 60)

@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from app.commands.cluster_opt import add_cluster_option, open_cluster
 from app.commands.index_cmd import StderrProgress, index_folder, open_catalog, stdout_closed
@@ -32,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     add_cluster_option(p)
 
 
-def score_with_assessor(cat: Catalog, ids: list[int], quiet: bool, cluster: object = None) -> str | None:
+def score_with_assessor(cat: Catalog, ids: list[int], quiet: bool, cluster: Any = None) -> str | None:
     """Score ``ids`` with engine.scoring if it and its model exist; else say why not. With a
     ``cluster`` (:class:`engine.cluster.Cluster`) the scoring runs there."""
     try:

@@ -159,6 +159,7 @@ class Cluster:
         ray = self.ray
         if self.address not in (AUTO, LOCAL):
             _check_reachable(self.address)
+        _quiet_stdout(ray)
         if ray.is_initialized():
             return
         # the driver's code travels with the job (Ray takes local folders only at this level)
@@ -215,6 +216,16 @@ class Cluster:
             ref = self.ray.put(blob)
             self._files[key] = ref
         return ref
+
+
+def _quiet_stdout(ray: Any) -> None:
+    """Keep Ray's messages off stdout: its driver prints the cluster's error messages ("(raylet) A
+    worker died...") to ``sys.stdout`` even with ``log_to_driver=False``, which would break the
+    JSON lines scripts read there. A lost worker is logged by this module (stderr) instead.
+    (Ray has no public switch for it; without the private flag this does nothing.)"""
+    worker = getattr(getattr(ray, "_private", None), "worker", None)
+    if worker is not None and hasattr(worker, "_worker_logs_enabled"):
+        worker._worker_logs_enabled = False
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:

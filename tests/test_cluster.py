@@ -94,7 +94,10 @@ def test_cluster_scores_exactly_like_the_thread_pool(cluster: Any, tmp_path: Pat
         remote.close()
 
 
-def test_a_worker_killed_mid_job_loses_nothing_and_each_photo_is_scored_once(cluster: Any, tmp_path: Path) -> None:
+def test_a_worker_killed_mid_job_loses_nothing_and_each_photo_is_scored_once(
+        cluster: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    import time
+
     import ray
 
     from engine import cluster as C
@@ -128,6 +131,8 @@ def test_a_worker_killed_mid_job_loses_nothing_and_each_photo_is_scored_once(clu
         assert _stored(cat).keys() == {p.name for p in root.iterdir()}
         with cat.session() as s:
             assert s.scalar(select(func.count()).select_from(Score)) == 40
+        time.sleep(1.5)  # Ray's own report of the death arrives asynchronously: it must not reach stdout
+        assert "worker died" not in capfd.readouterr().out
     finally:
         cat.close()
 

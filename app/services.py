@@ -31,9 +31,11 @@ class Services:
         self.catalog = catalog
         self.library = Library(catalog)
         self.threads = threads
-        # a Ray cluster address for the heavy jobs (score, enhance, export); "" = the thread pool.
-        # Each job connects in its own worker thread and disconnects when it ends.
+        # a Ray cluster address for the heavy jobs (score, batch enhance, export); "" = the thread
+        # pool. The connection is made by the first job that needs it and kept (_connected).
         self.cluster = cluster
+        self._cluster_conn: Any = None
+        self._cluster_lock = threading.Lock()
         self._lock = threading.Lock()
         self._scorer: Any = None
         self._editor: Any = None
@@ -43,15 +45,33 @@ class Services:
     def open(cls, location: str | None = None, threads: int = 0, cluster: str = "") -> Services:
         return cls(Catalog.open(location or None), threads=threads, cluster=cluster)
 
-    def _on_cluster(self, address: str, run: Any) -> Iterator[Any]:
-        """``run(cluster)``'s results, on a connection made here (a worker thread) for this job.
-        Ray missing or the cluster unreachable fails the job with the reason as its message."""
+    def _connected(self, address: str) -> Any:
+        """The app's connection to the cluster at ``address``: made by the first job that needs
+        it (in that job's worker thread), kept for the next jobs (starting or joining a cluster
+        takes seconds), replaced when the address changes, closed by :meth:`close`."""
         from engine.cluster import Cluster
 
-        with Cluster(address) as cluster:
-            yield from run(cluster)
+        with self._cluster_lock:  # not self._lock: connecting takes seconds, the GUI thread uses that one
+            conn = self._cluster_conn
+            if conn is not None and conn.address != address:
+                conn.close()
+                conn = self._cluster_conn = None
+            if conn is None:
+                conn = Cluster(address)  # Ray missing: the job fails with how to install it
+                conn.connect()
+                self._cluster_conn = conn
+            return conn
+
+    def _on_cluster(self, address: str, run: Any) -> Iterator[Any]:
+        """``run(cluster)``'s results on the app's connection (:meth:`_connected`). Ray missing or
+        the cluster unreachable fails the job with the reason as its message."""
+        yield from run(self._connected(address))
 
     def close(self) -> None:
+        with self._cluster_lock:
+            if self._cluster_conn is not None:
+                self._cluster_conn.close()
+                self._cluster_conn = None
         self.catalog.close()
 
     # -- caches ---------------------------------------------------------------------------
@@ -189,7 +209,7 @@ class Services:
         def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[Any]:
             if not stages:
                 raise RuntimeError("no enhancement model is installed (models/restorer.onnx, models/tone.onnx)")
-            if self.cluster:
+            if self.cluster and len(photo_ids) > 1:  # one photo (the one-click button) stays here: no wait
                 return self._on_cluster(self.cluster, lambda c: self.editor.enhance_batch(
                     photo_ids, ops=stages, strength=strength, progress=progress, cancel=cancel, cluster=c))
             return iter(self.editor.enhance_batch(photo_ids, ops=stages, strength=strength,

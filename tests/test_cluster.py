@@ -350,8 +350,14 @@ def test_gui_score_job_runs_on_the_cluster_from_a_worker_thread(cluster: Any, tm
         assert not errors and not t.is_alive()
         assert sum(1 for e in seen if getattr(e, "status", None) == "ok") == 6
         assert _stored(services.catalog).keys() == {f"p{i:03d}.jpg" for i in range(6)}
+        conn = services._cluster_conn
+        assert conn is not None and services._connected("auto") is conn  # kept for the next job
     finally:
         services.close()
+    assert services._cluster_conn is None
+    import ray
+
+    assert ray.is_initialized()  # joined the test's cluster: closing the app leaves it running
 
 
 def test_workers_run_the_drivers_code_whatever_folder_the_command_runs_from(tmp_path: Path) -> None:

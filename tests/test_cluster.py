@@ -438,3 +438,48 @@ def test_ctrl_c_stops_score_on_the_cluster_cleanly_and_a_rerun_finishes(tmp_path
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 60
     with sqlite3.connect(db) as con:
         assert con.execute("select count(*), count(distinct photo_id) from scores").fetchone() == (60, 60)
+
+
+def test_export_on_the_cluster_interrupted_by_ctrl_c_completes_on_rerun_without_duplicates(tmp_path: Path) -> None:
+    _ray()
+    import json
+    import sqlite3
+    import subprocess
+    import time
+
+    repo = Path(__file__).resolve().parents[1]
+    root = _photos(tmp_path / "lib", 16, bad=False)
+    db, out = tmp_path / "c.sqlite", tmp_path / "out"
+    cmd = [sys.executable, "-m", "app.cli", "--catalog", str(db), "export", str(root), "--to", str(out), "--all",
+           "--cluster", "local"]
+
+    def count(table: str) -> int:
+        try:
+            with sqlite3.connect(db) as con:
+                return int(con.execute(f"select count(*) from {table}").fetchone()[0])
+        except sqlite3.Error:
+            return 0
+
+    proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while count("exports") == 0 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert 0 < count("exports") < 16
+    r = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    recs = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(recs) == 16 and {x["status"] for x in recs} <= {"ok", "skipped"}
+    with sqlite3.connect(db) as con:
+        exported = con.execute("select count(*), count(distinct photo_id) from exports").fetchone()
+        applied = con.execute("select count(*), count(distinct photo_id) from recipes where status = 'applied'"
+                              ).fetchone()
+        rows = {Path(p).name for (p,) in con.execute("select out_path from exports")}
+    # every photo whose enhancement helped (a batch does not apply one that did not) is exported
+    # exactly once, whether the first run, its journal or the rerun wrote it
+    assert exported[0] == exported[1] == applied[0] == applied[1] >= 12
+    assert sorted(p.name for p in out.iterdir()) == sorted(rows)  # no temporary file or journal left
+    assert sum(x["status"] == "ok" for x in recs) + len([x for x in recs if x["error"] == "already exported "
+                                                          "with this edit"]) == exported[0]

@@ -483,3 +483,31 @@ def test_export_on_the_cluster_interrupted_by_ctrl_c_completes_on_rerun_without_
     assert sorted(p.name for p in out.iterdir()) == sorted(rows)  # no temporary file or journal left
     assert sum(x["status"] == "ok" for x in recs) + len([x for x in recs if x["error"] == "already exported "
                                                           "with this edit"]) == exported[0]
+
+
+def test_worker_side_enhance_and_export_refuse_an_original_changed_since_queued(tmp_path: Path) -> None:
+    """What a cluster task runs (no cluster needed): the fingerprint the driver queued is checked
+    against the file the worker sees; a changed original is that photo's error, nothing is written."""
+    import dataclasses
+
+    from engine.edits import EditError, render_and_measure
+    from engine.export import ExportError, ExportTask, current_fingerprint, render_and_write
+    from engine.render import RenderCache, Renderer
+
+    root = _photos(tmp_path / "photos", 1, bad=False)
+    photo = root / "p000.jpg"
+    fp = current_fingerprint(photo)
+    Image.fromarray(make_rgb(320, 240, seed=7)).save(photo, quality=90)  # changed after queueing
+    renderer = Renderer(cache=RenderCache(tmp_path / "cache"))
+    with pytest.raises(EditError, match="changed since the job was queued"):
+        render_and_measure(renderer, photo, fp, ["tone"], 1.0, check_source=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    task = ExportTask(1, str(photo), str(photo), fp, None, out, "p000_x", "jpeg", 90, 8, "jpeg",
+                      {"catalog": "x", "photo_id": 1, "recipe_id": None, "format": "jpeg"}, None, None)
+    with pytest.raises(ExportError, match="changed since the export was queued"):
+        render_and_write(renderer, task, check_source=True)
+    assert list(out.iterdir()) == []
+    written, _ = render_and_write(renderer, dataclasses.replace(task, fingerprint=current_fingerprint(photo)),
+                                  check_source=True)
+    assert written.path.name == "p000_x.jpg" and written.path.is_file()

@@ -150,7 +150,8 @@ def run_clive(out: str, seed: int, crops: int = 2) -> str:
     import torch
 
     torch.set_num_threads(1)
-    from models.training.iqa_data import load_clive, load_rgb as load_rated
+    from models.training.iqa_data import load_clive
+    from models.training.iqa_data import load_rgb as load_rated
     from models.training.nets_quality3 import quality_features_v3
 
     feats, mos, img_id, val, crop = [], [], [], [], []

@@ -172,7 +172,8 @@ class Services:
 
         model_of = {"restore": RESTORER_MODEL, "tone": TONE_MODEL}
         d = models_dir()
-        return [st for st in STAGE_ORDER if (d / f"{model_of.get(st, st)}.onnx").is_file()]
+        # defects: no model, its parameters come from the photo's camera series
+        return [st for st in STAGE_ORDER if st == "defects" or (d / f"{model_of.get(st, st)}.onnx").is_file()]
 
     def enhance_job(self, photo_ids: list[int], strength: float, ops: list[str] | None = None
                     ) -> JobFn[EnhanceResult]:

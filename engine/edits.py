@@ -353,7 +353,12 @@ class Editor:
         path = Path(p.fs_path)
         try:
             view = self.renderer.cached_view(path, fp, PREVIEW_SIDE)
-            recipe = self.renderer.pipeline.plan(view.astype(np.float32) / 255.0, names, strength)
+            defects = None
+            if "defects" in names:
+                from engine.defects import stage_params
+
+                defects = stage_params(self.catalog, p.id)
+            recipe = self.renderer.pipeline.plan(view.astype(np.float32) / 255.0, names, strength, defects=defects)
             recipe = replace(recipe, source=fp)
             if cancel is not None:
                 cancel.raise_if_cancelled()

@@ -474,34 +474,40 @@ def _mean(swr: np.ndarray, sw: np.ndarray) -> np.ndarray:
     return np.where(sw > 0, swr / np.maximum(sw, 1e-12), 0.0).astype(np.float32)
 
 
-def _count_showing(acc: _Accumulator, profile: np.ndarray, region: tuple[slice, slice], depth: float) -> int:
-    """Photos whose own matched-filter attenuation at ``region`` is >= half the series' depth."""
+def _count_showing(acc: _Accumulator, profile: np.ndarray, region: tuple[slice, slice]) -> tuple[int, float]:
+    """(photos whose own matched-filter attenuation at ``region`` is >= half the series' profile,
+    the amplitude of the profile that fits the photos best).
+
+    Per photo, the least-squares scale ``a`` of the profile in its band-pass residual (1.0 = the
+    series' estimate exactly); the photo shows the defect when the region is not mostly clipped
+    and ``a >= 0.5``. The pooled fit ``sum(w a den) / sum(w den)`` corrects the amplitude of the
+    series' estimate (whose bands were weighted differently)."""
     if not acc.ev_r:
-        return 0
-    t = profile  # evidence-scale template (<= 0, the defect's log attenuation)
-    tt = float((t * t).sum())
-    if tt <= 0:
-        return 0
+        return 0, 1.0
+    t = profile
+    if float((t * t).sum()) <= 0:
+        return 0, 1.0
     n = 0
+    num_all = den_all = 0.0
+    on = t < 0
     for er, ew in zip(acc.ev_r, acc.ev_w, strict=True):
         w = ew[region].astype(np.float32)
         wr = er[region].astype(np.float32)
-        mask_w = float((w * (t != 0)).sum())
-        if mask_w <= 0:
+        if float((w[on] <= 0).mean()) >= 0.5:
             continue
-        # weighted least squares of r = a * t / |t|max: a = sum(w r t) / sum(w t t)
         num = float((wr * t).sum())
         den = float((w * t * t).sum())
         if den <= 0:
             continue
-        scale = num / den  # 1.0 = exactly the series' profile
-        clipped_frac = float((w[t != 0] <= 0).mean())
-        if clipped_frac < 0.5 and scale >= 0.5:
+        num_all += num
+        den_all += den
+        if num / den >= 0.5:
             n += 1
     total = acc.n
     if len(acc.ev_r) < total:  # evidence kept for an even sample: scale the count
         n = round(n * total / len(acc.ev_r))
-    return n
+    k = num_all / den_all if den_all > 0 else 1.0
+    return n, float(k)
 
 
 def detect_series(series: Series, workers: int | None = None, progress: ProgressFn | None = None,
@@ -671,7 +677,7 @@ def _spot_detection(acc: _Accumulator, series: Series, M: np.ndarray, comp: np.n
         return None
     # the defect's extent: where the smoothed estimate is deeper than 15 % of its depth, connected
     # to the component, feathered to zero at the edge
-    core = (patch < -0.15 * depth).astype(np.uint8)
+    core = (patch < -0.08 * depth).astype(np.uint8)
     seed = comp[y0:y1, x0:x1].astype(np.uint8)
     nlab, lab2 = cv2.connectedComponents(core, connectivity=8)
     keep = np.isin(lab2, np.unique(lab2[(seed > 0) & (core > 0)])) & (core > 0)
@@ -680,6 +686,16 @@ def _spot_detection(acc: _Accumulator, series: Series, M: np.ndarray, comp: np.n
     soft = cv2.dilate(keep.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
     soft = _blur(soft, 1.0)
     patch = patch * np.clip(soft * 1.5, 0, 1)
+    if not line and elong < 2.0:
+        patch = _radial(patch, keep)
+    # the band-pass lost what its widest blur took from the spot: A = P + G*A, solved by iteration
+    low = 2.0 * _scales(max(h, w))[-1]
+    canvas = np.zeros((h, w), np.float32)
+    p0 = patch.copy()
+    for _ in range(3):
+        canvas[y0:y1, x0:x1] = patch
+        patch = np.minimum(p0 + _lowpass(canvas, low)[y0:y1, x0:x1] * (p0 < 0), 0.0)
+    depth = float(-patch.min())
     ky, kx = np.nonzero(keep)
     bx0, bx1 = (x0 + kx.min()) / w, (x0 + kx.max() + 1) / w
     by0, by1 = (y0 + ky.min()) / h, (y0 + ky.max() + 1) / h
@@ -698,7 +714,7 @@ def _spot_detection(acc: _Accumulator, series: Series, M: np.ndarray, comp: np.n
     ex0, ex1 = int(np.floor(x0 * ev_w / w)), int(np.ceil(x1 * ev_w / w))
     ey1, ex1 = max(ey1, ey0 + 1), max(ex1, ex0 + 1)
     prof = cv2.resize(patch, (ex1 - ex0, ey1 - ey0), interpolation=cv2.INTER_AREA)
-    shown = _count_showing(acc, prof, (slice(ey0, ey1), slice(ex0, ex1)), depth)
+    shown, _k = _count_showing(acc, prof, (slice(ey0, ey1), slice(ex0, ex1)))
     conf = float(1.0 / (1.0 + np.exp(-(abs(peak) - BLOB_Z) / 1.5)))
     conf = round(0.5 + 0.5 * conf * min(1.0, acc.n / 30.0), 3)
     params: dict[str, Any] = {
@@ -712,6 +728,34 @@ def _spot_detection(acc: _Accumulator, series: Series, M: np.ndarray, comp: np.n
         params["mask"] = _encode(np.packbits(keep.astype(np.uint8)), np.uint8)
     return Detection(kind, [round(bx0, 4), round(by0, 4), round(bx1, 4), round(by1, 4)], int(shown), acc.n,
                      conf, params)
+
+
+def _radial(patch: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """A round spot's attenuation as a radial profile around its centre: the median of each
+    1-pixel ring, made monotonic outwards. Averaging over angles removes most of the scene noise
+    left in the series' mean, which is what the correction divides by."""
+    wgt = np.where(keep, -patch, 0.0)
+    tot = float(wgt.sum())
+    if tot <= 0:
+        return patch
+    yy, xx = np.mgrid[0:patch.shape[0], 0:patch.shape[1]].astype(np.float32)
+    cy, cx = float((wgt * yy).sum() / tot), float((wgt * xx).sum() / tot)
+    rr = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
+    ri = np.floor(rr).astype(np.int32)
+    n = int(ri.max()) + 1
+    prof = np.zeros(n, np.float32)
+    for k in range(n):
+        ring = patch[ri == k]
+        prof[k] = float(np.median(ring)) if ring.size else 0.0
+    # deepest at the centre, rising to 0: the mean of the upper and lower monotone envelopes
+    # (a cheap isotonic fit; either envelope alone is biased by the noise of one ring)
+    prof = np.minimum(0.5 * (np.maximum.accumulate(prof) + np.minimum.accumulate(prof[::-1])[::-1]), 0.0)
+    depth = -float(prof.min())
+    if depth <= 0:
+        return patch
+    out = np.interp(rr.ravel(), np.arange(n) + 0.5, prof).reshape(patch.shape).astype(np.float32)
+    out[out > -0.03 * depth] = 0.0
+    return out
 
 
 def _find_hot(acc: _Accumulator, series: Series) -> list[Detection]:

@@ -570,13 +570,15 @@ class FileResult:
 def enhance_file(path: Path, out_dir: Path, renderer: Renderer, ops: Sequence[str] | None = None,
                  strength: float = 1.0, fmt: str = "jpeg", quality: int = 92, bits: int = 8,
                  template: str = "{name}_enhanced", force: bool = False,
-                 cancel: CancelToken | None = None) -> FileResult:
+                 cancel: CancelToken | None = None, defects: dict[str, Any] | None = None) -> FileResult:
     """Render the one-click enhancement of one file to a new file in ``out_dir``.
 
     The same plan, full render, guard and atomic export as the catalog path. A result whose
     measured gain is <= 0 is not written unless ``force``. ``out_dir`` must have been checked
     with ``engine.export.check_out_dir``. Raises ``StageUnavailable`` for a missing model (a
     failure of the whole command); other problems are returned as an ``error`` result.
+    ``defects``: the file's ``defects`` stage parameters when it is in the catalog
+    (``engine.defects.stage_params``); without them that stage is left out.
     """
     from engine.export import (
         EnvironmentFailure,
@@ -602,7 +604,7 @@ def enhance_file(path: Path, out_dir: Path, renderer: Renderer, ops: Sequence[st
     try:
         fp = current_fingerprint(path)
         view = renderer.load_view(path, PREVIEW_SIDE)
-        recipe = renderer.pipeline.plan(view.astype(np.float32) / 255.0, ops, strength)
+        recipe = renderer.pipeline.plan(view.astype(np.float32) / 255.0, ops, strength, defects=defects)
         rendered = renderer.full(path, fp, recipe, cancel=cancel, store=False)
         loaded = load_image(path)
         original, decode_warning = loaded.rgb, loaded.warning

@@ -706,7 +706,7 @@ def _spot_detection(acc: _Accumulator, series: Series, M: np.ndarray, comp: np.n
     elif depth > OPAQUE or area > 0.02:
         kind = "obstruction" if depth > OPAQUE else "smudge"
     else:
-        kind = "smudge" if radius > 0.06 else "dust"
+        kind = "smudge" if radius > 0.1 else "dust"
     method = "inpaint" if depth > OPAQUE and kind in ("line", "obstruction") else "divide"
     # photos showing it, from the evidence copies
     ev_h, ev_w = acc.ev_shape
@@ -800,7 +800,7 @@ def find_biases(results: Sequence[SeriesResult]) -> None:
 
         for k in ("lum", "cr", "cb", "contrast"):
             med, mad = st[k]
-            if len(others) >= 2:
+            if len(others) >= 3:  # a median of at least three cameras: one biased camera cannot move it
                 ref = float(np.median([o[k][0] for o in others]))
                 lim = BIAS_LIMITS[k]
             elif k in ("cr", "cb"):

@@ -12,7 +12,8 @@ portrait and landscape shots of one camera pool. Photos without camera EXIF are 
 and pixel size (the best guess that they come from one device).
 
 **Detection** (:func:`detect_series`), one decode per photo at a reduced scale (long side
-:data:`WORK_SIDE`, JPEG DCT scaling), in a thread pool:
+at least :data:`WORK_SIDE` by a power-of-two JPEG DCT scaling, so no resize follows), in a
+thread pool:
 
 * per photo, the high-pass of log luminance ``r = L - lowpass(L)`` (multiplicative attenuation is
   an additive offset in log, in gamma-encoded sRGB as well since sRGB is close to a power law)
@@ -65,7 +66,16 @@ from engine.jobs import CancelToken, Progress, ProgressFn, no_progress
 
 log = logging.getLogger(__name__)
 
-WORK_SIDE = 1024  # long side of the detection decode (sensor frame)
+WORK_SIDE = 640  # the detection decode's long side is at least this: full size / 1, 2, 4 or 8
+
+
+def work_reduce(width: int, height: int) -> int:
+    """The DCT reduction of the detection decode: the largest of 1, 2, 4, 8 that keeps the long
+    side >= WORK_SIDE (a 4000x3000 photo is examined at 1000x750; dust of 10 px radius is 2.5)."""
+    r = 1
+    while r < 8 and max(width, height) // (2 * r) >= WORK_SIDE:
+        r *= 2
+    return r
 EVIDENCE_SIDE = 256  # long side of the per-photo copy kept to count the photos showing a defect
 HOT_SAMPLE = 40  # photos per series examined for hot pixels
 MIN_SERIES = 10  # fewer photos than this: no detection (a series must outvote its scenes)
@@ -309,45 +319,72 @@ def _scales(side: int) -> tuple[float, ...]:
     return tuple(x for x in SCALES if x * 16 < side)
 
 
+def _level(s: float) -> int:
+    """The reduction at which the band of scale ``s`` is computed and accumulated (a pyramid:
+    a band of scale 12 needs no more than a quarter of the pixels)."""
+    return 1 if s < 6 else int(s // 3)
+
+
 def _evidence(rgb_work: np.ndarray, hot_rgb: np.ndarray | None, ev_size: tuple[int, int]) -> _PhotoEvidence:
     """Per-scale DoGs of log luminance and their weights: a spot is the same DoG in every photo,
-    the scene is not; weighting by the local variance of the DoG lets smooth areas (where a spot
-    is visible at all) outvote textured ones at every scale."""
+    the scene is not; weighting by the local variance of the photo's texture lets smooth areas
+    (where a spot is visible at all) outvote textured ones at every scale. Each band lives at its
+    pyramid level (:func:`_level`)."""
     lum = _lum(rgb_work)
     L = np.log(lum + 0.01)
     h, w = L.shape
     side = max(h, w)
     scales = _scales(side)
-    g = [_blur(L, scales[0])] + [_lowpass(L, 2 * s) if 2 * s >= 8 else _blur(L, 2 * s) for s in scales]
-    clipped = ((lum > 0.97) | (lum < 0.02)).astype(np.uint8)
-    noise = (0.004 / (lum + 0.01)) ** 2
+    clipped = ((lum > 0.97) | (lum < 0.02)).astype(np.float32)
+    levels: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     ds: list[np.ndarray] = []
     ws: list[np.ndarray] = []
-    bands = [g[i] - g[i + 1] for i in range(len(scales))]
-    lag = 2
+    band0: np.ndarray | None = None
     for i, s in enumerate(scales):
-        d = bands[i]
+        f = _level(s)
+        if f not in levels:
+            if f == 1:
+                levels[f] = (L, lum, clipped)
+            else:
+                size = (max(1, w // f), max(1, h // f))
+                levels[f] = (cv2.resize(L, size, interpolation=cv2.INTER_AREA),
+                             cv2.resize(lum, size, interpolation=cv2.INTER_AREA),
+                             cv2.resize(clipped, size, interpolation=cv2.INTER_AREA))
+        Lf, lumf, clf = levels[f]
+        sl = s / f
+        d = _blur(Lf, sl) - _blur(Lf, 2 * sl)
+        if i == 0:
+            band0 = d
         # the weight comes from the texture of a finer band (two octaves down): a spot is smooth
         # at fine scales, so it does not lower its own weight, while scene texture does
-        f = bands[max(0, i - lag)]
-        v = _lowpass(f * f, 2 * s) if 2 * s >= 8 else _blur(f * f, 2 * s)
+        if i < 2 or f == 1:
+            tb = band0 if f == 1 else None
+        else:
+            tb = _blur(Lf, 0.75) - _blur(Lf, 1.5)
+        if tb is None:  # pragma: no cover - level 1 always has band 0
+            tb = d
+        v = _blur(tb * tb, 2 * sl)
+        noise = (0.004 / (lumf + 0.01)) ** 2
         wt = 1.0 / (v + noise / (s * s) + WEIGHT_FLOOR)
-        if clipped.any():
-            k = int(s) * 2 + 1
-            cl = cv2.dilate(clipped, np.ones((k, k), np.uint8))
-            wt[cl > 0] = 0.0
+        cl = (clf > 0).astype(np.uint8)
+        if cl.any():
+            k = int(sl) * 2 + 1
+            wt[cv2.dilate(cl, np.ones((k, k), np.uint8)) > 0] = 0.0
         ds.append(d.astype(np.float32))
         ws.append(wt.astype(np.float32))
-    r = g[0] - g[-1]
+    e = ev_size[0] / w
+    Le = cv2.resize(L, ev_size, interpolation=cv2.INTER_AREA)
+    r_ev = _blur(Le, max(0.5, scales[0] * e)) - _lowpass(Le, max(2.0, 2 * scales[-1] * e))
     mid = len(scales) // 2
-    r_ev = cv2.resize(r, ev_size, interpolation=cv2.INTER_AREA)
     w_ev = cv2.resize(ws[mid], ev_size, interpolation=cv2.INTER_AREA)
     hot = None
     if hot_rgb is not None:
         m = hot_rgb.max(axis=2)
         med = cv2.medianBlur(m, 3)
         hot = (m.astype(np.int16) - med.astype(np.int16)) > 50
-    return _PhotoEvidence(ds, ws, r_ev.astype(np.float32), w_ev.astype(np.float32), _photo_stats(rgb_work, lum), hot)
+    small = cv2.resize(rgb_work, ev_size, interpolation=cv2.INTER_AREA)
+    return _PhotoEvidence(ds, ws, r_ev.astype(np.float32), w_ev.astype(np.float32),
+                          _photo_stats(small, _lum(small)), hot)
 
 
 def _load(p: PhotoRef, work: tuple[int, int], hot_scale: int | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -362,7 +399,8 @@ def _load(p: PhotoRef, work: tuple[int, int], hot_scale: int | None) -> tuple[np
         big = np.ascontiguousarray(to_sensor(img.rgb, img.orientation))
         small = cv2.resize(big, work, interpolation=cv2.INTER_AREA) if big.shape[1::-1] != work else big
         return small, big
-    img, _ = decode(data, ext, max_side=max(work))
+    full = max(p.width, p.height)
+    img, _ = decode(data, ext, reduce=max(1, round(full / max(work))))
     rgb = np.ascontiguousarray(to_sensor(img.rgb, img.orientation))
     if rgb.shape[1::-1] != work:
         rgb = cv2.resize(rgb, work, interpolation=cv2.INTER_AREA)
@@ -418,13 +456,15 @@ def _elongation(mask: np.ndarray) -> float:
 
 
 class _Accumulator:
-    def __init__(self, shape: tuple[int, int], ev_shape: tuple[int, int], n_scales: int) -> None:
-        self.swd = [[np.zeros(shape, np.float32) for _ in range(n_scales)] for _ in range(2)]
-        self.sw = [[np.zeros(shape, np.float32) for _ in range(n_scales)] for _ in range(2)]
+    def __init__(self, shape: tuple[int, int], ev_shape: tuple[int, int], scales: Sequence[float]) -> None:
+        self.shape = shape
+        sh = [(max(1, shape[0] // _level(s)), max(1, shape[1] // _level(s))) for s in scales]
+        self.swd = [[np.zeros(x, np.float32) for x in sh] for _ in range(2)]
+        self.sw = [[np.zeros(x, np.float32) for x in sh] for _ in range(2)]
         # for the standard error of the weighted mean: sum w^2 d^2, sum w^2 d, sum w^2
-        self.sw2dd = [np.zeros(shape, np.float32) for _ in range(n_scales)]
-        self.sw2d = [np.zeros(shape, np.float32) for _ in range(n_scales)]
-        self.sw2 = [np.zeros(shape, np.float32) for _ in range(n_scales)]
+        self.sw2dd = [np.zeros(x, np.float32) for x in sh]
+        self.sw2d = [np.zeros(x, np.float32) for x in sh]
+        self.sw2 = [np.zeros(x, np.float32) for x in sh]
         self.ev_shape = ev_shape
         self.ev_r: list[np.ndarray] = []
         self.ev_w: list[np.ndarray] = []
@@ -458,16 +498,30 @@ class _Accumulator:
                 self.hot_count += e.hot
                 self.hot_n += 1
 
-    def stderr(self, i: int, m: np.ndarray) -> np.ndarray:
-        """Standard error of the weighted mean ``m`` of scale ``i``: sqrt(sum w^2 (d-m)^2) / sum w."""
+    def _up(self, a: np.ndarray) -> np.ndarray:
+        if a.shape == self.shape:
+            return a
+        return cv2.resize(a, self.shape[::-1], interpolation=cv2.INTER_LINEAR)
+
+    def _mean_level(self, i: int) -> np.ndarray:
+        return _mean(self.swd[0][i] + self.swd[1][i], self.sw[0][i] + self.sw[1][i])
+
+    def stderr(self, i: int) -> np.ndarray:
+        """Standard error of the weighted mean of scale ``i``: sqrt(sum w^2 (d-m)^2) / sum w."""
+        m = self._mean_level(i)
         sw = self.sw[0][i] + self.sw[1][i]
         num = self.sw2dd[i] - 2 * m * self.sw2d[i] + m * m * self.sw2[i]
-        return (np.sqrt(np.maximum(num, 0.0)) / np.maximum(sw, 1e-12)).astype(np.float32)
+        return self._up((np.sqrt(np.maximum(num, 0.0)) / np.maximum(sw, 1e-12)).astype(np.float32))
+
+    def neff(self, i: int) -> np.ndarray:
+        """Effective number of photos behind the weighted mean: (sum w)^2 / sum w^2."""
+        sw = self.sw[0][i] + self.sw[1][i]
+        return self._up((sw * sw / np.maximum(self.sw2[i], 1e-20)).astype(np.float32))
 
     def mean(self, i: int, half: int | None = None) -> np.ndarray:
         if half is None:
-            return _mean(self.swd[0][i] + self.swd[1][i], self.sw[0][i] + self.sw[1][i])
-        return _mean(self.swd[half][i], self.sw[half][i])
+            return self._up(self._mean_level(i))
+        return self._up(_mean(self.swd[half][i], self.sw[half][i]))
 
 
 def _mean(swr: np.ndarray, sw: np.ndarray) -> np.ndarray:
@@ -521,10 +575,11 @@ def detect_series(series: Series, workers: int | None = None, progress: Progress
     progress = progress or no_progress
     loader = loader or _load
     n = len(series.photos)
-    work = _fit(series.width, series.height, WORK_SIDE)
+    red = work_reduce(series.width, series.height)
+    work = (max(1, series.width // red), max(1, series.height // red))
     ev = _fit(series.width, series.height, EVIDENCE_SIDE)
     ev_shape = (ev[1], ev[0])
-    acc = _Accumulator((work[1], work[0]), ev_shape, len(_scales(max(work))))
+    acc = _Accumulator((work[1], work[0]), ev_shape, _scales(max(work)))
     if n < MIN_SERIES:
         return SeriesResult(series, [], {}, 0, 0)
     hot_every = max(1, n // HOT_SAMPLE)
@@ -596,9 +651,8 @@ def _find_spots(acc: _Accumulator, series: Series, work: tuple[int, int]) -> lis
         # the noise of the weighted mean: its standard error (inflated where few photos carry
         # the weight, since then it is itself uncertain), never below half the local robust
         # spread of the map (scene structure shared by many photos of a series)
-        se = acc.stderr(i, d)
-        sw = acc.sw[0][i] + acc.sw[1][i]
-        neff = sw * sw / np.maximum(acc.sw2[i], 1e-20)
+        se = acc.stderr(i)
+        neff = acc.neff(i)
         sig = np.maximum(se * np.sqrt(np.maximum(1.0, 8.0 / np.maximum(neff, 1e-3))),
                          0.5 * _block_sigma(d, max(24, int(8 * s))))
         sig = np.maximum(sig, 1e-6)

@@ -451,6 +451,14 @@ class Library:
                      .where(Photo.id.in_(ids[i:i + 500])))
                 for p, sc in s.execute(q).all():
                     by_id[p.id] = _record(p, sc, th)
+        # camera defects of the photo's series (engine.defects), undismissed: a correctable reason
+        from engine.defects import reasons_for_photo
+
+        kinds = reasons_for_photo(self.catalog, list(by_id))
+        for pid, rec in by_id.items():
+            rec["defects"] = kinds.get(pid, [])
+            if rec["reasons"] is not None:
+                rec["reasons"] += [k for k in rec["defects"] if k not in rec["reasons"]]
         return [by_id[i] for i in ids if i in by_id]
 
     # -- thumbnails -------------------------------------------------------------------------

@@ -287,6 +287,14 @@ def test_dismiss_survives_a_new_detection_and_is_not_corrected(tmp_catalog: obje
     params = D.stage_params(tmp_catalog, pid)
     assert params is not None and first.id not in params["defect_ids"] and len(params["items"]) == 1
     assert D.reasons_for_photo(tmp_catalog, [pid]) == {pid: ["dust"]}
+    from engine.library import Library
+
+    rec = Library(tmp_catalog).photo_record(pid)  # type: ignore[arg-type]
+    assert rec["defects"] == ["dust"]  # what score/rank print and the grid's badge reads
+    D.set_dismissed(tmp_catalog, rep.defects[1].id)  # type: ignore[arg-type]
+    assert Library(tmp_catalog).photo_record(pid)["defects"] == []  # type: ignore[arg-type]
+    assert D.stage_params(tmp_catalog, pid) is None
+    D.set_dismissed(tmp_catalog, rep.defects[1].id, False)  # type: ignore[arg-type]
     (rep2,) = [r for r in D.detect(tmp_catalog, str(library), force=True) if "Dusty" in r.camera]
     assert sorted(d.dismissed for d in rep2.defects) == [False, True]
     with pytest.raises(KeyError):

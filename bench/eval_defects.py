@@ -89,7 +89,14 @@ def main() -> int:
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--psnr-photos", type=int, default=5, help="photos per series corrected for the PSNR check")
     ap.add_argument("--json", default=None, help="write the summary here too")
+    ap.add_argument("--reuse", action="store_true", help="the series already in --workdir (same arguments)")
+    ap.add_argument("--blob-z", type=float, default=None, help="override engine.defects.BLOB_Z")
+    ap.add_argument("--half-z", type=float, default=None, help="override engine.defects.HALF_Z")
     a = ap.parse_args()
+    if a.blob_z is not None:
+        D.BLOB_Z = a.blob_z
+    if a.half_z is not None:
+        D.HALF_Z = a.half_z
     rng = np.random.default_rng(a.seed)
     pmin, pmax = (int(x) for x in a.photos.split(","))
     rad = tuple(float(x) for x in a.radius.split(","))
@@ -113,8 +120,9 @@ def main() -> int:
               if c < a.cameras else CameraDefects())
         folder = lib_dir / f"cam{c:02d}"
         folder.mkdir(parents=True, exist_ok=True)
-        for i, src in enumerate(srcs):
-            Image.fromarray(cd.apply(load(src))).save(folder / f"{i:03d}.jpg", quality=95, exif=exif(c))
+        if not a.reuse:
+            for i, src in enumerate(srcs):
+                Image.fromarray(cd.apply(load(src))).save(folder / f"{i:03d}.jpg", quality=95, exif=exif(c))
         truth[f"Body {c}"] = (cd, srcs, size)
     t_make = time.time() - t0
     from engine.defect_synth import to_json
@@ -129,7 +137,7 @@ def main() -> int:
     t_index = time.time() - t0
     n_photos = sum(len(v[1]) for v in truth.values())
     t0 = time.time()
-    reps = D.detect(cat, str(lib_dir))
+    reps = D.detect(cat, str(lib_dir), force=True)
     t_detect = time.time() - t0
     found = total = 0
     series_all = series_n = 0

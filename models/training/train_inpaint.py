@@ -14,7 +14,8 @@ thin lines and polylines 1-7 px wide (scratches, cracks, hair), ellipses and blo
 dust too opaque to divide out), and mixtures of both.
 
 Network: a small residual U-Net (widths 24/48/96, middle 96 with dilated convolutions for a wide
-receptive field at low cost), about 0.6 M parameters; gated by nothing fancier, so it runs in
+receptive field at low cost), about 0.6 M parameters, that refines a coarse fill (normalised
+convolution of the known pixels, :func:`coarse_fill`); plain convolutions, so it runs in
 onnxruntime on the CPU like the restorer. Loss: L1 inside the hole (x 6) plus L1 on a 4-pixel
 ring around it (the seam), plus a small gradient L1 inside the hole (texture, not just colour).
 
@@ -82,6 +83,26 @@ class _Block(nn.Module):
         return self.skip(x) + self.c2(F.leaky_relu(self.c1(x), 0.1))
 
 
+def coarse_fill(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Normalised convolution: each hidden pixel gets the mean of the known pixels in the
+    smallest window (5, 11, 23, 47 px) that holds enough of them. The network learns the
+    residual over this, so it starts from plausible colours instead of black."""
+    known = 1.0 - mask
+    num = image * known
+    out = image * known
+    done = torch.zeros_like(mask)
+    for k in (5, 11, 23, 47):
+        n = F.avg_pool2d(num, k, 1, k // 2, count_include_pad=False)
+        d = F.avg_pool2d(known, k, 1, k // 2, count_include_pad=False)
+        est = n / (d + 1e-6)
+        take = ((d > 0.05).float() * (1.0 - done)) * mask
+        out = out + est * take
+        done = torch.clamp(done + take, 0.0, 1.0)
+    rest = mask * (1.0 - done)  # holes wider than 47 px: the image mean of the known pixels
+    mean = num.sum(dim=(2, 3), keepdim=True) / (known.sum(dim=(2, 3), keepdim=True) + 1e-6)
+    return out + mean * rest
+
+
 class InpaintUNet(nn.Module):
     def __init__(self, w: tuple[int, int, int] = (24, 48, 96)) -> None:
         super().__init__()
@@ -96,7 +117,8 @@ class InpaintUNet(nn.Module):
         self.out = nn.Conv2d(w[0], 3, 3, padding=1)
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([image * (1 - mask), mask], 1)
+        filled = coarse_fill(image, mask)
+        x = torch.cat([filled, mask], 1)
         e1 = self.e1(x)
         e2 = self.e2(F.avg_pool2d(e1, 2))
         e3 = self.e3(F.avg_pool2d(e2, 2))
@@ -104,7 +126,7 @@ class InpaintUNet(nn.Module):
         m = F.interpolate(m, scale_factor=2.0, mode="nearest") + e3
         d2 = self.d2(torch.cat([F.interpolate(self.u2(m), scale_factor=2.0, mode="nearest"), e2], 1))
         d1 = self.d1(torch.cat([F.interpolate(self.u1(d2), scale_factor=2.0, mode="nearest"), e1], 1))
-        pred = torch.clamp(image * (1 - mask) + self.out(d1), 0.0, 1.0)
+        pred = torch.clamp(filled + self.out(d1), 0.0, 1.0)
         return image * (1 - mask) + pred * mask  # known pixels pasted back
 
 

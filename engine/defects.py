@@ -1247,10 +1247,96 @@ def defect_records(rep: SeriesReport) -> list[dict[str, Any]]:
     return out
 
 
+KIND_COLOURS = {"dust": (230, 80, 60), "smudge": (230, 150, 40), "line": (60, 140, 230),
+                "obstruction": (170, 60, 200), "hot_pixel": (240, 220, 40), "bias": (120, 120, 120)}
+
+
+def summary(rep: SeriesReport) -> str:
+    """"3 dust spots, in 214 of 230 photos" (the undismissed defects; the most shown count)."""
+    live = [d for d in rep.defects if not d.dismissed]
+    if not live:
+        return f"no defect found in {rep.n_photos} photos"
+    names = {"dust": ("dust spot", "dust spots"), "smudge": ("smudge", "smudges"), "line": ("line", "lines"),
+             "obstruction": ("obstruction", "obstructions"), "hot_pixel": ("hot pixel group", "hot pixel groups"),
+             "bias": ("tone or colour bias", "tone or colour biases")}
+    counts: dict[str, int] = {}
+    for d in live:
+        counts[d.kind] = counts.get(d.kind, 0) + 1
+    parts = [f"{n} {names.get(k, (k, k))[n > 1]}" for k, n in counts.items()]
+    most = max(d.photos for d in live)
+    return f"{', '.join(parts)}, in {most} of {rep.n_photos} photos"
+
+
+def defect_map(rep: SeriesReport, side: int = 360, background: np.ndarray | None = None) -> np.ndarray:
+    """An RGB picture of the frame (the series' usual orientation) with each defect's box drawn
+    and numbered by its position in ``rep.defects``; dismissed ones dashed grey."""
+    fw, fh = (rep.width, rep.height) if rep.orientation not in (5, 6, 7, 8) else (rep.height, rep.width)
+    w, h = _fit(fw, fh, side)
+    if background is not None and background.ndim == 3:
+        img = cv2.resize(background, (w, h), interpolation=cv2.INTER_AREA)
+        img = (img.astype(np.float32) * 0.6 + 40).astype(np.uint8)
+    else:
+        img = np.full((h, w, 3), 70, np.uint8)
+    cv2.rectangle(img, (0, 0), (w - 1, h - 1), (140, 140, 140), 1)
+    for i, d in enumerate(rep.defects):
+        if d.kind == "bias":
+            continue
+        col = (150, 150, 150) if d.dismissed else KIND_COLOURS.get(d.kind, (255, 255, 255))
+        if d.kind == "hot_pixel":  # scattered single pixels: a ring at each, the number at the first
+            pts = [point_to_display(u, v, rep.orientation) for u, v in d.params.get("points", [])[:500]]
+            for u, v in pts:
+                cv2.circle(img, (int(u * w), int(v * h)), 4, col, 1, cv2.LINE_AA)
+            if pts:
+                cv2.putText(img, str(i + 1), (int(pts[0][0] * w) + 6, int(pts[0][1] * h) + 4),
+                            cv2.FONT_HERSHEY_SIMPLEX, 0.4, col, 1, cv2.LINE_AA)
+            continue
+        b = bbox_to_display(d.bbox, rep.orientation)
+        x0, y0 = int(b[0] * w), int(b[1] * h)
+        x1, y1 = max(x0 + 3, int(np.ceil(b[2] * w))), max(y0 + 3, int(np.ceil(b[3] * h)))
+        cv2.rectangle(img, (x0 - 2, y0 - 2), (x1 + 2, y1 + 2), col, 1 if d.dismissed else 2)
+        cv2.putText(img, str(i + 1), (x1 + 4, max(10, y0 + 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, col, 1,
+                    cv2.LINE_AA)
+    return img
+
+
+def example_crops(catalog: Any, rep: SeriesReport, d: Detection, n: int = 3, side: int = 120) -> list[np.ndarray]:
+    """Crops of ``n`` photos of the series around the defect (as displayed), for the user to see
+    it. Decodes at reduced scale: run it off the GUI thread."""
+    from sqlalchemy import select
+
+    from db.schema import STATUS_OK, Photo
+    from engine.imageio import ImageError, load_image
+
+    with catalog.session() as s:
+        rows = s.execute(select(Photo.path_bytes, Photo.orientation).where(
+            Photo.series_id == rep.id, Photo.status == STATUS_OK).order_by(Photo.id)).all()
+    if not rows:
+        return []
+    step = max(1, len(rows) // n)
+    out: list[np.ndarray] = []
+    for pb, o in rows[::step][:n]:
+        try:
+            img = load_image(os.fsdecode(pb), max_side=1600).rgb
+        except (ImageError, OSError):
+            continue
+        h, w = img.shape[:2]
+        b = bbox_to_display(d.bbox, int(o or 1)) if d.kind != "bias" else [0.0, 0.0, 1.0, 1.0]
+        cx, cy = (b[0] + b[2]) / 2 * w, (b[1] + b[3]) / 2 * h
+        half = max(24.0, 1.5 * max((b[2] - b[0]) * w, (b[3] - b[1]) * h))
+        x0, x1 = int(max(0, cx - half)), int(min(w, cx + half))
+        y0, y1 = int(max(0, cy - half)), int(min(h, cy + half))
+        crop = img[y0:y1, x0:x1]
+        if crop.size == 0:
+            continue
+        out.append(cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA if crop.shape[0] > side
+                              else cv2.INTER_NEAREST))
+    return out
+
+
 _lock = threading.Lock()
 
 __all__ = ["DETECTOR_VERSION", "KINDS", "Detection", "PhotoRef", "Series", "SeriesReport", "SeriesResult",
            "apply_correction", "bbox_to_display", "camera_name", "defect_records", "detect", "detect_series",
-           "display_params", "find_biases", "group_series", "photo_defects", "reasons_for_photo", "reports",
-           "sensor_size", "series_key_of", "series_of_folder", "set_dismissed", "stage_params", "to_display",
+           "defect_map", "display_params", "example_crops", "find_biases", "group_series", "photo_defects", "reasons_for_photo", "reports",
+           "sensor_size", "series_key_of", "series_of_folder", "set_dismissed", "stage_params", "summary", "to_display",
            "to_sensor"]

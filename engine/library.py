@@ -15,7 +15,8 @@ photos always sort last. Filters (all optional): ``status`` (str or list), ``rec
 ``min_improvability`` (float), ``scored`` (bool), ``has_recipe`` (bool), ``degradation`` (a name of
 ``engine.degrade.SEVERITY_NAMES``; with optional ``min_severity``, default the assessor's calibrated
 threshold for it, as in ``score``'s reasons), ``text`` (substring of
-the path, case-insensitive), ``include_missing`` (bool, default False).
+the path, case-insensitive), ``include_missing`` (bool, default False), ``camera_defects`` (bool:
+photos of a camera series with an undismissed defect, see ``engine.defects``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import JSON, ColumnElement, Select, and_, case, cast, func, select, type_coerce
+from sqlalchemy import JSON, ColumnElement, Select, and_, case, cast, func, or_, select, type_coerce
 from sqlalchemy.orm import aliased
 
 from db.catalog import Catalog
@@ -278,6 +279,13 @@ class Library:
             conds.append(js[name].as_float() >= level)
         if "text" in filters:
             conds.append(Photo.path.ilike(f"%{filters.pop('text')}%"))
+        if "camera_defects" in filters:
+            # photos of a camera series with an undismissed defect (engine.defects)
+            from db.schema import Defect
+
+            live = select(Defect.series_id).where(Defect.dismissed.is_(False))
+            conds.append(Photo.series_id.in_(live) if filters.pop("camera_defects")
+                         else or_(Photo.series_id.is_(None), Photo.series_id.not_in(live)))
         if filters:
             raise ValueError(f"unknown filters: {sorted(filters)}")
         return conds

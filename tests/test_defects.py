@@ -317,3 +317,38 @@ def test_cli_defects_json(tmp_path: Path, library: Path, capsys: pytest.CaptureF
     assert "TestMaker Dusty 1 (240x160): 2 dust spots" in out and "Clean 2 (240x160): no defect found" in out
     assert main(["--catalog", cat, "defects", str(tmp_path / "nope")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+# -- GUI ---------------------------------------------------------------------------------------------
+def test_defects_dialog_shows_cameras_and_dismisses(qtbot: object, tmp_path: Path, library: Path) -> None:
+    from app.defects_dialog import DefectsDialog
+    from app.services import Services
+
+    svc = Services.open(str(tmp_path / "gui.sqlite"))
+    try:
+        for _ in svc.library.index(str(library)):
+            pass
+        dlg = DefectsDialog(svc)
+        qtbot.addWidget(dlg)  # type: ignore[attr-defined]
+        assert dlg.cameras.count() == 0 and "No camera examined" in dlg.title.text()
+        for _ in svc.defects_job(str(library))(lambda p: None, None):  # type: ignore[arg-type]
+            pass
+        dlg.reload()
+        texts = [dlg.cameras.item(i).text() for i in range(dlg.cameras.count())]
+        assert any("Dusty 1" in t and "2 dust spots, in " in t and " of 30 photos" in t for t in texts)
+        assert any("Clean 2" in t and "no defect found in 30 photos" in t for t in texts)
+        dlg.cameras.setCurrentRow(next(i for i, t in enumerate(texts) if "Dusty" in t))
+        assert dlg.map.pixmap() is not None and not dlg.map.pixmap().isNull()
+        # example crops arrive from the worker
+        qtbot.waitUntil(lambda: all(lab.pixmap() is not None and not lab.pixmap().isNull()  # type: ignore[attr-defined]
+                                    for labs in dlg._crop_labels.values() for lab in labs), timeout=20000)
+        rep = next(r for r in dlg.reports if "Dusty" in r.camera)
+        dlg._dismiss(rep.defects[0].id, True)
+        rep = next(r for r in dlg.reports if "Dusty" in r.camera)
+        assert [d.dismissed for d in rep.defects] == [True, False]
+        assert "1 dust spot," in dlg.title.text()
+        assert svc.count(str(library), {"camera_defects": True}) == 30
+        assert svc.count(str(library), {"camera_defects": False}) == 30
+        dlg.done(0)
+    finally:
+        svc.close()

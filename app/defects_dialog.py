@@ -45,7 +45,6 @@ class DefectsDialog(QDialog):
         self.reports: list[Any] = []
         self.examples = LatestTask(self)
         self.examples.done.connect(self._on_examples)
-        self.examples.failed.connect(lambda msg: self.status.setText(f"cannot show examples: {msg}"))
 
         self.cameras = QListWidget()
         self.cameras.setMinimumWidth(300)
@@ -53,6 +52,7 @@ class DefectsDialog(QDialog):
         self.status = QLabel("Photos are grouped by the camera (body, lens, pixel size) that made them; "
                              "a defect is what stays at one place in most of a camera's photos.")
         self.status.setWordWrap(True)
+        self.examples.failed.connect(self._on_examples_failed)
         find = QPushButton("Find Defects")
         find.setToolTip("Examine the cameras of this folder's photos (unchanged cameras are read back)")
         find.clicked.connect(lambda: self.findRequested.emit(False))
@@ -122,7 +122,7 @@ class DefectsDialog(QDialog):
     def _clear_list(self) -> None:
         while self.list_layout.count():
             item = self.list_layout.takeAt(0)
-            w = item.widget()
+            w = item.widget() if item is not None else None
             if w is not None:
                 w.deleteLater()
         self._crop_labels = {}
@@ -141,7 +141,10 @@ class DefectsDialog(QDialog):
             return
         for i, d in enumerate(rep.defects):
             self.list_layout.addWidget(self._defect_row(rep, i, d))
-        self.examples.submit(lambda rep=rep: {d.id: self.services.defect_examples(rep, d) for d in rep.defects})
+        def crops() -> dict[int, list[np.ndarray]]:
+            return {d.id: self.services.defect_examples(rep, d) for d in rep.defects}
+
+        self.examples.submit(crops)
 
     def _defect_row(self, rep: Any, i: int, d: Any) -> QWidget:
         from engine.defects import bbox_to_display
@@ -180,6 +183,9 @@ class DefectsDialog(QDialog):
             labels = self._crop_labels.get(did, [])
             for lab, rgb in zip(labels, crops, strict=False):
                 lab.setPixmap(_pixmap(rgb))
+
+    def _on_examples_failed(self, message: str) -> None:
+        self.status.setText(f"cannot show example crops: {message}")
 
     def _dismiss(self, defect_id: int, dismissed: bool) -> None:
         self.services.dismiss_defect(defect_id, dismissed)

@@ -52,7 +52,7 @@ class CameraDefects:
 
     def transmission(self, w: int, h: int) -> np.ndarray:
         """The attenuation map (1 = all light passes) of the spots, HxW float32."""
-        t = np.ones((h, w), np.float32)
+        t: np.ndarray = np.ones((h, w), np.float32)
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         for s in self.spots:
             if s.kind == "dust":
@@ -67,8 +67,8 @@ class CameraDefects:
                 p0 = (int(round((s.cx * w - dx) * 16)), int(round((s.cy * h - dy) * 16)))
                 p1 = (int(round((s.cx * w + dx) * 16)), int(round((s.cy * h + dy) * 16)))
                 cv2.line(m, p0, p1, 1.0, max(1, int(round(s.width))), lineType=cv2.LINE_AA, shift=4)
-                m = cv2.GaussianBlur(m, (0, 0), 0.6)
-                t *= 1.0 - s.opacity * np.clip(m / max(float(m.max()), 1e-6), 0, 1)
+                m = np.asarray(cv2.GaussianBlur(m, (0, 0), 0.6), np.float32)
+                t = (t * (1.0 - s.opacity * np.clip(m / max(float(m.max()), 1e-6), 0, 1))).astype(np.float32)
         return t
 
     def apply(self, rgb_u8: np.ndarray) -> np.ndarray:

@@ -52,7 +52,6 @@ import hashlib
 import json
 import logging
 import os
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -848,7 +847,7 @@ def find_biases(results: Sequence[SeriesResult]) -> None:
         reasons: list[str] = []
         conf: list[float] = []
 
-        def consistent(med: float, mad: float, ref: float) -> float:
+        def consistent(med: float, mad: float, ref: float, n: int = n) -> float:
             se = max(mad, 1e-3) * 1.2533 / np.sqrt(n)
             return abs(med - ref) / se
 
@@ -1332,8 +1331,6 @@ def example_crops(catalog: Any, rep: SeriesReport, d: Detection, n: int = 3, sid
                               else cv2.INTER_NEAREST))
     return out
 
-
-_lock = threading.Lock()
 
 __all__ = ["DETECTOR_VERSION", "KINDS", "Detection", "PhotoRef", "Series", "SeriesReport", "SeriesResult",
            "apply_correction", "bbox_to_display", "camera_name", "defect_records", "detect", "detect_series",

@@ -79,7 +79,7 @@ EVIDENCE_SIDE = 256  # long side of the per-photo copy kept to count the photos 
 HOT_SAMPLE = 40  # photos per series examined for hot pixels
 MIN_SERIES = 10  # fewer photos than this: no detection (a series must outvote its scenes)
 EVIDENCE_BUDGET = 1500  # photos per series whose evidence is kept (more: an even sample, scaled)
-BLOB_Z = 6.0  # threshold of the blob filter in units of the series' own noise
+BLOB_Z = 5.0  # threshold of the blob filter in units of the series' own noise (bench/eval_defects.py)
 HALF_Z = 1.5  # each half of the series must show it at least this strongly (its own noise units)
 LINE_Z = 6.0
 LINE_ELONGATION = 5.0
@@ -597,26 +597,156 @@ def detect_series(series: Series, workers: int | None = None, progress: Progress
             return None
         return _evidence(rgb, big, ev)
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="defects") as pool:
-        futures = []
-        for i in range(n):
-            futures.append(pool.submit(job, i))
-        for i, fut in enumerate(futures):
-            if cancel is not None and cancel.cancelled:
-                for f in futures[i:]:
-                    f.cancel()
-                cancel.raise_if_cancelled()
-            e = fut.result()
-            if e is None:
-                errors += 1
-            else:
-                acc.add(e, keep_evidence=(i % ev_every == 0))
-            progress(Progress(i + 1, n, f"{series.camera}: photo {i + 1} of {n}"))
+    for i, e in _pool_map(job, range(n), workers, cancel):
+        if e is None:
+            errors += 1
+        else:
+            acc.add(e, keep_evidence=(i % ev_every == 0))
+        progress(Progress(i + 1, n, f"{series.camera}: photo {i + 1} of {n}"))
     if acc.n < MIN_SERIES:
         return SeriesResult(series, [], _series_stats(acc), acc.n, errors)
-    dets = _find_spots(acc, series, work)
+    dets = _merge(_find_spots(acc, series, work))
+    _refine(series, dets, work, loader, workers, cancel)
     dets += _find_hot(acc, series)
     return SeriesResult(series, dets, _series_stats(acc), acc.n, errors)
+
+
+def _pool_map(fn: Callable[[int], Any], items: Iterable[int], workers: int, cancel: CancelToken | None
+              ) -> Iterable[tuple[int, Any]]:
+    """``(i, fn(i))`` in order, at most ``2 * workers`` ahead (each result holds a photo's maps)."""
+    from collections import deque
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="defects") as pool:
+        window: deque[tuple[int, Any]] = deque()
+        it = iter(items)
+        try:
+            while True:
+                while len(window) < 2 * workers:
+                    i = next(it, None)
+                    if i is None:
+                        break
+                    window.append((i, pool.submit(fn, i)))
+                if not window:
+                    return
+                if cancel is not None and cancel.cancelled:
+                    cancel.raise_if_cancelled()
+                i, fut = window.popleft()
+                yield i, fut.result()
+        finally:
+            for _, f in window:
+                f.cancel()
+
+
+REFINE_PHOTOS = 48  # photos decoded again to measure each spot's attenuation directly
+
+
+def _refine(series: Series, dets: list[Detection], work: tuple[int, int],
+            loader: Callable[[PhotoRef, tuple[int, int], int | None], tuple[np.ndarray, np.ndarray | None]],
+            workers: int, cancel: CancelToken | None) -> None:
+    """Measure each spot's attenuation map directly: in up to :data:`REFINE_PHOTOS` photos, the log
+    luminance around the spot minus a quadratic surface fitted to a ring outside it, averaged with
+    weights from how smooth each photo's ring is. The band-pass estimate of the detection loses
+    part of a small spot's depth; this does not, and it replaces the stored patch when enough
+    photos had a usable ring."""
+    spots = [d for d in dets if d.kind in ("dust", "smudge") and d.params.get("method") == "divide"]
+    if not spots:
+        return
+    W, H = work
+    jobs = []
+    for d in spots:
+        x0, y0, x1, y1 = _region_px(d.params["region"], W, H)
+        sh = d.params["shape"]
+        if (y1 - y0, x1 - x0) != (sh[0], sh[1]):
+            continue
+        inner = _decode_arr(d.params["patch"], sh, np.float16).astype(np.float32) < 0
+        if not inner.any():
+            continue
+        m = max(4, int(0.5 * max(sh)))
+        ex0, ey0, ex1, ey1 = max(0, x0 - m), max(0, y0 - m), min(W, x1 + m), min(H, y1 + m)
+        hole = np.zeros((ey1 - ey0, ex1 - ex0), np.uint8)
+        hole[y0 - ey0:y1 - ey0, x0 - ex0:x1 - ex0] = inner
+        hole = cv2.dilate(hole, np.ones((5, 5), np.uint8))
+        ring = (cv2.dilate(hole, np.ones((2 * m + 1, 2 * m + 1), np.uint8)) > 0) & (hole == 0)
+        if ring.sum() < 20:
+            continue
+        yy, xx = np.mgrid[0:hole.shape[0], 0:hole.shape[1]].astype(np.float32)
+        xs, ys = xx / max(1, hole.shape[1]), yy / max(1, hole.shape[0])
+        basis = np.stack([np.ones_like(xs), xs, ys, xs * xs, ys * ys, xs * ys], -1)
+        jobs.append({"d": d, "box": (ex0, ey0, ex1, ey1), "in": (x0 - ex0, y0 - ey0, x1 - ex0, y1 - ey0),
+                     "ring": ring, "basis": basis, "num": np.zeros(hole.shape, np.float64),
+                     "den": np.zeros(hole.shape, np.float64), "n": 0})
+    if not jobs:
+        return
+    n = len(series.photos)
+    idx = sorted({int(round(k * (n - 1) / max(1, min(n, REFINE_PHOTOS) - 1))) for k in range(min(n, REFINE_PHOTOS))})
+
+    def load(i: int) -> np.ndarray | None:
+        try:
+            rgb, _ = loader(series.photos[i], work, None)
+        except Exception:  # noqa: BLE001 - an unreadable photo simply does not count
+            return None
+        return _lum(rgb)
+
+    for _i, lum in _pool_map(load, idx, workers, cancel):
+        if lum is None:
+            continue
+        for j in jobs:
+            ex0, ey0, ex1, ey1 = j["box"]
+            lc = lum[ey0:ey1, ex0:ex1]
+            if lc.shape != j["ring"].shape or ((lc > 0.97) | (lc < 0.03)).any():
+                continue  # clipped near the spot: its attenuation cannot be seen there
+            L = np.log(lc + 0.01)
+            A = j["basis"][j["ring"]]
+            coef, *_ = np.linalg.lstsq(A, L[j["ring"]], rcond=None)
+            res = L - j["basis"] @ coef
+            var = float(np.mean(res[j["ring"]] ** 2))
+            w = 1.0 / (var + 1e-4)
+            j["num"] += w * res
+            j["den"] += w
+            j["n"] += 1
+    for j in jobs:
+        if j["n"] < 8:
+            continue
+        d = j["d"]
+        est = (j["num"] / j["den"]).astype(np.float32)
+        a0, b0, a1, b1 = j["in"]
+        old = _decode_arr(d.params["patch"], d.params["shape"], np.float16).astype(np.float32)
+        new = np.minimum(est[b0:b1, a0:a1], 0.0)
+        support = cv2.dilate((old < 0).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
+        new = new * np.clip(_blur(support, 1.0) * 1.5, 0, 1)
+        if d.params.get("round"):
+            new = _radial(new, old < 0)
+        d.params["patch"] = _encode(new, np.float16)
+        d.params["depth"] = round(float(-new.min()), 4)
+        d.params["refined"] = j["n"]
+
+
+def _merge(dets: list[Detection]) -> list[Detection]:
+    """Drop the fragments of a stronger spot (a large spot's penumbra also rings at fine scales)
+    and large soft shapes in a corner of the frame (lens vignetting and the photographers' own
+    dark corners, which a band-pass sees as blobs; corner shading is the bias check's business)."""
+    def corner(d: Detection) -> bool:
+        b = d.bbox
+        touches_x = b[0] <= 0.02 or b[2] >= 0.98
+        touches_y = b[1] <= 0.02 or b[3] >= 0.98
+        return touches_x and touches_y and (b[2] - b[0]) * (b[3] - b[1]) > 0.004
+
+    kept: list[Detection] = []
+    for d in sorted(dets, key=lambda d: float(d.params.get("z", 0.0))):  # strongest (most negative) first
+        if d.kind in ("dust", "smudge") and corner(d):
+            continue
+        cx, cy = (d.bbox[0] + d.bbox[2]) / 2, (d.bbox[1] + d.bbox[3]) / 2
+        inside = False
+        for k in kept:
+            if k.kind == "hot_pixel":
+                continue
+            mx, my = 0.5 * (k.bbox[2] - k.bbox[0]), 0.5 * (k.bbox[3] - k.bbox[1])
+            if k.bbox[0] - mx <= cx <= k.bbox[2] + mx and k.bbox[1] - my <= cy <= k.bbox[3] + my:
+                inside = True
+                break
+        if not inside:
+            kept.append(d)
+    return kept
 
 
 def _series_stats(acc: _Accumulator) -> dict[str, Any]:
@@ -741,6 +871,9 @@ def _spot_detection(acc: _Accumulator, series: Series, M: np.ndarray, comp: np.n
     patch = patch * np.clip(soft * 1.5, 0, 1)
     if not line and elong < 2.0:
         patch = _radial(patch, keep)
+        round_spot = True
+    else:
+        round_spot = False
     # the band-pass lost what its widest blur took from the spot: A = P + G*A, solved by iteration
     low = 2.0 * _scales(max(h, w))[-1]
     canvas = np.zeros((h, w), np.float32)
@@ -775,7 +908,7 @@ def _spot_detection(acc: _Accumulator, series: Series, M: np.ndarray, comp: np.n
         "region": [x0 / w, y0 / h, x1 / w, y1 / h],
         "shape": [int(y1 - y0), int(x1 - x0)],
         "patch": _encode(patch, np.float16),
-        "z": round(float(peak), 2),
+        "z": round(float(peak), 2), "round": round_spot,
     }
     if method == "inpaint":
         params["mask"] = _encode(np.packbits(keep.astype(np.uint8)), np.uint8)

@@ -324,7 +324,8 @@ def _level(s: float) -> int:
     return 1 if s < 6 else int(s // 3)
 
 
-def _evidence(rgb_work: np.ndarray, hot_rgb: np.ndarray | None, ev_size: tuple[int, int]) -> _PhotoEvidence:
+def _evidence(rgb_work: np.ndarray, hot_rgb: np.ndarray | None, ev_size: tuple[int, int],
+              hot_bar: int = 50) -> _PhotoEvidence:
     """Per-scale DoGs of log luminance and their weights: a spot is the same DoG in every photo,
     the scene is not; weighting by the local variance of the photo's texture lets smooth areas
     (where a spot is visible at all) outvote textured ones at every scale. Each band lives at its
@@ -380,7 +381,7 @@ def _evidence(rgb_work: np.ndarray, hot_rgb: np.ndarray | None, ev_size: tuple[i
     if hot_rgb is not None:
         m = hot_rgb.max(axis=2)
         med = cv2.medianBlur(m, 3)
-        hot = (m.astype(np.int16) - med.astype(np.int16)) > 50
+        hot = (m.astype(np.int16) - med.astype(np.int16)) > hot_bar
     small = cv2.resize(rgb_work, ev_size, interpolation=cv2.INTER_AREA)
     return _PhotoEvidence(ds, ws, r_ev.astype(np.float32), w_ev.astype(np.float32),
                           _photo_stats(small, _lum(small)), hot)
@@ -595,7 +596,8 @@ def detect_series(series: Series, workers: int | None = None, progress: Progress
         except Exception as e:  # noqa: BLE001 - a bad file is skipped and counted, the series goes on
             log.info("defects: cannot read %s: %s", p.path, e)
             return None
-        return _evidence(rgb, big, ev)
+        # at half scale a hot pixel is averaged with three neighbours: a lower bar
+        return _evidence(rgb, big, ev, 50 if hot_scale == 1 else 30)
 
     for i, e in _pool_map(job, range(n), workers, cancel):
         if e is None:

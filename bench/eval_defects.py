@@ -140,6 +140,8 @@ def main() -> int:
     reps = D.detect(cat, str(lib_dir), force=True)
     t_detect = time.time() - t0
     found = total = 0
+    lines_found = lines_total = 0
+    hot_found = hot_total = 0
     series_all = series_n = 0
     false_clean: list[int] = []
     false_def: list[int] = []
@@ -160,6 +162,9 @@ def main() -> int:
             hit = [i for i, d in enumerate(dets) if inside((s.cx, s.cy), d.bbox, 0.01)
                    and d.kind in ("dust", "smudge", "line", "obstruction")]
             matched.update(hit)
+            if s.kind == "line":
+                lines_total += 1
+                lines_found += bool(hit)
             if s.kind == "dust" and s.radius >= 10 and s.opacity >= 0.1:
                 total += 1
                 found += bool(hit)
@@ -169,6 +174,10 @@ def main() -> int:
                                    "at": [round(s.cx, 3), round(s.cy, 3)], "n": len(srcs)})
         if cd.hot:
             matched.update(i for i, d in enumerate(dets) if d.kind == "hot_pixel")
+            got = {(round(u * w - 0.5), round(v * h - 0.5)) for d in dets if d.kind == "hot_pixel"
+                   for u, v in d.params["points"]}
+            hot_total += len(cd.hot)
+            hot_found += sum(any(abs(x - gx) <= 1 and abs(y - gy) <= 1 for gx, gy in got) for x, y in cd.hot)
         if any(s.kind == "dust" for s in cd.spots):
             series_n += 1
             series_all += all_found
@@ -201,6 +210,7 @@ def main() -> int:
         "photos_per_series": [pmin, pmax], "radius_px": rad, "opacity": opa,
         "spots_target": total, "spots_found": found, "spot_detection_rate": round(found / max(1, total), 4),
         "series_all_spots_found": f"{series_all}/{series_n}",
+        "lines_found": f"{lines_found}/{lines_total}", "hot_pixels_found": f"{hot_found}/{hot_total}",
         "false_defects_per_clean_camera": false_clean,
         "false_defects_per_defective_camera": false_def,
         "psnr_uncorrected_db": round(float(np.mean(before_db)), 2) if before_db else None,

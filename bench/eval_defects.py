@@ -146,6 +146,7 @@ def main() -> int:
     false_clean: list[int] = []
     false_def: list[int] = []
     gains: list[float] = []
+    gains_kind: dict[str, list[float]] = {"dust": [], "line": []}
     before_db: list[float] = []
     after_db: list[float] = []
     misses: list[dict[str, object]] = []
@@ -190,6 +191,13 @@ def main() -> int:
             recipe = Recipe(stages=(StageSpec("defects", 1.0, None, None, params),))
             t = cd.transmission(w, h)
             region = t < 0.99
+            # per kind: the pixels of the found spots of that kind
+            kind_regions = {}
+            for kind in ("dust", "line"):
+                found_k = [s for s in cd.spots if s.kind == kind and any(
+                    inside((s.cx, s.cy), d.bbox, 0.01) for d in spots)]
+                if found_k:
+                    kind_regions[kind] = CameraDefects(found_k).transmission(w, h) < 0.99
             for src in srcs[: a.psnr_photos]:
                 clean = load(src)
                 bad = cd.apply(clean)
@@ -205,6 +213,8 @@ def main() -> int:
                 before_db.append(pb)
                 after_db.append(pa)
                 gains.append(pa - pb)
+                for kind, reg in kind_regions.items():
+                    gains_kind[kind].append(psnr(fixed8[reg], clean[reg]) - psnr(bad[reg], clean[reg]))
     summary = {
         "cameras_defective": a.cameras, "cameras_clean": a.clean, "photos": n_photos,
         "photos_per_series": [pmin, pmax], "radius_px": rad, "opacity": opa,
@@ -218,6 +228,7 @@ def main() -> int:
         "psnr_gain_db_mean": round(float(np.mean(gains)), 2) if gains else None,
         "psnr_gain_db_median": round(float(np.median(gains)), 2) if gains else None,
         "psnr_gain_db_p10": round(float(np.percentile(gains, 10)), 2) if gains else None,
+        "psnr_gain_db_mean_by_kind": {k: round(float(np.mean(v)), 2) for k, v in gains_kind.items() if v},
         "seconds_make": round(t_make, 1), "seconds_index": round(t_index, 1), "seconds_detect": round(t_detect, 1),
         "detect_photos_per_s": round(n_photos / max(t_detect, 1e-6), 1),
         "misses": misses[:20],

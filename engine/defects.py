@@ -895,7 +895,9 @@ def _spot_detection(acc: _Accumulator, series: Series, M: np.ndarray, comp: np.n
         kind = "obstruction" if depth > OPAQUE else "smudge"
     else:
         kind = "smudge" if radius > 0.1 else "dust"
-    method = "inpaint" if depth > OPAQUE and kind in ("line", "obstruction") else "divide"
+    # thin lines and opaque areas are filled from around them: a thin line's attenuation is not
+    # measured well enough at the detection scale to divide it out
+    method = "inpaint" if kind in ("line", "obstruction") else "divide"
     # photos showing it, from the evidence copies
     ev_h, ev_w = acc.ev_shape
     ey0, ey1 = int(np.floor(y0 * ev_h / h)), int(np.ceil(y1 * ev_h / h))

@@ -665,7 +665,7 @@ def _refine(series: Series, dets: list[Detection], work: tuple[int, int],
             continue
         m = max(4, int(0.5 * max(sh)))
         ex0, ey0, ex1, ey1 = max(0, x0 - m), max(0, y0 - m), min(W, x1 + m), min(H, y1 + m)
-        hole = np.zeros((ey1 - ey0, ex1 - ex0), np.uint8)
+        hole: np.ndarray = np.zeros((ey1 - ey0, ex1 - ex0), np.uint8)
         hole[y0 - ey0:y1 - ey0, x0 - ex0:x1 - ex0] = inner
         hole = cv2.dilate(hole, np.ones((5, 5), np.uint8))
         ring = (cv2.dilate(hole, np.ones((2 * m + 1, 2 * m + 1), np.uint8)) > 0) & (hole == 0)

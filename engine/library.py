@@ -71,6 +71,7 @@ class PhotoRow:
     top_degradation: str | None  # the most severe degradation at or above its calibrated threshold (the badge)
     has_recipe: bool
     top_severity: float | None = None  # the value of top_degradation (0..1)
+    camera_defect: str | None = None  # a defect kind of the photo's camera series (engine.defects), undismissed
 
 
 @dataclass(frozen=True)
@@ -367,6 +368,9 @@ class Library:
             by_id = {r[0]: r for r in s.execute(detail).all()}
         rows = [by_id[i] for i in ids if i in by_id]
         th = _thresholds()
+        from engine.defects import reasons_for_photo
+
+        kinds = reasons_for_photo(self.catalog, [r[0] for r in rows]) if rows else {}
         out = []
         for r in rows:
             sev = _severity(r[13])
@@ -378,7 +382,7 @@ class Library:
                 width=r[5], height=r[6], captured_at=r[7], fingerprint=r[8], improvability=r[10],
                 quality=r[11], recommended=None if r[12] is None else bool(r[12]), top_degradation=top,
                 top_severity=sev[top] if top else None,
-                has_recipe=r[9] is not None))
+                has_recipe=r[9] is not None, camera_defect=next(iter(kinds.get(r[0], [])), None)))
         return out
 
     def count(self, folder: str | None = None, filters: dict[str, Any] | None = None) -> int:

@@ -290,7 +290,10 @@ def test_dismiss_survives_a_new_detection_and_is_not_corrected(tmp_catalog: obje
     from engine.library import Library
 
     rec = Library(tmp_catalog).photo_record(pid)  # type: ignore[arg-type]
-    assert rec["defects"] == ["dust"]  # what score/rank print and the grid's badge reads
+    assert rec["defects"] == ["dust"]  # what score/rank print
+    rows = Library(tmp_catalog).query(str(library), sort="name")  # type: ignore[arg-type]
+    assert {r.camera_defect for r in rows if "Dusty" in r.name} == {"dust"}  # the grid's badge
+    assert {r.camera_defect for r in rows if "Clean" in r.name} == {None}
     D.set_dismissed(tmp_catalog, rep.defects[1].id)  # type: ignore[arg-type]
     assert Library(tmp_catalog).photo_record(pid)["defects"] == []  # type: ignore[arg-type]
     assert D.stage_params(tmp_catalog, pid) is None

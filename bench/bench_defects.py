@@ -42,7 +42,8 @@ def main() -> int:
     root = Path(a.root) / f"{a.n}_{w}x{h}_{a.cameras}"
     lib = root / "lib"
     data = Path(os.environ.get("PHOTOLIFT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    srcs = sorted((data / "train" / "CQ100").glob("*"))[:40]
+    srcs = sorted(p for p in (data / "train" / "CQ100").glob("*")
+                  if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"))[:40]
     rng = np.random.default_rng(0)
     t0 = time.time()
     if not lib.is_dir():

@@ -650,7 +650,7 @@ def _refine(series: Series, dets: list[Detection], work: tuple[int, int],
     weights from how smooth each photo's ring is. The band-pass estimate of the detection loses
     part of a small spot's depth; this does not, and it replaces the stored patch when enough
     photos had a usable ring."""
-    spots = [d for d in dets if d.kind in ("dust", "smudge") and d.params.get("method") == "divide"]
+    spots = [d for d in dets if d.kind in ("dust", "smudge", "line") and "patch" in d.params]
     if not spots:
         return
     W, H = work
@@ -663,18 +663,22 @@ def _refine(series: Series, dets: list[Detection], work: tuple[int, int],
         inner = _decode_arr(d.params["patch"], sh, np.float16).astype(np.float32) < 0
         if not inner.any():
             continue
-        m = max(4, int(0.5 * max(sh)))
+        line = d.kind == "line"
+        # a line's background is the photo smoothed across it with the line left out (a thin
+        # band); a spot's is a quadratic surface fitted on a wide ring
+        m = 6 if line else max(4, int(0.5 * max(sh)))
         ex0, ey0, ex1, ey1 = max(0, x0 - m), max(0, y0 - m), min(W, x1 + m), min(H, y1 + m)
         hole: np.ndarray = np.zeros((ey1 - ey0, ex1 - ex0), np.uint8)
         hole[y0 - ey0:y1 - ey0, x0 - ex0:x1 - ex0] = inner
-        hole = cv2.dilate(hole, np.ones((5, 5), np.uint8))
+        hole = cv2.dilate(hole, np.ones((3, 3) if line else (5, 5), np.uint8))
         ring = (cv2.dilate(hole, np.ones((2 * m + 1, 2 * m + 1), np.uint8)) > 0) & (hole == 0)
         if ring.sum() < 20:
             continue
         yy, xx = np.mgrid[0:hole.shape[0], 0:hole.shape[1]].astype(np.float32)
         xs, ys = xx / max(1, hole.shape[1]), yy / max(1, hole.shape[0])
         basis = np.stack([np.ones_like(xs), xs, ys, xs * xs, ys * ys, xs * ys], -1)
-        jobs.append({"d": d, "box": (ex0, ey0, ex1, ey1), "in": (x0 - ex0, y0 - ey0, x1 - ex0, y1 - ey0),
+        jobs.append({"d": d, "line": line, "known": (hole == 0).astype(np.float32),
+                     "box": (ex0, ey0, ex1, ey1), "in": (x0 - ex0, y0 - ey0, x1 - ex0, y1 - ey0),
                      "ring": ring, "basis": basis, "num": np.zeros(hole.shape, np.float64),
                      "den": np.zeros(hole.shape, np.float64), "n": 0})
     if not jobs:
@@ -698,10 +702,17 @@ def _refine(series: Series, dets: list[Detection], work: tuple[int, int],
             if lc.shape != j["ring"].shape or ((lc > 0.97) | (lc < 0.03)).any():
                 continue  # clipped near the spot: its attenuation cannot be seen there
             L = np.log(lc + 0.01)
-            A = j["basis"][j["ring"]]
-            coef, *_ = np.linalg.lstsq(A, L[j["ring"]], rcond=None)
-            res = L - j["basis"] @ coef
-            var = float(np.mean(res[j["ring"]] ** 2))
+            if j["line"]:
+                k = j["known"]
+                bg = _blur(L * k, 2.0) / np.maximum(_blur(k, 2.0), 1e-3)
+                res = L - bg
+                fine = L - _blur(L, 2.0)
+                var = float(np.mean(fine[j["ring"]] ** 2))
+            else:
+                A = j["basis"][j["ring"]]
+                coef, *_ = np.linalg.lstsq(A, L[j["ring"]], rcond=None)
+                res = L - j["basis"] @ coef
+                var = float(np.mean(res[j["ring"]] ** 2))
             w = 1.0 / (var + 1e-4)
             j["num"] += w * res
             j["den"] += w
@@ -721,6 +732,8 @@ def _refine(series: Series, dets: list[Detection], work: tuple[int, int],
         d.params["patch"] = _encode(new, np.float16)
         d.params["depth"] = round(float(-new.min()), 4)
         d.params["refined"] = j["n"]
+        if j["line"]:  # a faint line is divided out, an opaque one filled in
+            d.params["method"] = "inpaint" if d.params["depth"] > OPAQUE else "divide"
 
 
 def _merge(dets: list[Detection]) -> list[Detection]:
@@ -914,7 +927,7 @@ def _spot_detection(acc: _Accumulator, series: Series, M: np.ndarray, comp: np.n
         "patch": _encode(patch, np.float16),
         "z": round(float(peak), 2), "round": round_spot,
     }
-    if method == "inpaint":
+    if kind in ("line", "obstruction"):
         params["mask"] = _encode(np.packbits(keep.astype(np.uint8)), np.uint8)
     return Detection(kind, [round(bx0, 4), round(by0, 4), round(bx1, 4), round(by1, 4)], int(shown), acc.n,
                      conf, params)

@@ -39,19 +39,25 @@ def main() -> int:
     ap.add_argument("--root", default="/tmp/photolift_bench_defects")
     a = ap.parse_args()
     w, h = (int(x) for x in a.size.split("x"))
-    root = Path(a.root) / f"{a.n}_{w}x{h}_{a.cameras}"
+    root = Path(a.root) / f"v2_{a.n}_{w}x{h}_{a.cameras}"
     lib = root / "lib"
     data = Path(os.environ.get("PHOTOLIFT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
     srcs = sorted(p for p in (data / "train" / "CQ100").glob("*")
-                  if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"))[:40]
+                  if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"))
     rng = np.random.default_rng(0)
     t0 = time.time()
     if not lib.is_dir():
         lib.mkdir(parents=True)
         for i in range(a.n):
-            if srcs:
-                with Image.open(srcs[i % len(srcs)]) as im:
-                    base = np.asarray(im.convert("RGB").resize((w, h), Image.Resampling.BILINEAR), np.float32)
+            if srcs:  # a different random crop (and flip) of a clean photo each time: no scene repeats
+                with Image.open(srcs[int(rng.integers(len(srcs)))]) as im:
+                    sw, sh = im.size
+                    cw, ch = int(sw * rng.uniform(0.55, 0.8)), int(sh * rng.uniform(0.55, 0.8))
+                    cx, cy = int(rng.integers(0, sw - cw + 1)), int(rng.integers(0, sh - ch + 1))
+                    crop = im.convert("RGB").crop((cx, cy, cx + cw, cy + ch))
+                    if rng.random() < 0.5:
+                        crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+                    base = np.asarray(crop.resize((w, h), Image.Resampling.BICUBIC), np.float32)
             else:
                 from tests.test_defects import scene
 
@@ -75,7 +81,7 @@ def main() -> int:
                       "cpus": os.cpu_count(), "load_avg": [round(x, 2) for x in os.getloadavg()],
                       "seconds_make": round(t_make, 1), "seconds_index": round(t_index, 1),
                       "seconds_detect": round(t_detect, 1), "photos_per_s": round(a.n / t_detect, 1),
-                      "defects": sum(len(r.defects) for r in reps)}))
+                      "defects": {r.camera: [d.kind for d in r.defects] for r in reps}}))
     return 0
 
 

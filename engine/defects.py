@@ -20,7 +20,8 @@ thread pool:
   and a weight ``w = 1 / (local texture + noise at that brightness)``, zero where the photo is
   clipped (an attenuation is invisible in blown highlights and black shadows);
 * across the series, the weighted mean ``M = sum(w r) / sum(w)`` (streaming: no stack of photos is
-  kept), and the same for the even and odd photos apart (a split-half check);
+  kept), and the same for the first and second half of the series apart (a split-half check; in
+  catalog order, so a burst of one scene stays in one half);
 * blobs: difference-of-Gaussian filters of ``M`` at several scales, each divided by a local robust
   noise estimate of that filter's own output (the median absolute deviation in blocks), so the
   threshold is in units of *this series'* noise and a defect-free series gives nothing; a
@@ -473,8 +474,7 @@ class _Accumulator:
         self.hot_n = 0
         self.n = 0
 
-    def add(self, e: _PhotoEvidence, keep_evidence: bool) -> None:
-        half = self.n % 2
+    def add(self, e: _PhotoEvidence, keep_evidence: bool, half: int) -> None:
         for i, (d, w) in enumerate(zip(e.d, e.w, strict=True)):
             wd = w * d
             self.swd[half][i] += wd
@@ -603,7 +603,9 @@ def detect_series(series: Series, workers: int | None = None, progress: Progress
         if e is None:
             errors += 1
         else:
-            acc.add(e, keep_evidence=(i % ev_every == 0))
+            # the halves are the first and second half in catalog order (about capture order), so a
+            # burst or a tripod session of one scene falls in one half and cannot pass for a defect
+            acc.add(e, keep_evidence=(i % ev_every == 0), half=int(2 * i >= n))
         progress(Progress(i + 1, n, f"{series.camera}: photo {i + 1} of {n}"))
     if acc.n < MIN_SERIES:
         return SeriesResult(series, [], _series_stats(acc), acc.n, errors)
@@ -699,20 +701,26 @@ def _refine(series: Series, dets: list[Detection], work: tuple[int, int],
         for j in jobs:
             ex0, ey0, ex1, ey1 = j["box"]
             lc = lum[ey0:ey1, ex0:ex1]
-            if lc.shape != j["ring"].shape or ((lc > 0.97) | (lc < 0.03)).any():
-                continue  # clipped near the spot: its attenuation cannot be seen there
+            if lc.shape != j["ring"].shape:
+                continue
+            clip = (lc > 0.97) | (lc < 0.03)
+            if (clip & (j["known"] == 0)).any():
+                continue  # clipped on the defect: its attenuation cannot be seen in this photo
+            ring = j["ring"] & ~clip
+            if ring.sum() < 20:
+                continue
             L = np.log(lc + 0.01)
             if j["line"]:
-                k = j["known"]
+                k = j["known"] * (~clip)
                 bg = _blur(L * k, 2.0) / np.maximum(_blur(k, 2.0), 1e-3)
                 res = L - bg
                 fine = L - _blur(L, 2.0)
-                var = float(np.mean(fine[j["ring"]] ** 2))
+                var = float(np.mean(fine[ring] ** 2))
             else:
-                A = j["basis"][j["ring"]]
-                coef, *_ = np.linalg.lstsq(A, L[j["ring"]], rcond=None)
+                A = j["basis"][ring]
+                coef, *_ = np.linalg.lstsq(A, L[ring], rcond=None)
                 res = L - j["basis"] @ coef
-                var = float(np.mean(res[j["ring"]] ** 2))
+                var = float(np.mean(res[ring] ** 2))
             w = 1.0 / (var + 1e-4)
             j["num"] += w * res
             j["den"] += w
@@ -852,7 +860,8 @@ def _find_spots(acc: _Accumulator, series: Series, work: tuple[int, int]) -> lis
             continue
         # the split-half check: both halves are darker along the line than beside it
         ring = cv2.dilate(comp.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & ~comp
-        ok = all(float(m[comp].mean()) < float(m[ring].mean()) for m in (Ma, Mb))
+        full = float(M[ring].mean()) - float(M[comp].mean())
+        ok = full > 0 and all(float(m[ring].mean()) - float(m[comp].mean()) > 0.4 * full for m in (Ma, Mb))
         if not ok:
             continue
         det = _spot_detection(acc, series, M, comp, 1.0, -float(rz[comp].max()), elong, work, line=True)
@@ -879,8 +888,8 @@ def _spot_detection(acc: _Accumulator, series: Series, M: np.ndarray, comp: np.n
     seed = comp[y0:y1, x0:x1].astype(np.uint8)
     nlab, lab2 = cv2.connectedComponents(core, connectivity=8)
     keep = np.isin(lab2, np.unique(lab2[(seed > 0) & (core > 0)])) & (core > 0)
-    if not keep.any():
-        keep = seed > 0
+    if line or not keep.any():  # a line is its ridge (the map around it holds scene noise too)
+        keep = cv2.dilate(seed, np.ones((3, 3), np.uint8)) > 0
     soft = cv2.dilate(keep.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
     soft = _blur(soft, 1.0)
     patch = patch * np.clip(soft * 1.5, 0, 1)

@@ -355,3 +355,20 @@ def test_defects_dialog_shows_cameras_and_dismisses(qtbot: object, tmp_path: Pat
         dlg.done(0)
     finally:
         svc.close()
+
+
+def test_a_burst_of_one_scene_is_not_a_defect(tmp_path: Path) -> None:
+    """Twelve frames of one scene in a row (a burst, a tripod session) inside a clean series: its
+    dark shapes stay put in those frames, and must not be taken for the camera's."""
+    rng = np.random.default_rng(11)
+    burst = scene(rng, 240, 160)
+    shots = [np.clip(burst.astype(int) + rng.integers(-2, 3, burst.shape), 0, 255).astype(np.uint8)
+             for _ in range(12)] + [scene(rng, 240, 160) for _ in range(18)]
+    series = D.Series("k", "cam", 240, 160, tuple(D.PhotoRef(i, f"/p/{i}.png", "", 240, 160, 1)
+                                                  for i in range(len(shots))))
+
+    def loader(p: D.PhotoRef, work: tuple[int, int], hot: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+        return shots[p.id], (shots[p.id] if hot else None)
+
+    res = D.detect_series(series, loader=loader, workers=1)
+    assert [d.kind for d in res.detections] == []

@@ -864,7 +864,13 @@ def _find_spots(acc: _Accumulator, series: Series, work: tuple[int, int]) -> lis
         ok = full > 0 and all(float(m[ring].mean()) - float(m[comp].mean()) > 0.4 * full for m in (Ma, Mb))
         if not ok:
             continue
-        det = _spot_detection(acc, series, M, comp, 1.0, -float(rz[comp].max()), elong, work, line=True)
+        # the line itself: the strong part of the ridge (the component also holds weaker scene
+        # structure it touches), which is what is measured and corrected
+        core = comp & (rz >= 0.8 * LINE_Z)
+        if core.sum() < max(8, side // 60):
+            continue
+        det = _spot_detection(acc, series, M, core, 1.0, -float(rz[comp].max()), _elongation(core), work,
+                              line=True)
         if det is not None:
             out.append(det)
     return out

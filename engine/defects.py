@@ -662,10 +662,11 @@ def _refine(series: Series, dets: list[Detection], work: tuple[int, int],
         sh = d.params["shape"]
         if (y1 - y0, x1 - x0) != (sh[0], sh[1]):
             continue
-        inner = _decode_arr(d.params["patch"], sh, np.float16).astype(np.float32) < 0
+        pv = _decode_arr(d.params["patch"], sh, np.float16).astype(np.float32)
+        line = d.kind == "line"
+        inner = pv < (-0.15 * float(-pv.min()) if line else 0.0)
         if not inner.any():
             continue
-        line = d.kind == "line"
         # a line's background is the photo smoothed across it with the line left out (a thin
         # band); a spot's is a quadratic surface fitted on a wide ring
         m = 6 if line else max(4, int(0.5 * max(sh)))
@@ -712,7 +713,16 @@ def _refine(series: Series, dets: list[Detection], work: tuple[int, int],
             L = np.log(lc + 0.01)
             if j["line"]:
                 k = j["known"] * (~clip)
-                bg = _blur(L * k, 2.0) / np.maximum(_blur(k, 2.0), 1e-3)
+                # normalised convolution, widening until the known pixels carry the estimate
+                bg = np.zeros_like(L)
+                todo = np.ones(L.shape, bool)
+                for sg in (2.0, 4.0, 8.0, 16.0):
+                    kw = _blur(k, sg)
+                    ok = todo & (kw > 0.15)
+                    bg[ok] = (_blur(L * k, sg)[ok] / kw[ok])
+                    todo &= ~ok
+                if todo.any():
+                    bg[todo] = float((L * k).sum() / max(float(k.sum()), 1.0))
                 res = L - bg
                 fine = L - _blur(L, 2.0)
                 var = float(np.mean(fine[ring] ** 2))

@@ -272,6 +272,15 @@ class PreferencesDialog(QDialog):
         self.threads.setRange(0, max(1, os.cpu_count() or 1) * 2)
         self.threads.setSpecialValueText("automatic (one per core)")
         self.threads.setValue(int(settings.get(S.THREADS)))
+        self.cluster = QLineEdit(settings.get(S.CLUSTER))
+        self.cluster.setPlaceholderText("this computer (thread pool)")
+        self.cluster.setToolTip(S.CLUSTER.description)
+        from engine.cluster import INSTALL_HINT, ray_installed
+
+        self.cluster_note = QLabel("'auto', ray://HOST:PORT or HOST:PORT: scoring, batch enhance and export run "
+                                   "on that Ray cluster" if ray_installed() else
+                                   f"Ray is not installed; to use a cluster: {INSTALL_HINT}")
+        self.cluster_note.setStyleSheet("color: gray")
         self.catalog = QLineEdit(settings.get(S.CATALOG))
         self.catalog.setPlaceholderText(default_catalog or "per-user catalog")
         cat_row = QWidget()
@@ -306,6 +315,8 @@ class PreferencesDialog(QDialog):
         jobs = QGroupBox("Performance and storage")
         f2 = QFormLayout(jobs)
         f2.addRow("Worker threads", self.threads)
+        f2.addRow("Run jobs on", self.cluster)
+        f2.addRow("", self.cluster_note)
         f2.addRow("Catalog", cat_row)
         note = QLabel("A new catalog location takes effect the next time photolift starts.")
         note.setStyleSheet("color: gray")
@@ -349,6 +360,7 @@ class PreferencesDialog(QDialog):
         s.set(S.OWN_THRESHOLD, self.own_threshold.isChecked())
         s.set(S.THRESHOLD, self.threshold.value())
         s.set(S.THREADS, self.threads.value())
+        s.set(S.CLUSTER, self.cluster.text().strip())
         s.set(S.CATALOG, self.catalog.text().strip())
         s.set(S.EXPORT_DIR, self.export_dir.text().strip())
         s.set(S.EXPORT_FORMAT, str(self.export_format.currentData()))

@@ -71,7 +71,7 @@ def run_gui(folder: str | None = None, catalog: str | None = None) -> int:
     settings = S.Settings()
     location = catalog or os.environ.get("PHOTOLIFT_CATALOG") or settings.get(S.CATALOG) or None
     try:
-        services = Services.open(location, threads=int(settings.get(S.THREADS)))
+        services = Services.open(location, threads=int(settings.get(S.THREADS)), cluster=str(settings.get(S.CLUSTER)))
     except CatalogDamaged as e:
         restored = offer_restore(location, e)
         if restored is None:

@@ -776,6 +776,8 @@ class MainWindow(QMainWindow):
                 self.services.set_cache_limit_mb(dlg.cache_limit.value())
 
         dlg.accepted.connect(apply_cache)
+        # the next job runs where the setting says (a job already running keeps its place)
+        dlg.accepted.connect(lambda: setattr(self.services, "cluster", str(self.settings.get(S.CLUSTER))))
         dlg.setModal(True)
         dlg.show()
         return dlg

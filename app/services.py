@@ -37,22 +37,53 @@ log = logging.getLogger(__name__)
 
 
 class Services:
-    def __init__(self, catalog: Catalog, threads: int = 0) -> None:
+    def __init__(self, catalog: Catalog, threads: int = 0, cluster: str = "") -> None:
         from engine.library import Library
 
         self.catalog = catalog
         self.library = Library(catalog)
         self.threads = threads
+        # a Ray cluster address for the heavy jobs (score, batch enhance, export); "" = the thread
+        # pool. The connection is made by the first job that needs it and kept (_connected).
+        self.cluster = cluster
+        self._cluster_conn: Any = None
+        self._cluster_lock = threading.Lock()
         self._lock = threading.Lock()
         self._scorer: Scorer | None = None
         self._editor: Editor | None = None
         self._exporter: Exporter | None = None
 
     @classmethod
-    def open(cls, location: str | None = None, threads: int = 0) -> Services:
-        return cls(Catalog.open(location or None), threads=threads)
+    def open(cls, location: str | None = None, threads: int = 0, cluster: str = "") -> Services:
+        return cls(Catalog.open(location or None), threads=threads, cluster=cluster)
+
+    def _connected(self, address: str) -> Any:
+        """The app's connection to the cluster at ``address``: made by the first job that needs
+        it (in that job's worker thread), kept for the next jobs (starting or joining a cluster
+        takes seconds), replaced when the address changes, closed by :meth:`close`."""
+        from engine.cluster import Cluster
+
+        with self._cluster_lock:  # not self._lock: connecting takes seconds, the GUI thread uses that one
+            conn = self._cluster_conn
+            if conn is not None and conn.address != address:
+                conn.close()
+                conn = self._cluster_conn = None
+            if conn is None:
+                conn = Cluster(address)  # Ray missing: the job fails with how to install it
+                conn.connect()
+                self._cluster_conn = conn
+            return conn
+
+    def _on_cluster(self, address: str, run: Any) -> Iterator[Any]:
+        """``run(cluster)``'s results on the app's connection (:meth:`_connected`). Ray missing or
+        the cluster unreachable fails the job with the reason as its message."""
+        yield from run(self._connected(address))
 
     def close(self) -> None:
+        with self._cluster_lock:
+            if self._cluster_conn is not None:
+                self._cluster_conn.close()
+                self._cluster_conn = None
         self.catalog.close()
 
     # -- caches ---------------------------------------------------------------------------
@@ -139,7 +170,8 @@ class Services:
         def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[IndexEvent]:
             scorer: Scorer | None
             try:
-                scorer = self.scorer
+                # on a cluster its workers score (the score job that follows); here: index only
+                scorer = None if self.cluster else self.scorer
             except Exception as e:  # no assessor model: index only; the score job reports why
                 log.info("indexing without scoring: %s", e)
                 scorer = None
@@ -154,6 +186,11 @@ class Services:
             scorer = self.scorer
             # The scorer skips photos already scored by this model version for their content.
             ids = self.ids(root, {}, sort="name")
+            if self.cluster:
+                from engine.cluster import score_photos
+
+                return self._on_cluster(self.cluster, lambda c: score_photos(c, scorer, self.catalog, ids,
+                                                                             progress=progress, cancel=cancel))
             return iter(scorer.score_photos(self.catalog, ids, progress=progress, cancel=cancel))
 
         return fn
@@ -184,6 +221,9 @@ class Services:
         def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[EnhanceResult]:
             if not stages:
                 raise RuntimeError("no enhancement model is installed (models/restorer.onnx, models/tone.onnx)")
+            if self.cluster and len(photo_ids) > 1:  # one photo (the one-click button) stays here: no wait
+                return self._on_cluster(self.cluster, lambda c: self.editor.enhance_batch(
+                    photo_ids, ops=stages, strength=strength, progress=progress, cancel=cancel, cluster=c))
             return iter(self.editor.enhance_batch(photo_ids, ops=stages, strength=strength,
                                                   progress=progress, cancel=cancel))
 
@@ -268,6 +308,10 @@ class Services:
     def export_job(self, photo_ids: list[int], out_dir: Path, fmt: str, quality: int, template: str
                    ) -> JobFn[ExportResult]:
         def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[ExportResult]:
+            if self.cluster:
+                return self._on_cluster(self.cluster, lambda c: self.exporter.export(
+                    photo_ids, out_dir, fmt=fmt, quality=quality, template=template, progress=progress,
+                    cancel=cancel, cluster=c))
             return iter(self.exporter.export(photo_ids, out_dir, fmt=fmt, quality=quality, template=template,
                                              progress=progress, cancel=cancel))
 

@@ -51,6 +51,9 @@ OWN_THRESHOLD = _declare("scoring/own_threshold", bool, False,
 THRESHOLD = _declare("scoring/threshold", float, 1.0,
                      "Improvability at or above which a photo counts as recommended (when OWN_THRESHOLD).")
 THREADS = _declare("jobs/threads", int, 0, "Worker threads for scoring and enhancement (0 = one per core).")
+CLUSTER = _declare("jobs/cluster", str, "",
+                   "Ray cluster for scoring, batch enhance and export: 'auto', ray://HOST:PORT or HOST:PORT "
+                   "(empty = this computer's thread pool; needs pip install 'photolift[ray]').")
 CATALOG = _declare("catalog/location", str, "",
                    "Catalog file or SQLAlchemy URL (empty = the per-user catalog). Takes effect on restart.")
 # -- enhancement

@@ -175,6 +175,45 @@ def guard_message(g: Guard, applied: bool) -> str:
             f"({g.gain:+.3f}); {tail}")
 
 
+def render_and_measure(renderer: Renderer, path: Path, fp: str, names: Sequence[str], strength: float,
+                       progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+                       check_source: bool = False, defects: dict[str, Any] | None = None) -> tuple[Recipe, Guard]:
+    """The pixels of one enhance: plan on the screen view, render at full resolution (kept in the
+    render cache for export), store the preview, and measure before and after (:func:`measure`).
+    ``fp`` is the original's fingerprint; ``check_source`` checks it first (a cluster worker
+    does, the file may have changed since the job was queued). ``defects``: the photo's
+    ``defects`` stage parameters (``engine.defects.stage_params``; without them that stage is left
+    out). Raises :class:`EditError`."""
+    from engine.export import current_fingerprint
+    from engine.imageio import ImageError, load_image
+
+    if check_source:
+        try:
+            now = current_fingerprint(path)
+        except OSError as e:
+            raise EditError(f"cannot read the original {path}: {e.strerror or e}") from e
+        if now != fp:
+            raise EditError(f"the original changed since the job was queued ({path}); index the folder again")
+    try:
+        view = renderer.cached_view(path, fp, PREVIEW_SIDE)
+        recipe = renderer.pipeline.plan(view.astype(np.float32) / 255.0, names, strength, defects=defects)
+        recipe = replace(recipe, source=fp)
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        rendered = renderer.full(path, fp, recipe, progress=progress, cancel=cancel)
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        after = to_uint8(rendered.rgb)
+        del rendered  # the float copy is the biggest; keep only 8-bit from here
+        original = load_image(path).rgb
+        renderer.store_preview(path, fp, recipe, after)
+    except ImageError as e:
+        raise EditError(f"cannot read the original: {e.reason}") from e
+    guard = measure(original, after)
+    del original, after
+    return recipe, guard
+
+
 @dataclass
 class _Photo:
     id: int
@@ -344,39 +383,27 @@ class Editor:
         Raises :class:`EditError` (photo gone/changed/unreadable), ``engine.pipeline.StageUnavailable``
         (a model is missing), ``ValueError`` (bad ops or strength), ``JobCancelled``.
         """
-        from engine.imageio import ImageError, load_image
         from engine.pipeline import parse_ops
 
         names = parse_ops(ops)
         p = self._photo(photo_id)
         fp = self._checked_source(p)
-        path = Path(p.fs_path)
-        try:
-            view = self.renderer.cached_view(path, fp, PREVIEW_SIDE)
-            defects = None
-            if "defects" in names:
-                from engine.defects import stage_params
+        defects = None
+        if "defects" in names:  # the photo's camera-defect corrections (engine.defects), if any
+            from engine.defects import stage_params
 
-                defects = stage_params(self.catalog, p.id)
-            recipe = self.renderer.pipeline.plan(view.astype(np.float32) / 255.0, names, strength, defects=defects)
-            recipe = replace(recipe, source=fp)
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            rendered = self.renderer.full(path, fp, recipe, progress=progress, cancel=cancel)
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            after = to_uint8(rendered.rgb)
-            del rendered  # the float copy is the biggest; keep only 8-bit from here
-            original = load_image(path).rgb
-            self.renderer.store_preview(path, fp, recipe, after)
-        except ImageError as e:
-            raise EditError(f"cannot read the original: {e.reason}") from e
-        guard = measure(original, after)
-        del original, after
+            defects = stage_params(self.catalog, p.id)
+        recipe, guard = render_and_measure(self.renderer, Path(p.fs_path), fp, names, strength, progress, cancel,
+                                           defects=defects)
+        return self.record_enhanced(p.id, recipe, guard, apply_if_no_gain, job_id)
+
+    def record_enhanced(self, photo_id: int, recipe: Recipe, guard: Guard, apply_if_no_gain: bool,
+                        job_id: int | None = None) -> EnhanceResult:
+        """Store an enhance made by :func:`render_and_measure` (here, or by a cluster worker)."""
         gain = guard.gain
         apply = apply_if_no_gain or gain is None or gain > 0
-        rid, version = self._record(p.id, recipe, guard, apply, job_id)
-        return EnhanceResult(p.id, rid, version, apply, gain, guard.quality_before, guard.quality_after,
+        rid, version = self._record(photo_id, recipe, guard, apply, job_id)
+        return EnhanceResult(photo_id, rid, version, apply, gain, guard.quality_before, guard.quality_after,
                              guard_message(guard, apply), recipe.summary())
 
     def _record(self, photo_id: int, recipe: Recipe, guard: Guard, apply: bool, job_id: int | None
@@ -443,10 +470,16 @@ class Editor:
 
     def enhance_batch(self, photo_ids: Sequence[int], ops: str | Sequence[str] | None = None,
                       strength: float = 1.0, progress: ProgressFn | None = None,
-                      cancel: CancelToken | None = None, apply_if_no_gain: bool | None = None
-                      ) -> Iterator[EnhanceResult]:
+                      cancel: CancelToken | None = None, apply_if_no_gain: bool | None = None,
+                      cluster: Any = None) -> Iterator[EnhanceResult]:
         """Queue and run an enhance batch. A batch of more than one photo does not apply
-        results that did not help (``apply_if_no_gain`` overrides; a single photo keeps it)."""
+        results that did not help (``apply_if_no_gain`` overrides; a single photo keeps it).
+        ``cluster`` (:class:`engine.cluster.Cluster`): each photo is rendered and measured by a
+        task there; this process records the results."""
+        if cluster is not None:
+            from engine.cluster import enhance_photos
+
+            return enhance_photos(cluster, self, photo_ids, ops, strength, progress, cancel, apply_if_no_gain)
         keep = len(photo_ids) == 1 if apply_if_no_gain is None else apply_if_no_gain
         batch = self.queue_enhance(photo_ids, ops, strength, keep)
         return self.run_queue(progress, cancel, batch)

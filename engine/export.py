@@ -578,6 +578,55 @@ def library_roots(catalog: Any) -> list[Path]:
         return [Path(os.fsdecode(b)) for b in s.scalars(select(Folder.path_bytes)).all()]
 
 
+@dataclass(frozen=True)
+class ExportTask:
+    """One photo to render and write: plain data, so it can travel to a cluster worker."""
+
+    photo_id: int
+    path: str  # for display
+    fs_path: str  # the original, opened by its exact name
+    fingerprint: str  # the original's content when the task was made
+    recipe_json: str | None  # None: the original pixels
+    folder: Path
+    name: str  # file name without extension
+    fmt: str
+    quality: int
+    bits: int
+    kind: str  # exports.format
+    journal: dict[str, Any]
+    recipe_id: int | None
+    measured_gain: float | None
+    done_before: tuple[tuple[str, int | None, str], ...] = ()
+
+
+def render_and_write(renderer: Renderer, task: ExportTask, cancel: CancelToken | None = None,
+                     check_source: bool = False) -> tuple[Written, list[str]]:
+    """Render ``task`` at full resolution from the original and write it atomically
+    (:func:`write_export`, with the journal). ``check_source``: first check that the original
+    still has the fingerprint the task was made with (a worker far from the driver does)."""
+    from engine.imageio import ImageError
+    from engine.pipeline import StageUnavailable
+    from engine.recipes import ModelGone
+
+    if check_source:
+        try:
+            fp = current_fingerprint(task.fs_path)
+        except OSError as e:
+            raise ExportError(f"cannot read the original {task.path}: {e.strerror or e}") from e
+        if fp != task.fingerprint:
+            raise ExportError(f"the original changed since the export was queued ({task.path}); "
+                              f"index the folder again, then enhance and export")
+    recipe = from_json(task.recipe_json) if task.recipe_json is not None else None
+    try:
+        rendered = renderer.full(Path(task.fs_path), task.fingerprint, recipe, cancel=cancel)
+    except ImageError as e:
+        raise ExportError(f"cannot read the original: {e.reason}") from e
+    except (ModelGone, StageUnavailable) as e:
+        raise ExportError(str(e)) from e
+    return write_export(rendered, task.folder, task.name, task.fmt, task.quality, task.bits, recipe,
+                        journal=task.journal)
+
+
 # -- the service ----------------------------------------------------------------------------------
 
 @dataclass
@@ -640,11 +689,13 @@ class Exporter:
     def export(self, photo_ids: Sequence[int], out_dir: Path | str, fmt: str = "jpeg", quality: int = 92,
                template: str = DEFAULT_TEMPLATE, progress: ProgressFn | None = None,
                cancel: CancelToken | None = None, bits: int = 8, mirror: bool = True,
-               only_enhanced: bool = False, skip_done: bool = True) -> Iterator[ExportResult]:
+               only_enhanced: bool = False, skip_done: bool = True, cluster: Any = None) -> Iterator[ExportResult]:
         """Export each photo's current state; yields one :class:`ExportResult` per photo.
 
         Raises :class:`OutputDirError` before the first photo when the folder cannot be used,
         ``ValueError`` for bad options. Cancellation stops between photos (``JobCancelled``).
+        ``cluster`` (:class:`engine.cluster.Cluster`): render and write on its workers, one photo
+        per task; this process prepares, records and reports as it does alone.
         """
         fmt = normalise_format(fmt)
         check_template(template)
@@ -654,6 +705,11 @@ class Exporter:
             raise ValueError("JPEG quality must be 1..100")
         root_out = check_out_dir(Path(out_dir), self.library_roots())
         ids = list(dict.fromkeys(int(i) for i in photo_ids))  # a photo listed twice is exported once
+        if cluster is not None:
+            from engine.cluster import export_photos
+
+            return export_photos(cluster, self, ids, root_out, fmt, int(quality), template, progress, cancel, bits,
+                                 mirror, only_enhanced, skip_done)
         return self._run(ids, root_out, fmt, int(quality), template, progress, cancel, bits, mirror,
                          only_enhanced, skip_done)
 
@@ -695,6 +751,17 @@ class Exporter:
     def _one(self, row: _PhotoRow, root_out: Path, fmt: str, quality: int, template: str, bits: int,
              mirror: bool, only_enhanced: bool, skip_done: bool, cleaned: set[Path],
              cancel: CancelToken | None) -> ExportResult:
+        task = self.prepare(row, root_out, fmt, quality, template, bits, mirror, only_enhanced, skip_done, cleaned)
+        if isinstance(task, ExportResult):
+            return task
+        written, warnings = render_and_write(self.renderer, task, cancel)
+        return self.finish(task, written, warnings)
+
+    def prepare(self, row: _PhotoRow, root_out: Path, fmt: str, quality: int, template: str, bits: int,
+                mirror: bool, only_enhanced: bool, skip_done: bool, cleaned: set[Path]) -> ExportResult | ExportTask:
+        """Everything before the pixels: the photo's result when there is nothing to render
+        (skipped, already exported), else the :class:`ExportTask` to render and write (here, or on
+        a cluster worker: :mod:`engine.cluster`). Raises :class:`ExportError` for this photo."""
         recipe: Recipe | None = None
         if row.recipe_json is not None:
             try:
@@ -739,16 +806,6 @@ class Exporter:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise _env_error(e, f"the folder {folder}") from e
-        from engine.imageio import ImageError
-        from engine.pipeline import StageUnavailable
-        from engine.recipes import ModelGone
-
-        try:
-            rendered = self.renderer.full(Path(row.fs_path), fp, recipe, cancel=cancel)
-        except ImageError as e:
-            raise ExportError(f"cannot read the original: {e.reason}") from e
-        except (ModelGone, StageUnavailable) as e:
-            raise ExportError(str(e)) from e
         stem = Path(row.fs_path).stem
         fields = {"name": stem, "stem": stem, "id": row.id,
                   "gain": f"{row.measured_gain:+.2f}" if row.measured_gain is not None else "na",
@@ -757,16 +814,22 @@ class Exporter:
                   "camera": row.camera or ""}
         name = render_name(template, fields)
         key = {"catalog": self.catalog.url, "photo_id": row.id, "recipe_id": row.recipe_id, "format": kind}
-        written, warnings = write_export(rendered, folder, name, fmt, quality, bits, recipe, journal=key)
+        return ExportTask(row.id, row.path, row.fs_path, fp, recipe.to_json() if recipe is not None else None,
+                          folder, name, fmt, quality, bits, kind, key, row.recipe_id, row.measured_gain,
+                          tuple(row.done_before))
+
+    def finish(self, task: ExportTask, written: Written, warnings: list[str]) -> ExportResult:
+        """Record a file written for ``task`` (by this process or a worker) and close its journal."""
         path = written.path
+        warnings = list(warnings)
         if written.reused:
             warnings.append(f"an identical file was already there ({display(path)}); it was kept, not written again")
-        if not (written.reused and (str(path), row.recipe_id, kind) in row.done_before):
-            self._record(row.id, row.recipe_id, path, kind)
+        if not (written.reused and (str(path), task.recipe_id, task.kind) in task.done_before):
+            self._record(task.photo_id, task.recipe_id, path, task.kind)
         finish_journal(written)
-        return ExportResult(row.id, row.path, "ok", out_path=display(path), recipe_id=row.recipe_id,
-                            enhanced=recipe is not None, warnings=tuple(warnings),
-                            measured_gain=row.measured_gain)
+        return ExportResult(task.photo_id, task.path, "ok", out_path=display(path), recipe_id=task.recipe_id,
+                            enhanced=task.recipe_json is not None, warnings=tuple(warnings),
+                            measured_gain=task.measured_gain)
 
     def _record(self, photo_id: int, recipe_id: int | None, path: Path, fmt: str) -> None:
         from db.schema import Export

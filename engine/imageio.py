@@ -540,6 +540,11 @@ def _decode(data: bytes, ext: str, max_side: int | None, reduce: int,
                        warning=_join_warnings(warning, frames_note)), fields
 
 
+def read_bytes(path: str | os.PathLike[str]) -> bytes:
+    """A file's bytes; :class:`ImageError` with a clear reason when it cannot be read."""
+    return _read(Path(path))
+
+
 def load_image(path: str | os.PathLike[str], max_side: int | None = None, reduce: int = 1) -> LoadedImage:
     """Load a photo as oriented 8-bit RGB; raises :class:`ImageError` with a clear reason for bad files."""
     p = Path(path)

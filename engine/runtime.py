@@ -10,6 +10,7 @@
   overrides, e.g. ``CPUExecutionProvider`` to force the CPU.
 * ``model_version(path)``: the first 12 hex digits of the file's sha256 (cached per size/mtime).
 * ``models_dir()``: the repository's ``models/`` folder; ``PHOTOLIFT_MODELS`` overrides it.
+* ``cpu_count()``: the cores this process may use; ``PHOTOLIFT_CPUS`` overrides it.
 """
 
 from __future__ import annotations
@@ -41,7 +42,12 @@ def models_dir() -> Path:
 
 
 def cpu_count() -> int:
-    """Cores this process may use (affinity-aware)."""
+    """Cores this process may use (affinity-aware). ``PHOTOLIFT_CPUS`` overrides: a cluster
+    worker sets it to its share of the node (``engine.cluster``), so that its sessions and tile
+    pools do not each assume the whole machine."""
+    env = os.environ.get("PHOTOLIFT_CPUS", "")
+    if env.isdigit() and int(env) >= 1:
+        return int(env)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):

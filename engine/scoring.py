@@ -47,6 +47,20 @@ DEFAULT_SEVERITY_THRESHOLD = 0.35
 REDUCE_FROM_SIDE = 2400
 
 
+CHANGED_REASON = "the file changed since it was indexed (its fingerprint differs); index it again to score it"
+
+
+class FileChanged(Exception):
+    """The file's bytes no longer match the fingerprint the job was queued with: not scored."""
+
+
+def decode_failure(e: BaseException) -> tuple[str, str]:
+    """``(reason, error_code)`` of a photo that could not be decoded for scoring."""
+    code = getattr(e, "code", "decode")
+    reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
+    return str(reason), str(code)
+
+
 @dataclass(frozen=True)
 class Thresholds:
     improvability: float = DEFAULT_IMPROVABILITY_THRESHOLD
@@ -82,9 +96,23 @@ class ScoreEvent:
 
     photo_id: int
     path: str
-    status: str  # 'ok', 'skipped' (already scored for this model version and content), 'error'
+    status: str  # 'ok', 'skipped' (already scored; or changed since indexed: reason in error), 'error'
     assessment: Assessment | None = None
     error: str | None = None
+
+
+# (photo id, display path, fingerprint the catalog holds, width, height)
+ScoreItem = tuple[int, str, str, int | None, int | None]
+
+
+@dataclass(frozen=True)
+class ScorePlan:
+    """See :meth:`Scorer.plan`. ``fs_paths``: photo id -> the path to open (exact bytes)."""
+
+    ids: list[int]
+    done: list[ScoreEvent]
+    todo: list[ScoreItem]
+    fs_paths: dict[int, str]
 
 
 @dataclass(frozen=True)
@@ -204,7 +232,11 @@ class Scorer:
 
     def assess_views(self, crops: np.ndarray, glob: np.ndarray, head: LastLayer | None = None
                      ) -> list[Assessment]:
-        out = self.run_views(crops, glob)
+        return self.assessments(self.run_views(crops, glob), head)
+
+    def assessments(self, out: dict[str, np.ndarray], head: LastLayer | None = None) -> list[Assessment]:
+        """Assessments from the raw outputs of :meth:`run_views` (which may have run in another
+        process: the cluster backend, :mod:`engine.cluster`, ships the outputs back)."""
         emb = np.asarray(out["embedding"], np.float32)
         improv = np.asarray(out["improvability"], np.float64).reshape(-1)
         if head is not None:
@@ -243,13 +275,24 @@ class Scorer:
             return 2
         return 1
 
-    def load_views(self, path: str, width: int | None = None, height: int | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
-        from engine.imageio import load_image
+    def load_views(self, path: str, width: int | None = None, height: int | None = None,
+                   fingerprint: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Decode ``path`` for scoring and make its views. With ``fingerprint`` (the one the
+        catalog holds), the bytes that are decoded are first checked against it: a file that
+        changed since it was indexed raises :class:`FileChanged` instead of being scored under
+        the old content's fingerprint (the check costs one hash of 192 KiB of bytes already read)."""
+        from engine.imageio import decode, read_bytes
 
-        img = load_image(path, reduce=self.reduce_for(width, height))
+        data = read_bytes(path)
+        if fingerprint:
+            from engine.indexer import fingerprint_bytes
+
+            if fingerprint_bytes(data) != fingerprint:
+                raise FileChanged(CHANGED_REASON)
+        ext = Path(path).suffix
+        img, _ = decode(data, ext, reduce=self.reduce_for(width, height))
         if width is None and self.reduce_for(*img.size) > 1:
-            img = load_image(path, reduce=self.reduce_for(*img.size))
+            img, _ = decode(data, ext, reduce=self.reduce_for(*img.size))
         return self.views(img.rgb)
 
     def assess_path(self, path: str) -> Assessment:
@@ -278,20 +321,16 @@ class Scorer:
         return h[1] if h else None
 
     # -- the library job ------------------------------------------------------------------------
-    def score_photos(self, catalog: Any, photo_ids: Iterable[int], progress: ProgressFn | None = None,
-                     cancel: CancelToken | None = None, force: bool = False) -> Iterator[ScoreEvent]:
-        """Score photos of the catalog; yields one ``ScoreEvent`` per photo (see module doc).
-
-        Photos already scored by this model version for their current content are skipped
-        unless ``force``. Raises ``JobCancelled`` when ``cancel`` fires (after the last whole
-        batch was written).
-        """
+    def plan(self, catalog: Any, photo_ids: Iterable[int], force: bool = False) -> ScorePlan:
+        """What a scoring job has to do: events for photos it will not score (not in the catalog,
+        not ``ok``, already scored for their content unless ``force``) and the photos to score.
+        Shared by the thread-pool job and the cluster job (:mod:`engine.cluster`)."""
         from sqlalchemy import select
 
         from db.schema import STATUS_OK, Photo, Score
 
         ids = list(dict.fromkeys(int(i) for i in photo_ids))
-        todo: list[tuple[int, str, str, int | None, int | None]] = []
+        todo: list[ScoreItem] = []
         done_events: list[ScoreEvent] = []
         with catalog.session() as s:
             rows = s.execute(select(Photo.id, Photo.path, Photo.fingerprint, Photo.width, Photo.height,
@@ -315,6 +354,18 @@ class Scorer:
                 done_events.append(ScoreEvent(pid, path, "skipped"))
             else:
                 todo.append((pid, path, fp or "", w, h))
+        return ScorePlan(ids, done_events, todo, fs_paths)
+
+    def score_photos(self, catalog: Any, photo_ids: Iterable[int], progress: ProgressFn | None = None,
+                     cancel: CancelToken | None = None, force: bool = False) -> Iterator[ScoreEvent]:
+        """Score photos of the catalog; yields one ``ScoreEvent`` per photo (see module doc).
+
+        Photos already scored by this model version for their current content are skipped
+        unless ``force``. Raises ``JobCancelled`` when ``cancel`` fires (after the last whole
+        batch was written).
+        """
+        plan = self.plan(catalog, photo_ids, force)
+        done_events, todo, fs_paths, ids = plan.done, plan.todo, plan.fs_paths, plan.ids
         total = len(ids)
         n_done = 0
         head = self.active_head(catalog)
@@ -333,7 +384,7 @@ class Scorer:
         def decode(item: tuple[int, str, str, int | None, int | None]) -> tuple[np.ndarray, np.ndarray]:
             if cancel is not None and cancel.cancelled:
                 raise JobCancelled()
-            return self.load_views(fs_paths[item[0]], item[3], item[4])
+            return self.load_views(fs_paths[item[0]], item[3], item[4], item[2])
 
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="score-decode")
         try:
@@ -342,6 +393,7 @@ class Scorer:
             it = iter(todo)
             batch: list[tuple[tuple[int, str, str, int | None, int | None], np.ndarray, np.ndarray]] = []
             errors: list[tuple[tuple[int, str, str, int | None, int | None], str, str]] = []
+            changed: list[ScoreEvent] = []
 
             def fill() -> None:
                 while len(queue) < ahead:
@@ -351,24 +403,25 @@ class Scorer:
                     queue.append((nxt, pool.submit(decode, nxt)))
 
             fill()
-            while queue or batch or errors:
+            while queue or batch or errors or changed:
                 if cancel is not None and cancel.cancelled:
                     raise JobCancelled()
                 # take decoded photos in submission order (deterministic batches)
-                while queue and len(batch) + len(errors) < self.batch_size:
+                while queue and len(batch) + len(errors) + len(changed) < self.batch_size:
                     item, fut = queue.pop(0)
                     try:
                         c, g = fut.result()
                         batch.append((item, c, g))
                     except JobCancelled:
                         raise
+                    except FileChanged as e:  # not an error of the photo: its content is newer
+                        changed.append(ScoreEvent(item[0], item[1], "skipped", error=str(e)))
                     except Exception as e:  # noqa: BLE001 - bad input is state, the batch goes on
-                        code = getattr(e, "code", "decode")
-                        reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
-                        errors.append((item, str(reason), str(code)))
+                        reason, code = decode_failure(e)
+                        errors.append((item, reason, code))
                     fill()
-                events = self._finish_batch(catalog, batch, errors, head)
-                batch, errors = [], []
+                events = self._finish_batch(catalog, batch, errors, head) + changed
+                batch, errors, changed = [], [], []
                 for ev in events:
                     n_done += 1
                     report(ev.path)
@@ -402,18 +455,25 @@ class Scorer:
 
     def _finish_batch(self, catalog: Any, batch: list[Any], errors: list[Any],
                       head: tuple[str, LastLayer] | None) -> list[ScoreEvent]:
+        base: list[Assessment] = []
+        if batch:
+            base = self.assess_views(np.stack([b[1] for b in batch]), np.stack([b[2] for b in batch]))
+        return self.write_results(catalog, [b[0] for b in batch], base, errors, head)
+
+    def write_results(self, catalog: Any, items: Sequence[ScoreItem], base: Sequence[Assessment],
+                      errors: Sequence[tuple[ScoreItem, str, str]], head: tuple[str, LastLayer] | None
+                      ) -> list[ScoreEvent]:
+        """Store one batch's scores (``items[i]`` scored ``base[i]`` by the base model; the active
+        ``head`` re-heads them) and mark ``errors`` (item, reason, code) as photos that cannot be
+        scored, in ONE transaction through the catalog's writer. Rerunning a photo replaces its
+        row (one row per photo, model version and head). Returns the events in that order."""
         from sqlalchemy import delete, insert, update
 
         from db.queries import refresh_current_scores
         from db.schema import STATUS_ERROR, Photo, Score
 
-        results: list[tuple[Any, Assessment, Assessment | None]] = []
-        if batch:
-            crops = np.stack([b[1] for b in batch])
-            glob = np.stack([b[2] for b in batch])
-            base = self.assess_views(crops, glob)
-            tuned = self.assess_views_with(base, head[1]) if head else [None] * len(base)
-            results = [(b[0], a, t) for b, a, t in zip(batch, base, tuned, strict=True)]
+        tuned = self.assess_views_with(list(base), head[1]) if head and base else [None] * len(base)
+        results: list[tuple[Any, Assessment, Assessment | None]] = list(zip(items, base, tuned, strict=True))
         now = datetime.now()
 
         def write(s: Any) -> None:

@@ -21,6 +21,7 @@ from engine.finetune import (
     rating_intervals,
     rating_targets,
 )
+from engine.indexer import fingerprint
 from engine.runtime import clear_sessions
 from engine.scoring import LastLayer, Scorer
 from tests.onnx_fixtures import _assessor_weights, write_assessor
@@ -121,7 +122,7 @@ def test_a_handful_of_consistent_ratings_reorders_the_catalog(tmp_path: Path, tm
     def add(s):  # type: ignore[no-untyped-def]
         ids = []
         for p in paths:
-            ph = Photo(path=str(p), path_bytes=str(p).encode(), size=1, mtime_ns=0, fingerprint=p.name,
+            ph = Photo(path=str(p), path_bytes=str(p).encode(), size=1, mtime_ns=0, fingerprint=fingerprint(p),
                        indexed_at=datetime.now())
             s.add(ph)
             s.flush()

@@ -315,8 +315,11 @@ def test_preferences_are_saved(qtbot, window: MainWindow) -> None:  # type: igno
     dlg.threshold.setValue(0.8)
     dlg.threads.setValue(1)
     dlg.export_quality.setValue(80)
+    assert window.services.cluster == ""  # the default: the local thread pool
+    dlg.cluster.setText(" auto ")
     dlg.accept()
     s = window.settings
+    assert s.get(S.CLUSTER) == "auto" and window.services.cluster == "auto"  # the next job runs there
     assert s.get(S.THRESHOLD) == pytest.approx(0.8)
     assert s.get(S.THREADS) == 1 and s.get(S.EXPORT_QUALITY) == 80
     assert window.recommended_filter() == {"min_improvability": pytest.approx(0.8)}

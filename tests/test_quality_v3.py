@@ -62,7 +62,7 @@ def test_ensemble_packing_keeps_each_members_prediction() -> None:
     n, nf = 40, 12
     feats = rng.normal(size=(n, nf)).astype(np.float32)
     members = []
-    for m in range(3):
+    for _m in range(3):
         h = QualityNetV2(hidden=4, n_features=nf).eval()
         with torch.no_grad():
             h.feat_mean.copy_(torch.from_numpy(rng.normal(size=nf).astype(np.float32)))

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from db.catalog import Catalog
 from db.schema import Photo, Score
 from engine.degrade import SEVERITY_NAMES
+from engine.indexer import fingerprint
 from engine.jobs import CancelToken, JobCancelled, Progress
 from engine.runtime import clear_sessions
 from engine.scoring import Scorer, Thresholds, get_scorer
@@ -32,7 +33,7 @@ def _add_photos(cat: Catalog, paths: list[Path]) -> list[int]:
         ids = []
         for p in paths:
             ph = Photo(path=str(p), path_bytes=str(p).encode(), size=p.stat().st_size if p.exists() else 0,
-                       mtime_ns=0, fingerprint=f"fp-{p.name}", indexed_at=datetime.now())
+                       mtime_ns=0, fingerprint=fingerprint(p) if p.exists() else f"fp-{p.name}", indexed_at=datetime.now())
             s.add(ph)
             s.flush()
             ids.append(ph.id)

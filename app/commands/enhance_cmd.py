@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.commands.cluster_opt import add_cluster_option, open_cluster
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("enhance", help="render the one-click enhancement of files to new files",
@@ -34,6 +36,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--template", default="{name}_enhanced", help="file name template (default {name}_enhanced)")
     p.add_argument("--force", action="store_true",
                    help="write the result even when the measured quality gain is zero or negative")
+    add_cluster_option(p)
     p.set_defaults(func=run)
 
 
@@ -119,6 +122,13 @@ def run(args: argparse.Namespace) -> int:
         return _usage("JPEG is 8 bit only; use --format png or tiff with --bits 16")
     if not 1 <= args.quality <= 100:
         return _usage("--quality must be 1..100")
+    if getattr(args, "cluster", None):
+        from engine.cluster import ClusterUnavailable, import_ray
+
+        try:
+            import_ray()  # before any work: a missing extra is said at once
+        except ClusterUnavailable as e:
+            return _usage(f"--cluster: {e}")
     try:
         out = check_out_dir(Path(args.out), library_roots(args.catalog))
     except OutputDirError as e:
@@ -135,24 +145,42 @@ def run(args: argparse.Namespace) -> int:
         except Exception as e:  # the catalog could not be read: say so, do not guess
             print(f"photolift enhance: cannot read the catalog for the defects stage: {e}", file=sys.stderr)
             return 1
-    renderer = Renderer(cache=RenderCache())
+    cluster = open_cluster(args, "enhance")
+    if isinstance(cluster, int):
+        return cluster
+    paths = [Path(f) for f in args.files]
+    if cluster is not None:  # one file per task on the cluster; results in the order given
+        from engine.cluster import enhance_files
+
+        results = enhance_files(cluster, paths, out, ops, args.strength, fmt, args.quality, args.bits,
+                                args.template, args.force)
+    else:
+        renderer = Renderer(cache=RenderCache())
+        results = (enhance_file(path, out, renderer, ops, args.strength, fmt, args.quality, args.bits,
+                                args.template, args.force, defects=defect_params.get(str(f)))
+                   for path, f in zip(paths, args.files, strict=True))
     n_ok = n_bad = 0
-    for f in args.files:
-        path = Path(f)
-        try:
-            res = enhance_file(path, out, renderer, ops, args.strength, fmt, args.quality, args.bits,
-                               args.template, args.force, defects=defect_params.get(f))
-        except (StageUnavailable, ModelGone) as e:
-            print(f"photolift enhance: {e}", file=sys.stderr)
-            return 1
-        except EnvironmentFailure as e:
-            print(json.dumps({"path": display(path), "status": "error", "error": str(e)}), flush=True)
-            print(f"photolift enhance: {e}", file=sys.stderr)
-            return 1
-        print(json.dumps(res.to_json()), flush=True)
-        if res.status == "error":
-            n_bad += 1
-        else:
-            n_ok += 1
+    try:
+        while True:
+            try:
+                res = next(results, None)
+            except (StageUnavailable, ModelGone) as e:
+                print(f"photolift enhance: {e}", file=sys.stderr)
+                return 1
+            except EnvironmentFailure as e:
+                print(json.dumps({"path": display(paths[n_ok + n_bad]), "status": "error", "error": str(e)}),
+                      flush=True)
+                print(f"photolift enhance: {e}", file=sys.stderr)
+                return 1
+            if res is None:
+                break
+            print(json.dumps(res.to_json()), flush=True)
+            if res.status == "error":
+                n_bad += 1
+            else:
+                n_ok += 1
+    finally:
+        if cluster is not None:
+            cluster.close()
     print(f"enhance: {n_ok} handled, {n_bad} failed; output in {out}", file=sys.stderr)
     return 0

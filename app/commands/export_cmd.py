@@ -29,6 +29,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.commands.cluster_opt import add_cluster_option, open_cluster
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("export", help="export enhanced copies of a folder's photos",
@@ -48,6 +50,7 @@ def add_parser(sub: Any) -> None:
                    help="file name template; fields {name} {id} {gain} {ext} {date} {camera}")
     p.add_argument("--ops", default=None, metavar="LIST", help="stages for photos enhanced now (default all)")
     p.add_argument("--strength", type=float, default=1.0, metavar="S", help="0..1 for photos enhanced now")
+    add_cluster_option(p)
     p.set_defaults(func=run)
 
 
@@ -96,11 +99,23 @@ def run(args: argparse.Namespace) -> int:
     root = os.path.realpath(args.dir)
     if not os.path.isdir(root):
         return _usage(f"not a folder: {args.dir}")
+    if getattr(args, "cluster", None):
+        from engine.cluster import ClusterUnavailable, import_ray
+
+        try:
+            import_ray()  # before any work: a missing extra is said at once
+        except ClusterUnavailable as e:
+            return _usage(f"--cluster: {e}")
     try:
         catalog = Catalog.open(args.catalog)
     except CatalogError as e:
         return _fail(str(e))
+    cluster = None
     try:
+        opened = open_cluster(args, "export")
+        if isinstance(opened, int):
+            return opened
+        cluster = opened
         try:
             out = check_out_dir(Path(args.to), [*library_roots(catalog), Path(root)])
         except OutputDirError as e:
@@ -118,7 +133,13 @@ def run(args: argparse.Namespace) -> int:
                 scorer = get_scorer()
             except Exception as e:
                 return _fail(f"cannot choose photos by score: the assessor is not available ({e})")
-            for _ in scorer.score_photos(catalog, ids, progress=_stderr_progress):
+            if cluster is not None:
+                from engine.cluster import score_photos
+
+                events = score_photos(cluster, scorer, catalog, ids, progress=_stderr_progress)
+            else:
+                events = scorer.score_photos(catalog, ids, progress=_stderr_progress)
+            for _ in events:
                 pass
             # the photos' current scores, as rank, score and the grid read them
             by_score = {"recommended": True} if args.recommended else {"min_improvability": args.min_score}
@@ -146,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         if todo:
             try:
                 for r in editor.enhance_batch(todo, ops, args.strength, progress=_stderr_progress,
-                                              apply_if_no_gain=False):
+                                              apply_if_no_gain=False, cluster=cluster):
                     notes[r.photo_id] = {"measured_gain": r.measured_gain, "message": r.message,
                                          "enhance_error": r.error}
             except StageUnavailable as e:
@@ -158,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
         stopped = False
         try:
             results = exporter.export(chosen, out, fmt=fmt, quality=args.quality, template=args.template,
-                                      progress=_stderr_progress, bits=args.bits, only_enhanced=True)
+                                      progress=_stderr_progress, bits=args.bits, only_enhanced=True,
+                                      cluster=cluster)
             for res in results:
                 d = res.to_json()
                 note = notes.get(res.photo_id or -1, {})
@@ -183,4 +205,6 @@ def run(args: argparse.Namespace) -> int:
     except EnvironmentFailure as e:
         return _fail(str(e))
     finally:
+        if cluster is not None:
+            cluster.close()
         catalog.close()

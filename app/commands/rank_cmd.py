@@ -12,7 +12,9 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from typing import Any
 
+from app.commands.cluster_opt import add_cluster_option, open_cluster
 from app.commands.index_cmd import StderrProgress, index_folder, open_catalog, stdout_closed
 from db.catalog import Catalog
 from engine.library import Library
@@ -28,10 +30,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--json", action="store_true", help="one JSON object per photo (JSON lines)")
     p.add_argument("--no-score", action="store_true", help="rank by stored scores only; do not score")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    add_cluster_option(p)
 
 
-def score_with_assessor(cat: Catalog, ids: list[int], quiet: bool) -> str | None:
-    """Score ``ids`` with engine.scoring if it and its model exist; else say why not."""
+def score_with_assessor(cat: Catalog, ids: list[int], quiet: bool, cluster: Any = None) -> str | None:
+    """Score ``ids`` with engine.scoring if it and its model exist; else say why not. With a
+    ``cluster`` (:class:`engine.cluster.Cluster`) the scoring runs there."""
     try:
         from engine import scoring
     except ImportError:
@@ -40,7 +44,13 @@ def score_with_assessor(cat: Catalog, ids: list[int], quiet: bool) -> str | None
         scorer = scoring.get_scorer()
     except (FileNotFoundError, OSError) as e:
         return f"no assessor model ({e}); score fields are null"
-    for _ in scorer.score_photos(cat, ids, progress=StderrProgress(quiet)):
+    if cluster is not None:
+        from engine.cluster import score_photos
+
+        events = score_photos(cluster, scorer, cat, ids, progress=StderrProgress(quiet))
+    else:
+        events = scorer.score_photos(cat, ids, progress=StderrProgress(quiet))
+    for _ in events:
         pass
     return None
 
@@ -49,6 +59,24 @@ def run(args: argparse.Namespace, score_hook: ScoreHook | None = score_with_asse
     if args.top is not None and args.top < 0:
         print("photolift: --top must be >= 0", file=sys.stderr)
         return 2
+    cluster = None
+    hook = score_hook
+    if getattr(args, "cluster", None) and score_hook is score_with_assessor and not args.no_score:
+        cluster = open_cluster(args, "rank")
+        if isinstance(cluster, int):
+            return cluster
+
+        def hook(cat: Catalog, ids: list[int], quiet: bool) -> str | None:
+            return score_with_assessor(cat, ids, quiet, cluster)
+
+    try:
+        return _run(args, hook)
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def _run(args: argparse.Namespace, score_hook: ScoreHook | None) -> int:
     cat = open_catalog(args)
     if cat is None:
         return 1

@@ -20,14 +20,18 @@ if TYPE_CHECKING:
     from db.catalog import Catalog
     from engine.scoring import Scorer
 
+from app.commands.cluster_opt import add_cluster_option, open_cluster
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("score", help="score photos (and index them if needed)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="photo files or folders")
     p.add_argument("--json", action="store_true", help="print JSON lines")
     p.add_argument("--force", action="store_true", help="score again even if already scored")
-    p.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="decoding threads (default 2); with --cluster, scoring workers (default: one per cluster CPU)")
     p.add_argument("--model", default=None, help="assessor ONNX file (default: the shipped one)")
+    add_cluster_option(p)
 
 
 def _progress_printer(enabled: bool) -> Any:
@@ -81,18 +85,24 @@ def index_paths(catalog: Catalog, paths: list[str], scorer: Scorer | None = None
     return list(dict.fromkeys(ids)), errors, scored
 
 
-def records(catalog: Catalog, ids: list[int]) -> list[dict[str, Any]]:
+def records(catalog: Catalog, ids: list[int], notes: dict[int, str] | None = None) -> list[dict[str, Any]]:
     """The score/rank JSON objects of DESIGN.md for ``ids``: the library's records, so ``score``
     shows each photo's current score exactly as ``rank``, ``export --recommended`` and the grid
     do. A readable photo without a current score (its decode failed after indexing, or it was
-    not scored) is reported as an error, as this command promised to score it."""
+    not scored) is reported as an error, as this command promised to score it. ``notes``: why this
+    run did not score a photo whose row is still ``ok`` (it changed since it was indexed; a cluster
+    worker died on it twice); such a photo is reported as an error with that reason rather than
+    with an older score."""
     from engine.library import Library
 
-    out = Library(catalog).photo_records(ids)  # (a photo removed meanwhile is left out)
-    for rec in out:
-        if rec["status"] == "ok" and rec["improvability"] is None:
+    recs = Library(catalog).photo_records(ids)  # (a photo removed meanwhile is left out)
+    for rec in recs:
+        note = (notes or {}).get(rec["id"])
+        if rec["status"] == "ok" and note:
+            rec.update(status="error", error=note, improvability=None, quality=None, recommended=None)
+        elif rec["status"] == "ok" and rec["improvability"] is None:
             rec.update(status="error", error="not scored")
-    return out
+    return recs
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,8 +110,19 @@ def run(args: argparse.Namespace) -> int:
     from engine.runtime import ModelMissing
     from engine.scoring import Scorer
 
+    if args.workers is not None and args.workers < 1:
+        print("photolift score: error: --workers must be >= 1", file=sys.stderr)
+        return 2
+    if args.cluster:
+        from engine.cluster import ClusterUnavailable, import_ray
+
+        try:
+            import_ray()  # before any work: a missing extra is said at once
+        except ClusterUnavailable as e:
+            print(f"photolift score: --cluster: {e}", file=sys.stderr)
+            return 2
     try:
-        scorer = Scorer(args.model, workers=max(1, args.workers))
+        scorer = Scorer(args.model, workers=2 if args.cluster else (args.workers or 2))
     except (ModelMissing, ValueError) as e:
         print(f"photolift score: {e}", file=sys.stderr)
         return 1
@@ -110,16 +131,31 @@ def run(args: argparse.Namespace) -> int:
     except CatalogError as e:
         print(f"photolift score: {e}", file=sys.stderr)
         return 1
+    cluster = None
     try:
-        ids, errors, scored_now = index_paths(catalog, list(args.paths), scorer)
+        if args.cluster:
+            opened = open_cluster(args, "score")
+            if isinstance(opened, int):
+                return opened
+            cluster = opened
+        # on a cluster the workers decode: index here without scoring, then score every photo there
+        ids, errors, scored_now = index_paths(catalog, list(args.paths), None if cluster else scorer)
         rest = [i for i in ids if i not in scored_now]  # scored from the indexer's own decode
-        for _ in scorer.score_photos(catalog, rest, progress=_progress_printer(not args.json and sys.stderr.isatty()),
-                                     force=args.force):
-            pass
+        show = _progress_printer(not args.json and sys.stderr.isatty())
+        if cluster is not None:
+            from engine.cluster import score_photos
+
+            events = score_photos(cluster, scorer, catalog, rest, progress=show, force=args.force,
+                                  workers=args.workers)
+        else:
+            events = scorer.score_photos(catalog, rest, progress=show, force=args.force)
+        notes = {e.photo_id: e.error for e in events if e.status != "ok" and e.error}
         if not args.json and sys.stderr.isatty():
             print(file=sys.stderr)
-        recs = errors + records(catalog, ids)
+        recs = errors + records(catalog, ids, notes)
     finally:
+        if cluster is not None:
+            cluster.close()
         catalog.close()
     for r in recs:
         if args.json:

@@ -150,7 +150,8 @@ def run_clive(out: str, seed: int, crops: int = 2) -> str:
     import torch
 
     torch.set_num_threads(1)
-    from models.training.iqa_data import load_clive, load_rgb as load_rated
+    from models.training.iqa_data import load_clive
+    from models.training.iqa_data import load_rgb as load_rated
     from models.training.nets_quality3 import quality_features_v3
 
     feats, mos, img_id, val, crop = [], [], [], [], []
@@ -251,8 +252,13 @@ def pack_members(nets: list[Any], hidden: int) -> Any:
     return net
 
 
-def cross_validate(cfg: dict[str, float], folds: int = 5, seed: int = 0, cols: np.ndarray | None = None
-                   ) -> dict[str, Any]:
+def _fit_fold(split: tuple[np.ndarray, np.ndarray, int]) -> Any:
+    clive, syn, cfg = _SHARED
+    return fit_ensemble(clive, syn, split[0], cfg, seed=split[2], workers=1)
+
+
+def cross_validate(cfg: dict[str, float], folds: int = 5, seed: int = 0, cols: np.ndarray | None = None,
+                   workers: int = 2) -> dict[str, Any]:
     clive = dict(np.load(RUN / "cache_clive.npz"))
     syn = load_cache("train")
     if cols is not None:
@@ -262,11 +268,17 @@ def cross_validate(cfg: dict[str, float], folds: int = 5, seed: int = 0, cols: n
     preds = np.zeros(len(clive["img"]))
     sr = []
     pa: dict[str, float] = {}
+    splits = []
     for f in range(folds):
         held = np.isin(clive["img"], perm[f::folds])
-        tr = np.where(~clive["val"] & ~held)[0]
-        te = np.where(~clive["val"] & held)[0]
-        net = fit_ensemble(clive, syn, tr, cfg, seed=seed + f)
+        splits.append((np.where(~clive["val"] & ~held)[0], np.where(~clive["val"] & held)[0], seed + f))
+    global _SHARED
+    _SHARED = (clive, syn, cfg)
+    import multiprocessing as mp
+
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as ex:
+        nets = list(ex.map(_fit_fold, splits))
+    for f, ((_, te, _), net) in enumerate(zip(splits, nets, strict=True)):
         sr.append(t2.clive_eval(net, clive, te)["srocc"])
         if f == 0:
             pa = t2.pair_accuracy(t2.predict(net, syn["feats"]), syn)
@@ -318,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f.result(), flush=True)
         print(f"caches built in {time.time() - t0:.0f} s")
     if args.cv:
-        r = cross_validate(cfg, seed=args.seed)
+        r = cross_validate(cfg, seed=args.seed, workers=args.workers)
         print(json.dumps({"cfg": cfg, **r}))
         with open(RUN / "cv.jsonl", "a") as log:
             log.write(json.dumps({"cfg": cfg, **r}) + "\n")
@@ -329,7 +341,7 @@ def main(argv: list[str] | None = None) -> None:
         clive = dict(np.load(RUN / "cache_clive.npz"))
         syn = load_cache("train")
         rows = np.where(~clive["val"])[0]
-        net = fit_ensemble(clive, syn, rows, cfg, seed=args.seed, log=True)
+        net = fit_ensemble(clive, syn, rows, cfg, seed=args.seed, log=True, workers=args.workers)
         tr = t2.pair_accuracy(t2.predict(net, syn["feats"]), syn)
         ck = {"model": net.state_dict(), "config": {"hidden": int(cfg["hidden"]), "members": int(cfg["members"]),
                                                     "n_features": int(syn["feats"].shape[1])},

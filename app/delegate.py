@@ -158,6 +158,11 @@ class PhotoDelegate(QStyledItemDelegate):
             prob = top_problem(row)
             if prob is not None:
                 self._paint_problem(p, img, prob, reserve=56 if is_edited(row) else 0)
+            defect = getattr(row, "camera_defect", None)
+            if defect:  # the camera's own defect (dust, line...): correctable by the defects stage
+                self._paint_problem(p, img, (f"camera {defect.replace('_', ' ')}", None),
+                                    reserve=56 if is_edited(row) and prob is None else 0,
+                                    lift=22 if prob is not None else 0, colour=QColor(170, 90, 20, 230))
         if is_edited(row):
             self._paint_pill(p, QRectF(img.right() - 52, img.bottom() - 22, 48, 18), "edited",
                              QColor(52, 120, 220), QColor(255, 255, 255))
@@ -199,14 +204,15 @@ class PhotoDelegate(QStyledItemDelegate):
         p.setFont(self._bold)
         p.drawText(c, Qt.AlignmentFlag.AlignCenter, "★")
 
-    def _paint_problem(self, p: QPainter, box: QRect, prob: tuple[str, float | None], reserve: int = 0) -> None:
+    def _paint_problem(self, p: QPainter, box: QRect, prob: tuple[str, float | None], reserve: int = 0,
+                       lift: int = 0, colour: QColor | None = None) -> None:
         text = badge_label(prob[0])
         fm = QFontMetrics(self._bold)
         w = max(24, min(box.width() - 8 - reserve, fm.horizontalAdvance(text) + 14))
-        rect = QRectF(box.x() + 4, box.bottom() - 22, w, 18)
+        rect = QRectF(box.x() + 4, box.bottom() - 22 - lift, w, 18)
         alpha = int(150 + 100 * min(1.0, prob[1] if prob[1] is not None else 0.8))
         self._paint_pill(p, rect, fm.elidedText(text, Qt.TextElideMode.ElideRight, int(w) - 8),
-                         QColor(20, 20, 20, alpha), QColor(255, 255, 255))
+                         colour if colour is not None else QColor(20, 20, 20, alpha), QColor(255, 255, 255))
 
     def _paint_error(self, p: QPainter, box: QRect, row: Any) -> None:
         status = getattr(row, "status", "error")

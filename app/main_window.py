@@ -269,6 +269,8 @@ class MainWindow(QMainWindow):
         self._act("finetune", "Apply My Ratings to the &Ranking", self.apply_finetune, "Ctrl+Shift+F",
                   tip="Fine-tune the ranking's last layer on your ratings and rescore")
         self._act("cancel_jobs", "&Cancel Background Jobs", self.jobs.cancel_all, "Ctrl+.")
+        self._act("defects", "Camera &Defects…", self.show_defects, "Ctrl+Shift+D",
+                  tip="Find and fix what each camera gets wrong in every photo (dust, lines, hot pixels, biases)")
         # photo view
         self._act("back", "Back to &Library", self.show_grid, ["Esc", "G"], std(sp.SP_FileDialogListView))
         self._act("prev", "Previous", lambda: self.step(-1), ["Left", "Up", "PgUp"], std(sp.SP_MediaSeekBackward))
@@ -312,6 +314,8 @@ class MainWindow(QMainWindow):
         for grade in (2, 1, 0, -1):
             rate.addAction(a[f"rate_{grade}"])
         e.addAction(a["finetune"])
+        e.addSeparator()
+        e.addAction(a["defects"])
         v = mb.addMenu("&View")
         v.addAction(a["view_photo"])
         v.addAction(a["back"])
@@ -348,7 +352,8 @@ class MainWindow(QMainWindow):
         self.filter_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
         self.filter_menu = QMenu(self)
         self.filter_actions: dict[str, QAction] = {}
-        for key, text in (("recommended", "Recommended"), ("edited", "Edited"), ("errors", "Errors")):
+        for key, text in (("recommended", "Recommended"), ("edited", "Edited"), ("errors", "Errors"),
+                          ("camera_defects", "Camera Defects")):
             act = self.filter_menu.addAction(text)
             act.setCheckable(True)
             act.toggled.connect(lambda _c: self._apply_filters())
@@ -488,6 +493,8 @@ class MainWindow(QMainWindow):
             f["has_recipe"] = True
         if self.filter_actions["errors"].isChecked():
             f["status"] = ["error", "missing"]
+        if self.filter_actions["camera_defects"].isChecked():
+            f["camera_defects"] = True
         deg = self.degradation_group.checkedAction()
         if deg is not None:
             f["degradation"] = str(deg.data())
@@ -776,6 +783,29 @@ class MainWindow(QMainWindow):
         return dlg
 
     # ----------------------------------------------------------------------------- jobs
+    # ----------------------------------------------------------------------------- camera defects
+    _defects_dialog: Any = None
+
+    def show_defects(self) -> None:
+        from app.defects_dialog import DefectsDialog
+
+        if self._defects_dialog is None:
+            dlg = DefectsDialog(self.services, self)
+            dlg.findRequested.connect(self.find_defects)
+            dlg.showAffected.connect(lambda: self.set_filter("camera_defects", True))
+            self._defects_dialog = dlg
+        self._defects_dialog.reload()
+        self._defects_dialog.show()
+        self._defects_dialog.raise_()
+
+    def find_defects(self, force: bool = False) -> None:
+        """Run the camera-defect detection for the open folder's cameras (a library job)."""
+        if self.folder is None:
+            self.statusBar().showMessage("Open a folder first", 5000)
+            return
+        job = Job("Find camera defects", self.services.defects_job(self.folder, force), kind="defects")
+        self.jobs.submit(job, "library")
+
     def _on_job_finished(self, job: Job, state: str) -> None:
         self._refresh_now(sync=True)  # once at the end of a job: the grid is exact when it says done
         if state == "error":
@@ -795,6 +825,8 @@ class MainWindow(QMainWindow):
             self.libraryJobsFinished.emit()
         if job.kind == "enhance":
             self.enhanceFinished.emit(state)
+        if job.kind == "defects" and self._defects_dialog is not None:
+            self._defects_dialog.reload()
         self._update_actions()
 
     def _refresh_tick(self) -> None:

@@ -209,7 +209,8 @@ class Services:
 
         model_of = {"restore": RESTORER_MODEL, "tone": TONE_MODEL}
         d = models_dir()
-        return [st for st in STAGE_ORDER if (d / f"{model_of.get(st, st)}.onnx").is_file()]
+        # defects: no model, its parameters come from the photo's camera series
+        return [st for st in STAGE_ORDER if st == "defects" or (d / f"{model_of.get(st, st)}.onnx").is_file()]
 
     def enhance_job(self, photo_ids: list[int], strength: float, ops: list[str] | None = None
                     ) -> JobFn[EnhanceResult]:
@@ -256,6 +257,35 @@ class Services:
     def default_threshold(self) -> float:
         """The scorer's own 'recommended' threshold on improvability."""
         return float(self.scorer.thresholds.improvability)
+
+    # -- camera defects ----------------------------------------------------------------------
+    def defects_job(self, root: str | None, force: bool = False) -> JobFn[list[Any]]:
+        """Run (or read back) the camera-defect detection for the cameras of ``root``'s photos
+        (engine.defects.detect); yields the list of ``SeriesReport`` once."""
+
+        def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[list[Any]]:
+            from engine.defects import detect
+
+            yield detect(self.catalog, root, force=force, progress=progress, cancel=cancel)
+
+        return fn
+
+    def defect_reports(self) -> list[Any]:
+        """Every examined camera series with its defects (``engine.defects.SeriesReport``)."""
+        from engine.defects import reports
+
+        return reports(self.catalog)
+
+    def dismiss_defect(self, defect_id: int, dismissed: bool = True) -> None:
+        from engine.defects import set_dismissed
+
+        set_dismissed(self.catalog, defect_id, dismissed)
+
+    def defect_examples(self, report: Any, defect: Any, n: int = 3) -> list[np.ndarray]:
+        """Crops of a few photos around one defect. Decodes photos: call it from a worker."""
+        from engine.defects import example_crops
+
+        return example_crops(self.catalog, report, defect, n)
 
     # -- export ----------------------------------------------------------------------------
     def check_export_dir(self, out_dir: Path) -> Path:

@@ -32,7 +32,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # The integer stamp of the newest revision (``catalog_info['schema_version']``): what the
 # hand-written migrations of photolift <= 0.1 read, so they refuse catalogs migrated past them.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # 64-bit integers: file sizes above 2 GiB and mtimes in ns. SQLite's INTEGER is 64 bit already
 # (and what catalogs of schema version 1 and 2 declare); PostgreSQL's is 32 bit.
@@ -94,6 +94,8 @@ class Photo(Base):
     camera_make: Mapped[str | None] = mapped_column(String(128), default=None)
     camera_model: Mapped[str | None] = mapped_column(String(128), default=None)
     lens: Mapped[str | None] = mapped_column(String(128), default=None)
+    # EXIF BodySerialNumber (schema 4): tells two bodies of one model apart for camera defects
+    camera_serial: Mapped[str | None] = mapped_column(String(64), default=None)
     captured_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
     iso: Mapped[int | None] = mapped_column(Integer, default=None)
     exposure_time: Mapped[float | None] = mapped_column(Float, default=None)  # seconds
@@ -118,9 +120,14 @@ class Photo(Base):
         ForeignKey("scores.id", use_alter=True, name="fk_photos_current_score", ondelete="SET NULL"),
         default=None,
     )
+    # The camera series (``defect_series.id``) the last defect detection put this photo in (schema
+    # 4); NULL = not yet examined. No foreign key: series rows are kept by key, never deleted
+    # while photos point at them, and a stale id only means "examine again".
+    series_id: Mapped[int | None] = mapped_column(Integer, default=None)
 
     __table_args__ = (
         Index("ix_photos_folder", "folder_id"),
+        Index("ix_photos_series", "series_id"),
         Index("ix_photos_current_score", "current_score_id"),
         Index("ix_photos_path", "path"),
         Index("ix_photos_fingerprint", "fingerprint"),
@@ -235,3 +242,49 @@ class Export(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
 
     __table_args__ = (Index("ix_exports_photo", "photo_id"),)
+
+
+class DefectSeries(Base):
+    """A camera series examined for fixed-position defects (engine.defects; schema 4).
+
+    ``key`` is the series key (engine.defects.series_key: make, model, body serial, lens, sensor
+    pixel size; the folder for photos without camera EXIF). ``members`` is a hash of the member
+    photos' ids and fingerprints at detection time, so a detection is reused until the series
+    changes. ``stats_json`` holds the per-series statistics the bias check compares."""
+
+    __tablename__ = "defect_series"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    camera: Mapped[str] = mapped_column(Text)  # readable name: make model (serial), lens
+    width: Mapped[int] = mapped_column(Integer)  # sensor frame (orientation 1)
+    height: Mapped[int] = mapped_column(Integer)
+    n_photos: Mapped[int] = mapped_column(Integer)
+    members: Mapped[str] = mapped_column(String(64))
+    stats_json: Mapped[str] = mapped_column(Text, default="{}")
+    detected_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Defect(Base):
+    """One detected defect of a camera series: kind, where (0..1 of the sensor frame), how many
+    photos of the series show it, the confidence, and what the ``defects`` stage needs to correct
+    it (``params_json``). The user can dismiss it (kept, so a new detection does not bring it
+    back while it is the same defect)."""
+
+    __tablename__ = "defects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("defect_series.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # dust, line, obstruction, hot_pixel, bias
+    x0: Mapped[float] = mapped_column(Float)
+    y0: Mapped[float] = mapped_column(Float)
+    x1: Mapped[float] = mapped_column(Float)
+    y1: Mapped[float] = mapped_column(Float)
+    photos: Mapped[int] = mapped_column(Integer)
+    series_size: Mapped[int] = mapped_column(Integer)
+    confidence: Mapped[float] = mapped_column(Float)
+    params_json: Mapped[str] = mapped_column(Text, default="{}")
+    dismissed: Mapped[bool] = mapped_column(Boolean, default=False)
+    detected_at: Mapped[datetime] = mapped_column(DateTime)
+
+    __table_args__ = (Index("ix_defects_series", "series_id", "dismissed"),)

@@ -177,11 +177,13 @@ def guard_message(g: Guard, applied: bool) -> str:
 
 def render_and_measure(renderer: Renderer, path: Path, fp: str, names: Sequence[str], strength: float,
                        progress: ProgressFn | None = None, cancel: CancelToken | None = None,
-                       check_source: bool = False) -> tuple[Recipe, Guard]:
+                       check_source: bool = False, defects: dict[str, Any] | None = None) -> tuple[Recipe, Guard]:
     """The pixels of one enhance: plan on the screen view, render at full resolution (kept in the
     render cache for export), store the preview, and measure before and after (:func:`measure`).
     ``fp`` is the original's fingerprint; ``check_source`` checks it first (a cluster worker
-    does, the file may have changed since the job was queued). Raises :class:`EditError`."""
+    does, the file may have changed since the job was queued). ``defects``: the photo's
+    ``defects`` stage parameters (``engine.defects.stage_params``; without them that stage is left
+    out). Raises :class:`EditError`."""
     from engine.export import current_fingerprint
     from engine.imageio import ImageError, load_image
 
@@ -194,7 +196,7 @@ def render_and_measure(renderer: Renderer, path: Path, fp: str, names: Sequence[
             raise EditError(f"the original changed since the job was queued ({path}); index the folder again")
     try:
         view = renderer.cached_view(path, fp, PREVIEW_SIDE)
-        recipe = renderer.pipeline.plan(view.astype(np.float32) / 255.0, names, strength)
+        recipe = renderer.pipeline.plan(view.astype(np.float32) / 255.0, names, strength, defects=defects)
         recipe = replace(recipe, source=fp)
         if cancel is not None:
             cancel.raise_if_cancelled()
@@ -386,7 +388,13 @@ class Editor:
         names = parse_ops(ops)
         p = self._photo(photo_id)
         fp = self._checked_source(p)
-        recipe, guard = render_and_measure(self.renderer, Path(p.fs_path), fp, names, strength, progress, cancel)
+        defects = None
+        if "defects" in names:  # the photo's camera-defect corrections (engine.defects), if any
+            from engine.defects import stage_params
+
+            defects = stage_params(self.catalog, p.id)
+        recipe, guard = render_and_measure(self.renderer, Path(p.fs_path), fp, names, strength, progress, cancel,
+                                           defects=defects)
         return self.record_enhanced(p.id, recipe, guard, apply_if_no_gain, job_id)
 
     def record_enhanced(self, photo_id: int, recipe: Recipe, guard: Guard, apply_if_no_gain: bool,
@@ -595,13 +603,15 @@ class FileResult:
 def enhance_file(path: Path, out_dir: Path, renderer: Renderer, ops: Sequence[str] | None = None,
                  strength: float = 1.0, fmt: str = "jpeg", quality: int = 92, bits: int = 8,
                  template: str = "{name}_enhanced", force: bool = False,
-                 cancel: CancelToken | None = None) -> FileResult:
+                 cancel: CancelToken | None = None, defects: dict[str, Any] | None = None) -> FileResult:
     """Render the one-click enhancement of one file to a new file in ``out_dir``.
 
     The same plan, full render, guard and atomic export as the catalog path. A result whose
     measured gain is <= 0 is not written unless ``force``. ``out_dir`` must have been checked
     with ``engine.export.check_out_dir``. Raises ``StageUnavailable`` for a missing model (a
     failure of the whole command); other problems are returned as an ``error`` result.
+    ``defects``: the file's ``defects`` stage parameters when it is in the catalog
+    (``engine.defects.stage_params``); without them that stage is left out.
     """
     from engine.export import (
         EnvironmentFailure,
@@ -627,7 +637,7 @@ def enhance_file(path: Path, out_dir: Path, renderer: Renderer, ops: Sequence[st
     try:
         fp = current_fingerprint(path)
         view = renderer.load_view(path, PREVIEW_SIDE)
-        recipe = renderer.pipeline.plan(view.astype(np.float32) / 255.0, ops, strength)
+        recipe = renderer.pipeline.plan(view.astype(np.float32) / 255.0, ops, strength, defects=defects)
         rendered = renderer.full(path, fp, recipe, cancel=cancel, store=False)
         loaded = load_image(path)
         original, decode_warning = loaded.rgb, loaded.warning

@@ -267,6 +267,7 @@ def exif_fields(exif: dict[str, Any]) -> dict[str, Any]:
         "camera_make": _text(zeroth.get(piexif.ImageIFD.Make)),
         "camera_model": _text(zeroth.get(piexif.ImageIFD.Model)),
         "lens": lens,
+        "camera_serial": _text(ex.get(piexif.ExifIFD.BodySerialNumber)),
         "captured_at": captured,
         "iso": int(iso) if isinstance(iso, int) and iso > 0 else None,
         "exposure_time": _ratio(ex.get(piexif.ExifIFD.ExposureTime)),
@@ -278,7 +279,7 @@ def exif_fields(exif: dict[str, Any]) -> dict[str, Any]:
 
 
 EMPTY_EXIF_FIELDS: dict[str, Any] = {
-    "camera_make": None, "camera_model": None, "lens": None, "captured_at": None, "iso": None,
+    "camera_make": None, "camera_model": None, "lens": None, "camera_serial": None, "captured_at": None, "iso": None,
     "exposure_time": None, "f_number": None, "focal_length": None, "has_gps": False, "orientation": None,
 }
 

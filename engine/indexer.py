@@ -310,12 +310,12 @@ def _examine(w: _Walked, existing: _Existing | None, scorer: IngestScorer | None
     w_, h_ = img.size
     values: dict[str, Any] = {
         "width": w_, "height": h_, "format": img.format, "warning": img.warning,
-        **{k: fields[k] for k in ("camera_make", "camera_model", "lens", "captured_at", "iso",
+        **{k: fields.get(k) for k in ("camera_make", "camera_model", "lens", "camera_serial", "captured_at", "iso",
                                   "exposure_time", "f_number", "focal_length", "has_gps", "orientation")},
     }
-    for k in ("camera_make", "camera_model", "lens"):
+    for k, n in (("camera_make", 128), ("camera_model", 128), ("lens", 128), ("camera_serial", 64)):
         if isinstance(values[k], str):
-            values[k] = values[k][:128]
+            values[k] = values[k][:n]
     if scorer is not None:
         try:
             values["_views"] = scorer.views(img.rgb)

@@ -15,7 +15,8 @@ photos always sort last. Filters (all optional): ``status`` (str or list), ``rec
 ``min_improvability`` (float), ``scored`` (bool), ``has_recipe`` (bool), ``degradation`` (a name of
 ``engine.degrade.SEVERITY_NAMES``; with optional ``min_severity``, default the assessor's calibrated
 threshold for it, as in ``score``'s reasons), ``text`` (substring of
-the path, case-insensitive), ``include_missing`` (bool, default False).
+the path, case-insensitive), ``include_missing`` (bool, default False), ``camera_defects`` (bool:
+photos of a camera series with an undismissed defect, see ``engine.defects``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import JSON, ColumnElement, Select, and_, case, cast, func, select, type_coerce
+from sqlalchemy import JSON, ColumnElement, Select, and_, case, cast, func, or_, select, type_coerce
 from sqlalchemy.orm import aliased
 
 from db.catalog import Catalog
@@ -70,6 +71,7 @@ class PhotoRow:
     top_degradation: str | None  # the most severe degradation at or above its calibrated threshold (the badge)
     has_recipe: bool
     top_severity: float | None = None  # the value of top_degradation (0..1)
+    camera_defect: str | None = None  # a defect kind of the photo's camera series (engine.defects), undismissed
 
 
 @dataclass(frozen=True)
@@ -278,6 +280,13 @@ class Library:
             conds.append(js[name].as_float() >= level)
         if "text" in filters:
             conds.append(Photo.path.ilike(f"%{filters.pop('text')}%"))
+        if "camera_defects" in filters:
+            # photos of a camera series with an undismissed defect (engine.defects)
+            from db.schema import Defect
+
+            live = select(Defect.series_id).where(Defect.dismissed.is_(False))
+            conds.append(Photo.series_id.in_(live) if filters.pop("camera_defects")
+                         else or_(Photo.series_id.is_(None), Photo.series_id.not_in(live)))
         if filters:
             raise ValueError(f"unknown filters: {sorted(filters)}")
         return conds
@@ -359,6 +368,9 @@ class Library:
             by_id = {r[0]: r for r in s.execute(detail).all()}
         rows = [by_id[i] for i in ids if i in by_id]
         th = _thresholds()
+        from engine.defects import reasons_for_photo
+
+        kinds = reasons_for_photo(self.catalog, [r[0] for r in rows]) if rows else {}
         out = []
         for r in rows:
             sev = _severity(r[13])
@@ -370,7 +382,7 @@ class Library:
                 width=r[5], height=r[6], captured_at=r[7], fingerprint=r[8], improvability=r[10],
                 quality=r[11], recommended=None if r[12] is None else bool(r[12]), top_degradation=top,
                 top_severity=sev[top] if top else None,
-                has_recipe=r[9] is not None))
+                has_recipe=r[9] is not None, camera_defect=next(iter(kinds.get(r[0], [])), None)))
         return out
 
     def count(self, folder: str | None = None, filters: dict[str, Any] | None = None) -> int:
@@ -451,6 +463,14 @@ class Library:
                      .where(Photo.id.in_(ids[i:i + 500])))
                 for p, sc in s.execute(q).all():
                     by_id[p.id] = _record(p, sc, th)
+        # camera defects of the photo's series (engine.defects), undismissed: a correctable reason
+        from engine.defects import reasons_for_photo
+
+        kinds = reasons_for_photo(self.catalog, list(by_id))
+        for pid, rec in by_id.items():
+            rec["defects"] = kinds.get(pid, [])
+            if rec["reasons"] is not None:
+                rec["reasons"] += [k for k in rec["defects"] if k not in rec["reasons"]]
         return [by_id[i] for i in ids if i in by_id]
 
     # -- thumbnails -------------------------------------------------------------------------

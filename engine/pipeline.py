@@ -2,6 +2,13 @@
 
 Stages, always run in this order whatever order the user lists them in:
 
+``defects``
+    the camera-defect correction (``engine.defects``): dust and smudges divided out by their
+    estimated attenuation maps, opaque lines and obstructions inpainted, hot pixels repaired,
+    per-camera biases corrected. Its parameters come from the photo's camera series (detected
+    beforehand, ``photolift defects`` or the GUI) and are stored in the recipe in the photo's own
+    frame (0..1), so replay needs nothing else; planned only when the caller passes them (a photo
+    whose series has no undismissed defect gets no ``defects`` stage).
 ``restore``
     the restoration network (``engine.restore``, ``models/restorer*.onnx``): blur, noise and
     compression removal, tiled at full resolution. A recipe stores the model's version; replay
@@ -11,7 +18,8 @@ Stages, always run in this order whatever order the user lists them in:
     ``models/tone.onnx`` when the recipe is *planned* and stored in the recipe, so replay needs
     only the operators (the model version is kept as provenance).
 
-Restoration comes first because tone operators (exposure, local contrast, saturation) amplify
+Defects come first because they are fixed in sensor position and measured on the original
+pixels; the restorer and the tone operators would move them. Restoration comes next because tone operators (exposure, local contrast, saturation) amplify
 noise and blocking; removing them first is what every raw converter does.
 
 Stages are resolved when used, not at import time: a missing module or model file surfaces as
@@ -40,7 +48,7 @@ from engine.recipes import (
     find_model,
 )
 
-STAGE_ORDER: tuple[str, ...] = ("restore", "tone")
+STAGE_ORDER: tuple[str, ...] = ("defects", "restore", "tone")
 RESTORER_MODEL = "restorer"
 TONE_MODEL = "tone"
 
@@ -103,17 +111,23 @@ class Pipeline:
         return get_restorer(path)
 
     # -- planning -----------------------------------------------------------------------------
-    def plan(self, view: np.ndarray, ops: str | Sequence[str] | None = None, strength: float = 1.0) -> Recipe:
+    def plan(self, view: np.ndarray, ops: str | Sequence[str] | None = None, strength: float = 1.0,
+             defects: dict[str, Any] | None = None) -> Recipe:
         """Make the recipe for ``view`` (float32 HxWx3 0..1, a screen-size copy of the photo).
 
         Records the version of every model involved and the tone parameters predicted now.
+        ``defects``: the photo's ``defects`` stage parameters (``engine.defects.stage_params``);
+        without them the stage is left out (nothing known to correct).
         Raises :class:`StageUnavailable` naming the missing model.
         """
         names = parse_ops(ops)
         strength = _check_strength(strength)
         stages: list[StageSpec] = []
         for name in names:
-            if name == "restore":
+            if name == "defects":
+                if defects and defects.get("items"):
+                    stages.append(StageSpec("defects", strength, None, None, _jsonable(defects)))
+            elif name == "restore":
                 _, ver = self._current_model("restore", RESTORER_MODEL)
                 stages.append(StageSpec("restore", strength, RESTORER_MODEL, ver, {}))
             elif name == "tone":
@@ -133,7 +147,7 @@ class Pipeline:
         for st in recipe.stages:
             if st.name == "restore":
                 self._restore_path(st)
-            elif st.name == "tone":
+            elif st.name in ("tone", "defects"):
                 pass  # replays from stored parameters; no model needed
             else:
                 raise StageUnavailable(f"unknown stage {st.name!r} in recipe (known: {', '.join(STAGE_ORDER)})")
@@ -160,7 +174,11 @@ class Pipeline:
                 progress(Progress(i, n, f"{st.name}"))
             if st.strength <= 0.0:
                 continue
-            if st.name == "restore":
+            if st.name == "defects":
+                from engine import defects
+
+                out = defects.apply_correction(out, st.params, strength=float(st.strength))
+            elif st.name == "restore":
                 restorer = self._restorer(self._restore_path(st))
                 out = restorer.run(out, strength=float(st.strength), progress=progress, cancel=cancel)
             elif st.name == "tone":

@@ -27,7 +27,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # every test there that uses ``tmp_catalog`` or ``catalog_url`` runs once per back end.
 BOTH_BACKENDS = {"test_catalog", "test_migrations", "test_read_model", "test_scoring", "test_finetune",
                  "test_indexer", "test_export", "test_consistency", "test_gui_model", "test_postgres", "test_edits",
-                 "test_idempotent_jobs", "test_ingest", "test_odd_files", "test_diskcache", "test_quality"}
+                 "test_idempotent_jobs", "test_ingest", "test_odd_files", "test_diskcache", "test_quality",
+                 "test_defects"}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

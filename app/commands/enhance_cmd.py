@@ -27,7 +27,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help="photos to enhance")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the enhanced copies (created if needed)")
     p.add_argument("--ops", default=None, metavar="LIST",
-                   help="comma-separated stages of the pipeline: restore, tone (default: all)")
+                   help="comma-separated stages of the pipeline: defects, restore, tone (default: all; "
+                        "defects corrects what `photolift defects` found for the file's camera)")
     p.add_argument("--strength", type=float, default=1.0, metavar="S", help="0..1, default 1")
     p.add_argument("--format", default="jpeg", choices=["jpeg", "jpg", "png", "tiff", "tif"])
     p.add_argument("--quality", type=int, default=92, metavar="Q", help="JPEG quality 1..100 (default 92)")
@@ -59,6 +60,37 @@ def library_roots(catalog_arg: str | None) -> list[Path]:
     cat = Catalog.open(loc)
     try:
         return roots_of(cat)
+    finally:
+        cat.close()
+
+
+def defect_params_for(catalog_arg: str | None, files: list[str]) -> dict[str, dict[str, Any]]:
+    """The ``defects`` stage parameters of each file that is in the catalog and whose camera has
+    undismissed defects (never creates a catalog)."""
+    import os
+
+    from db.catalog import Catalog, default_catalog_location, sqlite_file, to_url
+
+    loc = catalog_arg or default_catalog_location()
+    if "://" not in loc and not Path(loc).expanduser().exists():
+        return {}
+    f = sqlite_file(to_url(loc))
+    if f is not None and not f.exists():
+        return {}
+    from engine.defects import stage_params
+    from engine.library import Library
+
+    cat = Catalog.open(loc)
+    try:
+        ids = Library(cat).ids_for_paths([os.path.realpath(x) for x in files])
+        out: dict[str, dict[str, Any]] = {}
+        for x in files:
+            pid = ids.get(os.path.realpath(x))
+            if pid is not None:
+                params = stage_params(cat, pid)
+                if params is not None:
+                    out[x] = params
+        return out
     finally:
         cat.close()
 
@@ -106,6 +138,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"photolift enhance: cannot read the catalog to check the output folder: {e}", file=sys.stderr)
         return 1
     recover_folder(out)  # temporary files of a killed run are removed
+    defect_params: dict[str, dict[str, Any]] = {}
+    if "defects" in ops:
+        try:
+            defect_params = defect_params_for(args.catalog, list(args.files))
+        except Exception as e:  # the catalog could not be read: say so, do not guess
+            print(f"photolift enhance: cannot read the catalog for the defects stage: {e}", file=sys.stderr)
+            return 1
     cluster = open_cluster(args, "enhance")
     if isinstance(cluster, int):
         return cluster
@@ -118,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         renderer = Renderer(cache=RenderCache())
         results = (enhance_file(path, out, renderer, ops, args.strength, fmt, args.quality, args.bits,
-                                args.template, args.force) for path in paths)
+                                args.template, args.force, defects=defect_params.get(str(f)))
+                   for path, f in zip(paths, args.files, strict=True))
     n_ok = n_bad = 0
     try:
         while True:

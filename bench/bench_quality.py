@@ -45,7 +45,7 @@ def main() -> None:
             "other": ort.InferenceSession(str(other), so, providers=["CPUExecutionProvider"])}
     x = np.random.default_rng(0).random((1, 3, 576, 768), dtype=np.float32)
     times: dict[str, list[float]] = {k: [] for k in sess}
-    for k, s in sess.items():  # warm-up
+    for s in sess.values():  # warm-up
         s.run(None, {"image": x})
     for _ in range(args.runs):
         for k, s in sess.items():

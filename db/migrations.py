@@ -39,20 +39,27 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect, text
 
 from db.catalog import CatalogError, CatalogTooNew, safe_url, sqlite_file
 from db.schema import SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 log = logging.getLogger(__name__)
 
 VERSION_KEY = "schema_version"
 APP_VERSION_KEY = "app_version"
 SCRIPT_LOCATION = Path(__file__).with_name("alembic")
+
+# The newest revision in db/alembic/versions (tests/test_migrations.py checks it against Alembic's
+# own head). A catalog already there opens without importing Alembic at all: that import is about
+# a quarter of a second, and every command start pays it otherwise.
+HEAD_REVISION = "0004"
 
 # schema_version written by the hand-written migrations (photolift <= 0.1) -> the equal revision
 LEGACY_REVISIONS = {1: "0001", 2: "0002"}
@@ -109,16 +116,22 @@ def read_version(conn: Connection) -> int | None:
 def script_directory(script_location: Path | None = None) -> ScriptDirectory:
     if script_location is None:
         return _shipped_scripts()
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(_config(None, script_location))
 
 
 @functools.lru_cache(maxsize=1)
 def _shipped_scripts() -> ScriptDirectory:
-    # parsed once per process: every catalog open asks for the head revision
+    # parsed once per process, and only when a catalog is not at HEAD_REVISION
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(_config(None, None))
 
 
 def _config(connection: Connection | None, script_location: Path | None) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(script_location or SCRIPT_LOCATION))
     cfg.attributes["connection"] = connection
@@ -205,9 +218,12 @@ def _migration_connection(engine: Engine) -> Iterator[Connection]:
 def upgrade(engine: Engine, url: str, script_location: Path | None = None) -> CatalogState:
     """Bring the catalog to the newest revision (see the module doc); returns its state before."""
     where = str(sqlite_file(url) or safe_url(url))
-    script = script_directory(script_location)
     with engine.connect() as conn:
         before = read_state(conn)
+    if (script_location is None and before.revision == HEAD_REVISION
+            and (before.schema_version or 0) <= SCHEMA_VERSION):
+        return before  # the common case: at head, no Alembic needed
+    script = script_directory(script_location)
     if _plan(before, script, where) is None:
         return before
     db_file = sqlite_file(url)
@@ -222,6 +238,8 @@ def upgrade(engine: Engine, url: str, script_location: Path | None = None) -> Ca
         stamp = _plan(st, script, where)
         if stamp is None:
             return before
+        from alembic import command
+
         cfg = _config(conn, script_location)
         if stamp:
             log.info("catalog %s: schema version %s from before Alembic, stamped as revision %s",
@@ -234,5 +252,5 @@ def upgrade(engine: Engine, url: str, script_location: Path | None = None) -> Ca
     return before
 
 
-__all__ = ["LEGACY_REVISIONS", "SCRIPT_LOCATION", "CatalogState", "app_version", "backup_sqlite", "read_state",
+__all__ = ["HEAD_REVISION", "LEGACY_REVISIONS", "SCRIPT_LOCATION", "CatalogState", "app_version", "backup_sqlite", "read_state",
            "read_version", "upgrade"]

@@ -258,7 +258,7 @@ class IngestScorer(Protocol):
 
     def reduce_for(self, width: int | None, height: int | None) -> int: ...
 
-    def views(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def views_and_small(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
     def score_decoded(self, catalog: Catalog, items: list[tuple[tuple[int, str, str, int | None, int | None],
                                                                np.ndarray, np.ndarray]]) -> list[Any]: ...
@@ -317,17 +317,22 @@ def _examine(w: _Walked, existing: _Existing | None, scorer: IngestScorer | None
         if isinstance(values[k], str):
             values[k] = values[k][:n]
     if scorer is not None:
-        try:
-            values["_views"] = scorer.views(img.rgb)
-        except Exception as e:  # noqa: BLE001 - scored later by the scorer's own path, which reports it
-            log.warning("cannot make the assessor's views of %s: %s", display_path(w.pb), e)
-        # area-averaging resize straight from the scoring decode (cv2: ~4x faster than PIL's
-        # bicubic here, and area averaging is the right filter for a large reduction)
         import cv2
 
-        tw, th = fit_size(img.rgb.shape[1], img.rgb.shape[0], THUMB_SIZE)
-        values["_thumb"] = cv2.resize(img.rgb, (tw, th), interpolation=cv2.INTER_AREA) \
-            if (tw, th) != (img.rgb.shape[1], img.rgb.shape[0]) else img.rgb
+        src = img.rgb
+        try:
+            crops, glob, small = scorer.views_and_small(img.rgb)
+            values["_views"] = (crops, glob)
+            # the views' shared area pre-reduction (by an integer factor) is the thumbnail's
+            # source when it is still at least thumbnail-sized: an area resize of the whole
+            # half-scale decode to 256 px cost more than all the views together
+            if max(small.shape[:2]) >= THUMB_SIZE:
+                src = small
+        except Exception as e:  # noqa: BLE001 - scored later by the scorer's own path, which reports it
+            log.warning("cannot make the assessor's views of %s: %s", display_path(w.pb), e)
+        tw, th = fit_size(src.shape[1], src.shape[0], THUMB_SIZE)
+        values["_thumb"] = cv2.resize(src, (tw, th), interpolation=cv2.INTER_AREA) \
+            if (tw, th) != (src.shape[1], src.shape[0]) else src
     else:
         values["_thumb"] = img.rgb
     return _Result(w, existing, "ok", fingerprint=fp, values=values)

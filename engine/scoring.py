@@ -36,7 +36,7 @@ import numpy as np
 
 from engine.degrade import SEVERITY_NAMES
 from engine.jobs import CancelToken, JobCancelled, Progress, ProgressFn
-from engine.views import make_views
+from engine.views import make_views, make_views_and_small
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +221,10 @@ class Scorer:
     # -- single images ------------------------------------------------------------------------
     def views(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return make_views(rgb, self.k, self.crop, self.global_size)
+
+    def views_and_small(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The views plus their shared pre-reduction (the indexer's thumbnail source)."""
+        return make_views_and_small(rgb, self.k, self.crop, self.global_size)
 
     def run_views(self, crops: np.ndarray, glob: np.ndarray) -> dict[str, np.ndarray]:
         """Raw model outputs for a batch: crops [N,K,3,S,S], global [N,3,G,G]."""

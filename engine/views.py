@@ -116,6 +116,15 @@ def make_views(rgb_uint8: np.ndarray, k: int = K_CROPS, size: int = CROP, global
     Accepts any size (small images are reflect-padded to one crop) and uint8, uint16 or float
     input. ``rng`` is for training-time jitter of the crop positions only.
     """
+    crops, glob, _small = make_views_and_small(rgb_uint8, k, size, global_size, rng)
+    return crops, glob
+
+
+def make_views_and_small(rgb_uint8: np.ndarray, k: int = K_CROPS, size: int = CROP, global_size: int = GLOBAL,
+                         rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`make_views` plus the shared pre-reduction (:func:`pre_reduce`, uint8 RGB), which
+    the indexer reuses for the grid thumbnail instead of reducing the whole decode a second time
+    (an area resize of a 3 MP decode to 256 px costs more than all the views)."""
     rgb = _as_rgb_uint8(rgb_uint8)
     h, w = rgb.shape[:2]
     # One shared pre-reduction by an exact integer factor (OpenCV's fast area path, ~4 ms for a
@@ -131,4 +140,4 @@ def make_views(rgb_uint8: np.ndarray, k: int = K_CROPS, size: int = CROP, global
     interp = cv2.INTER_AREA if (sh >= global_size and sw >= global_size) else cv2.INTER_LINEAR
     g = cv2.resize(small, (global_size, global_size), interpolation=interp)
     glob = g.transpose(2, 0, 1).astype(np.float32) * (1.0 / 255.0)
-    return crops, np.ascontiguousarray(glob)
+    return crops, np.ascontiguousarray(glob), small

@@ -71,6 +71,10 @@ def test_score_decodes_each_new_file_once(models: Path, tmp_path: Path, make_ima
             rows = s.scalars(select(Photo).order_by(Photo.path)).all()
         assert all(lib.thumbs.has(p.fingerprint or "") for p in rows)
         assert {(p.width, p.height) for p in rows} == {(300, 200), (2600, 1800)}  # full size, not decoded size
+        for p in rows:  # thumbnails of the photo's shape (from the views' pre-reduction for large ones)
+            th = lib.thumbs.get(p.fingerprint or "")
+            assert th is not None and max(th.shape[:2]) == min(256, max(p.width or 0, p.height or 0))
+            assert abs(th.shape[1] / th.shape[0] - (p.width or 1) / (p.height or 1)) < 0.02
     calls.clear()
     assert main(["--catalog", url, "score", str(root), "--json"]) == 0  # unchanged: a stat each, no decode
     capsys.readouterr()
@@ -133,3 +137,25 @@ def test_heic_is_decoded_once_and_scored(models: Path, tmp_path: Path, monkeypat
     rec = json.loads(capsys.readouterr().out.splitlines()[0])
     assert rec["status"] == "ok" and isinstance(rec["improvability"], float)
     assert len(calls) == 1
+
+
+def test_thumbnail_from_the_views_pre_reduction_matches_a_direct_shrink(models: Path, make_image: ImageFactory) -> None:
+    """The indexer shrinks the views' area pre-reduction (a few hundred pixels) to the thumbnail
+    instead of the whole half-scale decode: the same picture, within a grey level or two."""
+    import os
+
+    import cv2
+    import numpy as np
+
+    from engine.indexer import _examine, _Walked
+
+    path = make_image("big.jpg", 2600, 1800, seed=4)
+    st = os.stat(path)
+    res = _examine(_Walked(str(path), os.fsencode(str(path)), st.st_size, st.st_mtime_ns), None,
+                   Scorer(models / "assessor.onnx"))
+    assert res.kind == "ok" and "_views" in res.values
+    th = res.values["_thumb"]
+    full = imageio.load_image(path).rgb
+    ref = cv2.resize(full, (th.shape[1], th.shape[0]), interpolation=cv2.INTER_AREA)
+    assert th.shape[:2] == (177, 256)
+    assert float(np.abs(th.astype(np.float32) - ref.astype(np.float32)).mean()) < 3.0

@@ -229,3 +229,23 @@ def test_revisions_are_package_data() -> None:
     revs = {s.revision for s in migrations.script_directory().walk_revisions()}
     assert set(migrations.LEGACY_REVISIONS.values()) <= revs
     assert len(list((migrations.SCRIPT_LOCATION / "versions").glob("r*.py"))) == len(revs)
+
+
+def test_head_revision_constant_is_alembics_head() -> None:
+    """db.migrations.HEAD_REVISION lets an up-to-date catalog open without importing Alembic;
+    it must name the newest revision, or new revisions would never run."""
+    assert head() == migrations.HEAD_REVISION
+
+
+def test_opening_a_catalog_at_head_does_not_import_alembic(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    db = tmp_path / "c.db"
+    Catalog.open(str(db)).close()  # created (and migrated) here, with Alembic
+    code = ("import sys; from db.catalog import Catalog, to_url; "
+            f"Catalog.open({str(db)!r}).close(); "
+            "print('alembic' in sys.modules)")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr

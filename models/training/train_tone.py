@@ -4,6 +4,8 @@
     python -m models.training.train_tone --minutes 12 --out runs/tone/q --quality-weight 0.02 \
         --quality runs/quality/quality_torch.pt                                       # + quality term
     python -m models.training.train_tone --out runs/tone/q --export-only --onnx models/tone.onnx
+    python -m models.training.train_tone --init models/tone.onnx --steps 300 --lr 5e-4 --out runs/tone/ftQ3 \
+        --quality models/training/checkpoints/quality_v3.pth --quality-weight 0.1        # fine-tune the shipped net
 
 Method (learned perceptual enhancement): ``ToneNet`` sees a 128x128 view of a photo and outputs
 the parameters of the operator chain of ``engine/tone.py``; the differentiable twins of those
@@ -104,6 +106,22 @@ def export_onnx(net: TT.ToneNet, path: Path) -> None:
     tmp.replace(path)
 
 
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """ToneNet weights from an exported tone ONNX (its initialisers keep the parameter names) or
+    from a training checkpoint."""
+    if path.suffix == ".onnx":
+        import onnx
+        from onnx import numpy_helper
+
+        inits = {i.name: i for i in onnx.load(str(path)).graph.initializer}
+        keys = TT.ToneNet().state_dict().keys()
+        missing = [k for k in keys if k not in inits]
+        if missing:
+            raise SystemExit(f"{path} is not a ToneNet export (missing {missing[:3]})")
+        return {k: torch.from_numpy(numpy_helper.to_array(inits[k]).copy()) for k in keys}
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=12.0, help="time budget (ignored with --steps)")
@@ -119,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-side", type=int, default=512)
     ap.add_argument("--export-only", action="store_true")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from these weights (a tone ONNX such as models/tone.onnx, or a ckpt.pt) "
+                         "with a fresh optimiser and schedule; ignored when --out holds a checkpoint")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -135,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         opt.load_state_dict(ck["opt"])
         state = ck["state"]
         print(f"resumed at step {state['step']} ({state['elapsed'] / 60:.1f} min)", flush=True)
+    elif args.init is not None:
+        net.load_state_dict(load_weights(args.init))
+        print(f"initialised from {args.init}", flush=True)
     if args.export_only:
         export_onnx(net, args.onnx or out / "tone.onnx")
         return 0

@@ -574,20 +574,21 @@ def raise_failure(f: Failed) -> None:
 
 
 def _enhance_file_task(files: dict[str, bytes], path: str, out_dir: str, ops: list[str] | None, strength: float,
-                       fmt: str, quality: int, bits: int, template: str, force: bool) -> Any:
+                       fmt: str, quality: int, bits: int, template: str, force: bool,
+                       defects: dict[str, Any] | None = None) -> Any:
     from engine.edits import enhance_file
 
     return _guarded(lambda: enhance_file(Path(path), Path(out_dir), _worker_renderer(files, None, 0), ops, strength,
-                                         fmt, quality, bits, template, force))
+                                         fmt, quality, bits, template, force, defects=defects))
 
 
 def _enhance_photo_task(files: dict[str, bytes], cache_dir: str | None, cache_bytes: int, path: str, fp: str,
-                        names: list[str], strength: float) -> Any:
+                        names: list[str], strength: float, defects: dict[str, Any] | None = None) -> Any:
     from engine.edits import render_and_measure
 
     def work() -> tuple[str, Any]:
         recipe, guard = render_and_measure(_worker_renderer(files, cache_dir, cache_bytes), Path(path), fp, names,
-                                           strength, check_source=True)
+                                           strength, check_source=True, defects=defects)
         return recipe.to_json(), guard
 
     return _guarded(work)
@@ -649,9 +650,11 @@ def run_tasks(cluster: Cluster, fn: Callable[..., Any], calls: Iterable[tuple[An
 
 def enhance_files(cluster: Cluster, paths: Sequence[Path], out_dir: Path, ops: Sequence[str] | None,
                   strength: float, fmt: str, quality: int, bits: int, template: str, force: bool,
-                  cancel: CancelToken | None = None) -> Iterator[Any]:
+                  cancel: CancelToken | None = None, defects: Sequence[dict[str, Any] | None] | None = None
+                  ) -> Iterator[Any]:
     """``engine.edits.enhance_file`` for each path, one Ray task per file; yields the
-    ``FileResult`` of each file in order (a file whose workers died twice is an error result)."""
+    ``FileResult`` of each file in order (a file whose workers died twice is an error result).
+    ``defects``: per path, its ``defects`` stage parameters (read from the catalog by the driver)."""
     import dataclasses
 
     from engine.edits import FileResult
@@ -661,7 +664,8 @@ def enhance_files(cluster: Cluster, paths: Sequence[Path], out_dir: Path, ops: S
     # absolute paths: a worker's current folder is not the driver's (and on another node, not even
     # its machine); each result then shows the path as it was given
     calls = [(blob, os.path.abspath(p), os.path.abspath(out_dir), list(ops) if ops is not None else None,
-              float(strength), fmt, int(quality), int(bits), template, bool(force)) for p in paths]
+              float(strength), fmt, int(quality), int(bits), template, bool(force),
+              defects[i] if defects is not None else None) for i, p in enumerate(paths)]
     for i, res in run_tasks(cluster, _enhance_file_task, calls, cancel):
         if isinstance(res, Failed):
             raise_failure(res)
@@ -708,9 +712,15 @@ def enhance_photos(cluster: Cluster, editor: Any, photo_ids: Sequence[int], ops:
             yield failed(job, str(e))
             eta.report(n)
             continue
+        names = list(job.params.get("ops") or [])
+        defects = None
+        if "defects" in names:  # the series' corrections come from the catalog, which only the driver reads
+            from engine.defects import stage_params
+
+            defects = stage_params(editor.catalog, p.id)
         editor.queue._set(job.id, JOB_RUNNING)
-        ready.append((job, (blob, cache_dir, cache_bytes, p.fs_path, fp, list(job.params.get("ops") or []),
-                            float(job.params.get("strength", 1.0)))))
+        ready.append((job, (blob, cache_dir, cache_bytes, p.fs_path, fp, names,
+                            float(job.params.get("strength", 1.0)), defects)))
     finished: set[int] = set()
     try:
         for i, res in run_tasks(cluster, _enhance_photo_task, [c for _, c in ready], cancel):

@@ -523,3 +523,45 @@ def test_worker_side_enhance_and_export_refuse_an_original_changed_since_queued(
     written, _ = render_and_write(renderer, dataclasses.replace(task, fingerprint=current_fingerprint(photo)),
                                   check_source=True)
     assert written.path.name == "p000_x.jpg" and written.path.is_file()
+
+
+def test_defects_stage_on_the_cluster_equals_the_local_one(cluster: Any, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The series' corrections live in the catalog, which workers never read: the driver sends
+    them with each task, so a dusty camera's photos get the same ``defects`` stage and the same
+    pixels on the cluster as on the thread pool (files and catalog photos alike)."""
+    import json
+
+    from app.cli import main
+    from db.schema import Recipe
+    from tests.test_defects import DUST, write_series
+
+    lib = tmp_path / "lib"
+    write_series(lib, "Dusty 1", DUST, 30, seed=1)
+    cat = str(tmp_path / "c.sqlite")
+    assert main(["--catalog", cat, "defects", str(lib), "--json", "-q"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2  # the two dust spots
+    files = [str(p) for p in sorted(lib.glob("*.jpg"))[:3]]
+    args = ["--catalog", cat, "enhance", *files, "--ops", "defects", "--force"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    local = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert main([*args, "--out", str(tmp_path / "b"), "--cluster", "auto"]) == 0
+    remote = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    for r in local + remote:
+        r["out_path"] = r["out_path"] and Path(r["out_path"]).name
+    assert remote == local and all(r["status"] == "ok" for r in remote)
+    assert [r["recipe"] for r in remote] == ["defects"] * 3  # the stage was planned (not left out)
+    assert _sha(tmp_path / "a") == _sha(tmp_path / "b")
+
+    # catalog photos: Editor.enhance_batch on the cluster plans the same defects stage
+    from engine.cluster import enhance_photos
+    from engine.edits import Editor
+
+    with Catalog.open(cat) as c:
+        with c.session() as s:
+            ids = [int(i) for i in s.scalars(select(Photo.id).order_by(Photo.path)).all()][:2]
+        got = list(enhance_photos(cluster, Editor(c), ids, ["defects"], 1.0, apply_if_no_gain=True))
+        assert [r.error for r in got] == [None, None]
+        with c.session() as s:
+            stages = [json.loads(j)["stages"] for j in s.scalars(select(Recipe.recipe_json)).all()]
+    assert len(stages) == 2 and all([st["name"] for st in x] == ["defects"] for x in stages)

@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         from engine.cluster import enhance_files
 
         results = enhance_files(cluster, paths, out, ops, args.strength, fmt, args.quality, args.bits,
-                                args.template, args.force)
+                                args.template, args.force, defects=[defect_params.get(str(f)) for f in args.files])
     else:
         renderer = Renderer(cache=RenderCache())
         results = (enhance_file(path, out, renderer, ops, args.strength, fmt, args.quality, args.bits,

@@ -47,7 +47,7 @@ from app.library_model import PhotoListModel, Roles
 from app.photo_page import PhotoPage
 from app.settings import Settings
 from app.workers import Job, JobManager, ThumbnailLoader, eta_seconds, format_eta
-from engine.jobs import Progress
+from engine.core.jobs import Progress
 
 log = logging.getLogger(__name__)
 

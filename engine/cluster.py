@@ -8,7 +8,7 @@ dependency (``pip install 'photolift[ray]'``) and is imported only here, lazily:
 What runs where:
 
 * **Workers** run the engine's own code, never a copy of the algorithm: scoring workers are
-  actors holding ONE onnxruntime session each (:class:`engine.scoring.Scorer` with one intra-op
+  actors holding ONE onnxruntime session each (:class:`engine.assess.scoring.Scorer` with one intra-op
   thread) and get batches of ``(photo id, path, fingerprint, width, height)``; each photo is read,
   checked against its fingerprint, decoded and turned into views exactly as the thread pool does
   (``Scorer.load_views``) and the batch goes through the session (``Scorer.run_views``). Only the
@@ -31,7 +31,7 @@ back for a photo already stored is ignored, and every write replaces the photo's
 model version, so a rerun completes a job without duplicates. A photo whose bytes no longer
 match the fingerprint it was queued with is skipped and reported.
 
-Cancel (a :class:`engine.jobs.CancelToken`, or Ctrl-C in the CLI) stops between results: what
+Cancel (a :class:`engine.core.jobs.CancelToken`, or Ctrl-C in the CLI) stops between results: what
 came back is stored, what is in flight is dropped and the workers are killed.
 """
 
@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.jobs import CancelToken, JobCancelled, Progress, ProgressFn
+from engine.core.jobs import CancelToken, JobCancelled, Progress, ProgressFn
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ class Cluster:
                                 "logging_level": logging.WARNING, "runtime_env": self.runtime_env()}
         try:
             if self.address in (AUTO, LOCAL):
-                from engine.runtime import cpu_count
+                from engine.core.runtime import cpu_count
 
                 try:
                     if self.address == LOCAL:
@@ -203,7 +203,7 @@ class Cluster:
     # -- what travels with a job --------------------------------------------------------------------
     def runtime_env(self) -> dict[str, Any]:
         # every worker process holds one CPU of its node (actors at most one, tasks one): its
-        # onnxruntime sessions and tile pools are sized for one core (engine.runtime.cpu_count)
+        # onnxruntime sessions and tile pools are sized for one core (engine.core.runtime.cpu_count)
         return {"working_dir": str(code_dir()), "env_vars": {"PHOTOLIFT_CPUS": "1"}}
 
     def ship(self, paths: Sequence[Path]) -> Any:
@@ -246,7 +246,7 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 
 def model_files(folder: Path | None = None) -> list[Path]:
     """The model files (ONNX graphs and their JSON sidecars) of the models folder."""
-    from engine.runtime import models_dir
+    from engine.core.runtime import models_dir
 
     d = Path(folder) if folder is not None else models_dir()
     return sorted([*d.glob("*.onnx"), *d.glob("*.json")])
@@ -398,7 +398,7 @@ class ScoreWorker:
     """The scoring actor: one Scorer (one onnxruntime session, ``threads`` intra-op threads)."""
 
     def __init__(self, files: dict[str, bytes], model_name: str, threads: int = 1) -> None:
-        from engine.scoring import Scorer
+        from engine.assess.scoring import Scorer
 
         folder = materialise(files)
         self.scorer = Scorer(folder / model_name, workers=1)
@@ -411,7 +411,7 @@ class ScoreWorker:
     def score(self, items: list[tuple[int, str, str, int | None, int | None]]) -> dict[str, Any]:
         """``items``: (photo id, path to open, fingerprint, width, height). Returns the raw model
         outputs for the photos decoded, and the photos that could not be (reason, code) or changed."""
-        from engine.scoring import FileChanged, decode_failure
+        from engine.assess.scoring import FileChanged, decode_failure
 
         t0 = time.perf_counter()
         ids: list[int] = []
@@ -442,10 +442,10 @@ def score_photos(cluster: Cluster, scorer: Any, catalog: Any, photo_ids: Iterabl
                  progress: ProgressFn | None = None, cancel: CancelToken | None = None, force: bool = False,
                  workers: int | None = None, batch_size: int | None = None,
                  on_pool: Callable[[ActorPool], None] | None = None, depth: int = 2) -> Iterator[Any]:
-    """:meth:`engine.scoring.Scorer.score_photos` on the cluster: same plan, same events, same
+    """:meth:`engine.assess.scoring.Scorer.score_photos` on the cluster: same plan, same events, same
     rows (see the module doc). ``workers``: scoring actors (default: one per cluster CPU);
     ``on_pool`` sees the actor pool once it is started (tests, benchmarks)."""
-    from engine.scoring import ScoreEvent
+    from engine.assess.scoring import ScoreEvent
 
     ray = cluster.ray
     plan = scorer.plan(catalog, photo_ids, force)
@@ -520,7 +520,7 @@ def _worker_renderer(files: dict[str, bytes], cache_dir: str | None, cache_bytes
     ``cache_dir``: the driver's render cache folder. On the driver's own machine the workers share
     it (an export then reuses the render its enhance made, and the GUI sees the previews); on
     other nodes the folder is created locally and serves that node only."""
-    from engine.render import RenderCache, Renderer
+    from engine.enhance.render import RenderCache, Renderer
 
     folder = materialise(files)
     os.environ["PHOTOLIFT_MODELS"] = str(folder)  # the pipeline finds its models by this folder
@@ -545,10 +545,10 @@ class Failed:
 
 
 def _guarded(fn: Callable[[], Any]) -> Any:
-    from engine.edits import EditError
-    from engine.export import EnvironmentFailure, ExportError
-    from engine.pipeline import StageUnavailable
-    from engine.recipes import ModelGone
+    from engine.enhance.edits import EditError
+    from engine.enhance.pipeline import StageUnavailable
+    from engine.enhance.recipes import ModelGone
+    from engine.export.exporter import EnvironmentFailure, ExportError
 
     try:
         return fn()
@@ -564,8 +564,8 @@ def _guarded(fn: Callable[[], Any]) -> Any:
 
 def raise_failure(f: Failed) -> None:
     """Re-raise a batch-stopping :class:`Failed` in the driver as the engine's own exception."""
-    from engine.export import EnvironmentFailure
-    from engine.pipeline import StageUnavailable
+    from engine.enhance.pipeline import StageUnavailable
+    from engine.export.exporter import EnvironmentFailure
 
     if f.kind == "environment":
         raise EnvironmentFailure(f.message)
@@ -575,7 +575,7 @@ def raise_failure(f: Failed) -> None:
 
 def _enhance_file_task(files: dict[str, bytes], path: str, out_dir: str, ops: list[str] | None, strength: float,
                        fmt: str, quality: int, bits: int, template: str, force: bool) -> Any:
-    from engine.edits import enhance_file
+    from engine.enhance.edits import enhance_file
 
     return _guarded(lambda: enhance_file(Path(path), Path(out_dir), _worker_renderer(files, None, 0), ops, strength,
                                          fmt, quality, bits, template, force))
@@ -583,7 +583,7 @@ def _enhance_file_task(files: dict[str, bytes], path: str, out_dir: str, ops: li
 
 def _enhance_photo_task(files: dict[str, bytes], cache_dir: str | None, cache_bytes: int, path: str, fp: str,
                         names: list[str], strength: float) -> Any:
-    from engine.edits import render_and_measure
+    from engine.enhance.edits import render_and_measure
 
     def work() -> tuple[str, Any]:
         recipe, guard = render_and_measure(_worker_renderer(files, cache_dir, cache_bytes), Path(path), fp, names,
@@ -594,7 +594,7 @@ def _enhance_photo_task(files: dict[str, bytes], cache_dir: str | None, cache_by
 
 
 def _export_task(files: dict[str, bytes], cache_dir: str | None, cache_bytes: int, task: Any) -> Any:
-    from engine.export import render_and_write
+    from engine.export.exporter import render_and_write
 
     return _guarded(lambda: render_and_write(_worker_renderer(files, cache_dir, cache_bytes), task, check_source=True))
 
@@ -650,12 +650,12 @@ def run_tasks(cluster: Cluster, fn: Callable[..., Any], calls: Iterable[tuple[An
 def enhance_files(cluster: Cluster, paths: Sequence[Path], out_dir: Path, ops: Sequence[str] | None,
                   strength: float, fmt: str, quality: int, bits: int, template: str, force: bool,
                   cancel: CancelToken | None = None) -> Iterator[Any]:
-    """``engine.edits.enhance_file`` for each path, one Ray task per file; yields the
+    """``engine.enhance.edits.enhance_file`` for each path, one Ray task per file; yields the
     ``FileResult`` of each file in order (a file whose workers died twice is an error result)."""
     import dataclasses
 
-    from engine.edits import FileResult
-    from engine.export import display
+    from engine.enhance.edits import FileResult
+    from engine.export.exporter import display
 
     blob = cluster.ship(model_files())
     # absolute paths: a worker's current folder is not the driver's (and on another node, not even
@@ -679,9 +679,9 @@ def enhance_photos(cluster: Cluster, editor: Any, photo_ids: Sequence[int], ops:
     photo is planned, rendered and measured by a task; the driver records each result (and marks
     its job done in the same transaction). Yields ``EnhanceResult`` per photo."""
     from db.schema import JOB_CANCELLED, JOB_ERROR, JOB_QUEUED, JOB_RUNNING
-    from engine.edits import ENHANCE_JOB, EditError, EnhanceResult
-    from engine.export import Eta
-    from engine.recipes import from_json
+    from engine.enhance.edits import ENHANCE_JOB, EditError, EnhanceResult
+    from engine.enhance.recipes import from_json
+    from engine.export.exporter import Eta
 
     keep = len(photo_ids) == 1 if apply_if_no_gain is None else apply_if_no_gain
     batch = editor.queue_enhance(photo_ids, ops, strength, keep)
@@ -744,10 +744,10 @@ def export_photos(cluster: Cluster, exporter: Any, ids: list[int], root_out: Pat
                   only_enhanced: bool, skip_done: bool) -> Iterator[Any]:
     """``Exporter.export(..., cluster=...)``: the driver prepares each photo (skips, checks, names,
     folders; ``Exporter.prepare``), a task renders and writes it with the journal
-    (``engine.export.render_and_write``: temp file, verify, link into place, never overwriting),
+    (``engine.export.exporter.render_and_write``: temp file, verify, link into place, never overwriting),
     and the driver records the file and closes its journal (``Exporter.finish``). Results come
     in the order of ``ids``; an environment failure stops the batch as it does locally."""
-    from engine.export import EnvironmentFailure, Eta, ExportError, ExportResult, ExportTask
+    from engine.export.exporter import EnvironmentFailure, Eta, ExportError, ExportResult, ExportTask
 
     rows = exporter._rows(ids)
     eta = Eta(len(ids), progress, "exporting")

@@ -17,8 +17,8 @@ from sqlalchemy import select
 
 from db.catalog import Catalog
 from db.schema import Job, Photo, Recipe
-from engine.edits import EditError, Editor
-from engine.jobs import CancelToken, JobCancelled, Progress
+from engine.core.jobs import CancelToken, JobCancelled, Progress
+from engine.enhance.edits import EditError, Editor
 from tests.conftest import ImageFactory
 from tests.pipeline_fixtures import index, install_fake_scorer, install_no_scorer, setup_models
 
@@ -92,7 +92,7 @@ def test_without_an_assessor_the_gain_is_none_and_said_so(
 
 def test_real_assessor_fixture_gives_a_measured_gain(
         tmp_catalog: Catalog, make_image: ImageFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine.scoring import get_scorer
+    from engine.assess.scoring import get_scorer
     from tests.onnx_fixtures import write_assessor
 
     d = setup_models(tmp_path, monkeypatch, "gain", gain=0.8)
@@ -253,7 +253,7 @@ def test_kill_9_during_a_batch_leaves_a_consistent_catalog_and_the_rerun_complet
     script = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        import engine.edits as E
+        import engine.enhance.edits as E
         E._scorer_or_reason = lambda: (None, "no assessor in this test")
         from db.catalog import Catalog
         cat = Catalog.open({url!r})

@@ -300,9 +300,9 @@ def test_missing_assessor_is_reported_and_nothing_is_invented(qtbot, window: Mai
                                                               models: Path) -> None:
     (models / "assessor.onnx").unlink()
     window.services._scorer = None
-    import engine.scoring
+    import engine.assess.scoring
 
-    engine.scoring._shared = None  # the process-wide scorer of an earlier test
+    engine.assess.scoring._shared = None  # the process-wide scorer of an earlier test
     _open_and_wait(qtbot, window, photos)
     assert window.model.total == 7
     assert all(window.model.photo_at(r).improvability is None for r in range(window.model.rowCount()))

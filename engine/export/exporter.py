@@ -2,7 +2,7 @@
 
 For each photo the current recipe (``photos.current_recipe_id``; none = the original pixels) is
 rendered at full resolution from the original, encoded (JPEG with a quality, PNG or TIFF, 8 or 16
-bit), given the original's EXIF (see :mod:`engine.exifout`) and ICC profile, and written:
+bit), given the original's EXIF (see :mod:`engine.export.exifout`) and ICC profile, and written:
 
 1. to a temporary file *in the target folder* (``.photolift-<pid>-<random>.part``; hidden, and
    not an image extension, so no indexer picks it up), write, flush, ``fsync``;
@@ -50,10 +50,10 @@ from typing import Any
 
 import numpy as np
 
-from engine import exifout
-from engine.jobs import CancelToken, JobCancelled, Progress, ProgressFn
-from engine.recipes import Recipe, RecipeError, from_json
-from engine.render import Rendered, Renderer, to_uint8, to_uint16
+from engine.core.jobs import CancelToken, JobCancelled, Progress, ProgressFn
+from engine.enhance.recipes import Recipe, RecipeError, from_json
+from engine.enhance.render import Rendered, Renderer, to_uint8, to_uint16
+from engine.export import exifout
 
 FORMATS: dict[str, str] = {"jpeg": ".jpg", "png": ".png", "tiff": ".tif"}
 FORMAT_ALIASES = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "tif": "tiff", "tiff": "tiff"}
@@ -525,8 +525,8 @@ def display(path: str | os.PathLike[str]) -> str:
 
 
 def current_fingerprint(path: str | os.PathLike[str]) -> str:
-    """The content fingerprint as the indexer computes it (``engine.indexer.fingerprint``)."""
-    from engine.indexer import fingerprint
+    """The content fingerprint as the indexer computes it (``engine.ingest.indexer.fingerprint``)."""
+    from engine.ingest.indexer import fingerprint
 
     return str(fingerprint(Path(path)))
 
@@ -604,9 +604,9 @@ def render_and_write(renderer: Renderer, task: ExportTask, cancel: CancelToken |
     """Render ``task`` at full resolution from the original and write it atomically
     (:func:`write_export`, with the journal). ``check_source``: first check that the original
     still has the fingerprint the task was made with (a worker far from the driver does)."""
-    from engine.imageio import ImageError
-    from engine.pipeline import StageUnavailable
-    from engine.recipes import ModelGone
+    from engine.enhance.pipeline import StageUnavailable
+    from engine.enhance.recipes import ModelGone
+    from engine.ingest.imageio import ImageError
 
     if check_source:
         try:
@@ -651,9 +651,9 @@ class Exporter:
     def __init__(self, catalog: Any, renderer: Renderer | None = None) -> None:
         self.catalog = catalog
         if renderer is None:
-            from engine.diskcache import limits
-            from engine.paths import cache_dir_for
-            from engine.render import RenderCache
+            from engine.core.diskcache import limits
+            from engine.core.paths import cache_dir_for
+            from engine.enhance.render import RenderCache
 
             renderer = Renderer(cache=RenderCache(cache_dir_for(catalog.url), limits(catalog).render_bytes))
         self.renderer = renderer

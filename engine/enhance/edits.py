@@ -15,7 +15,7 @@ keeps meaning "the original". Every change is one catalog transaction.
 
 Regression guard. After an enhance the result is rendered at full resolution (the render is
 cached and reused by export) and both the original and the result are measured with the
-quality model Q (``engine.quality``; the assessor's quality head when Q is not installed) on
+quality model Q (``engine.assess.quality``; the assessor's quality head when Q is not installed) on
 copies of the same size, made the same way (long side at most 2048 px by an integer area
 reduction). The quality before and after and their difference (``measured_gain``) are stored
 on the recipe. A gain <= 0 is reported ("did not help"); a single enhance keeps it (the user
@@ -37,10 +37,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from engine.batch import BatchQueue, QueuedJob
-from engine.jobs import CancelToken, ProgressFn
-from engine.recipes import Recipe, RecipeError, from_json
-from engine.render import PREVIEW_SIDE, Renderer, to_uint8
+from engine.core.batch import BatchQueue, QueuedJob
+from engine.core.jobs import CancelToken, ProgressFn
+from engine.enhance.recipes import Recipe, RecipeError, from_json
+from engine.enhance.render import PREVIEW_SIDE, Renderer, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class RecipeInfo:
 
 def _scorer_or_reason() -> tuple[Any | None, str]:
     try:
-        from engine.scoring import get_scorer
+        from engine.assess.scoring import get_scorer
     except ImportError as e:
         return None, f"quality not measured: the assessor is not available ({e})"
     try:
@@ -143,12 +143,12 @@ def same_size_views(before: np.ndarray, after: np.ndarray, reduce: int) -> tuple
 def measure(before_u8: np.ndarray, after_u8: np.ndarray) -> Guard:
     """Quality of the original and of the result (full-resolution uint8 arrays of the same photo).
 
-    With the quality model Q installed (``engine.quality``), Q itself on both at the same reduced
+    With the quality model Q installed (``engine.assess.quality``), Q itself on both at the same reduced
     size: the gain the method is defined by. Without it, the assessor's quality head (a cheaper
     approximation of Q) on the scorer's views; without either, not measured."""
     h, w = before_u8.shape[:2]
     try:
-        from engine.quality import get_quality_model, measure_reduce
+        from engine.assess.quality import get_quality_model, measure_reduce
 
         q = get_quality_model()
         if q is not None:
@@ -182,10 +182,10 @@ def render_and_measure(renderer: Renderer, path: Path, fp: str, names: Sequence[
     render cache for export), store the preview, and measure before and after (:func:`measure`).
     ``fp`` is the original's fingerprint; ``check_source`` checks it first (a cluster worker
     does, the file may have changed since the job was queued). ``defects``: the photo's
-    ``defects`` stage parameters (``engine.defects.stage_params``; without them that stage is left
+    ``defects`` stage parameters (``engine.enhance.defects.stage_params``; without them that stage is left
     out). Raises :class:`EditError`."""
-    from engine.export import current_fingerprint
-    from engine.imageio import ImageError, load_image
+    from engine.export.exporter import current_fingerprint
+    from engine.ingest.imageio import ImageError, load_image
 
     if check_source:
         try:
@@ -231,9 +231,9 @@ class Editor:
     def __init__(self, catalog: Any, renderer: Renderer | None = None) -> None:
         self.catalog = catalog
         if renderer is None:
-            from engine.diskcache import limits
-            from engine.paths import cache_dir_for
-            from engine.render import RenderCache
+            from engine.core.diskcache import limits
+            from engine.core.paths import cache_dir_for
+            from engine.enhance.render import RenderCache
 
             renderer = Renderer(cache=RenderCache(cache_dir_for(catalog.url), limits(catalog).render_bytes))
         self.renderer = renderer
@@ -287,7 +287,7 @@ class Editor:
 
     def _checked_source(self, p: _Photo) -> str:
         """The current fingerprint of the original; ``EditError`` if it is gone or changed."""
-        from engine.export import current_fingerprint
+        from engine.export.exporter import current_fingerprint
 
         if p.status == "missing" or not os.path.exists(p.fs_path):
             raise EditError(f"the original is gone: {p.path}")
@@ -326,8 +326,8 @@ class Editor:
         else the recipe rendered on the thumbnail itself (tens of ms). Call from a worker."""
         from db.schema import Photo
         from db.schema import Recipe as RecipeRow
-        from engine.recipes import recipe_hash
-        from engine.render import resize_to
+        from engine.enhance.recipes import recipe_hash
+        from engine.enhance.render import resize_to
 
         # one short read on this hot path (every grid cell asks): most photos have no edit
         with self.catalog.session() as s:
@@ -380,17 +380,17 @@ class Editor:
                 apply_if_no_gain: bool = True, job_id: int | None = None) -> EnhanceResult:
         """Plan, render at full resolution, measure, and record a new edit of one photo.
 
-        Raises :class:`EditError` (photo gone/changed/unreadable), ``engine.pipeline.StageUnavailable``
+        Raises :class:`EditError` (photo gone/changed/unreadable), ``engine.enhance.pipeline.StageUnavailable``
         (a model is missing), ``ValueError`` (bad ops or strength), ``JobCancelled``.
         """
-        from engine.pipeline import parse_ops
+        from engine.enhance.pipeline import parse_ops
 
         names = parse_ops(ops)
         p = self._photo(photo_id)
         fp = self._checked_source(p)
         defects = None
-        if "defects" in names:  # the photo's camera-defect corrections (engine.defects), if any
-            from engine.defects import stage_params
+        if "defects" in names:  # the photo's camera-defect corrections (engine.enhance.defects), if any
+            from engine.enhance.defects import stage_params
 
             defects = stage_params(self.catalog, p.id)
         recipe, guard = render_and_measure(self.renderer, Path(p.fs_path), fp, names, strength, progress, cancel,
@@ -443,7 +443,7 @@ class Editor:
     def queue_enhance(self, photo_ids: Sequence[int], ops: str | Sequence[str] | None = None,
                       strength: float = 1.0, apply_if_no_gain: bool = False) -> str:
         """Queue an enhance batch in the catalog (survives a restart); returns its batch id."""
-        from engine.pipeline import parse_ops
+        from engine.enhance.pipeline import parse_ops
 
         names = parse_ops(ops)
         if not 0.0 <= float(strength) <= 1.0:
@@ -608,12 +608,12 @@ def enhance_file(path: Path, out_dir: Path, renderer: Renderer, ops: Sequence[st
 
     The same plan, full render, guard and atomic export as the catalog path. A result whose
     measured gain is <= 0 is not written unless ``force``. ``out_dir`` must have been checked
-    with ``engine.export.check_out_dir``. Raises ``StageUnavailable`` for a missing model (a
+    with ``engine.export.exporter.check_out_dir``. Raises ``StageUnavailable`` for a missing model (a
     failure of the whole command); other problems are returned as an ``error`` result.
     ``defects``: the file's ``defects`` stage parameters when it is in the catalog
-    (``engine.defects.stage_params``); without them that stage is left out.
+    (``engine.enhance.defects.stage_params``); without them that stage is left out.
     """
-    from engine.export import (
+    from engine.export.exporter import (
         EnvironmentFailure,
         ExportError,
         current_fingerprint,
@@ -621,14 +621,14 @@ def enhance_file(path: Path, out_dir: Path, renderer: Renderer, ops: Sequence[st
         render_name,
         write_export,
     )
-    from engine.imageio import ImageError, is_supported, load_image
+    from engine.ingest.imageio import ImageError, is_supported, load_image
 
     shown = display(path)
     if os.path.isdir(path):
         return FileResult(shown, "error", error="a folder, not a photo: enhance takes photo files "
                                                 "(for a folder, use photolift export DIR --to OUT --all)")
     if not os.path.lexists(path) or (os.path.islink(path) and not os.path.exists(path)):
-        from engine.indexer import missing_reason
+        from engine.ingest.indexer import missing_reason
 
         return FileResult(shown, "error", error=missing_reason(path))
     if not is_supported(path):

@@ -1,7 +1,7 @@
 """Rendering recipes: a fast screen-size preview and the full-resolution render for export.
 
 * **Preview** decodes the original at reduced scale (JPEG DCT scaling through
-  ``engine.imageio.load_image(max_side=...)``), resizes to the screen size and runs the stages
+  ``engine.ingest.imageio.load_image(max_side=...)``), resizes to the screen size and runs the stages
   on that small copy. It is what the GUI's before/after shows; it is not used for export.
   Once a full render of the recipe exists (``Editor.enhance`` makes one to measure the gain,
   export makes one), the preview is its area-downscale instead: cheaper than running the stages
@@ -35,18 +35,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.diskcache import touch
-from engine.jobs import CancelToken, ProgressFn
-from engine.pipeline import Pipeline, get_pipeline
-from engine.recipes import Recipe, recipe_hash
+from engine.core.diskcache import touch
+from engine.core.jobs import CancelToken, ProgressFn
+from engine.enhance.pipeline import Pipeline, get_pipeline
+from engine.enhance.recipes import Recipe, recipe_hash
 
 PREVIEW_SIDE = 1600
-DEFAULT_CACHE_BYTES = 3 * 1024**3  # engine.diskcache: 0.75 of the default 4 GB limit
+DEFAULT_CACHE_BYTES = 3 * 1024**3  # engine.core.diskcache: 0.75 of the default 4 GB limit
 
 
 def cache_root() -> Path:
-    """``PHOTOLIFT_CACHE`` or the per-user cache folder (``engine.paths.cache_dir``)."""
-    from engine.paths import cache_dir
+    """``PHOTOLIFT_CACHE`` or the per-user cache folder (``engine.core.paths.cache_dir``)."""
+    from engine.core.paths import cache_dir
 
     return cache_dir()
 
@@ -124,7 +124,7 @@ class RenderCache:
             self._evict()
 
     def _evict(self) -> None:
-        from engine.diskcache import trim
+        from engine.core.diskcache import trim
 
         with self._lock:
             trim(self.root, self.max_bytes)
@@ -177,7 +177,7 @@ class Renderer:
     @staticmethod
     def load_view(path: Path, max_side: int | None) -> np.ndarray:
         """The original, upright, uint8, long side at most ``max_side`` (None: full size)."""
-        from engine.imageio import load_image
+        from engine.ingest.imageio import load_image
 
         img = load_image(path, max_side=max_side)
         rgb = np.ascontiguousarray(img.rgb)
@@ -238,9 +238,9 @@ class Renderer:
              store: bool = True) -> Rendered:
         """Render ``recipe`` on the full-resolution original (the original if ``recipe`` is
         None). ``store=False`` does not keep the result in the cache (one-shot renders).
-        Raises ``engine.imageio.ImageError`` for an unreadable original and
-        ``engine.recipes.ModelGone`` when a model the recipe needs is gone."""
-        from engine.imageio import load_image
+        Raises ``engine.ingest.imageio.ImageError`` for an unreadable original and
+        ``engine.enhance.recipes.ModelGone`` when a model the recipe needs is gone."""
+        from engine.ingest.imageio import load_image
 
         if recipe is not None and not recipe.is_identity:
             self.pipeline.check(recipe)  # fail before the (slow) decode when a model is gone

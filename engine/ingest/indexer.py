@@ -51,9 +51,9 @@ from sqlalchemy.orm import Session
 from db.catalog import Catalog, CatalogError
 from db.queries import refresh_current_scores, under
 from db.schema import STATUS_ERROR, STATUS_MISSING, STATUS_OK, Folder, Photo
-from engine.imageio import RAW_EXTENSIONS, SUPPORTED_EXTENSIONS, ImageError, decode
-from engine.jobs import CancelToken, JobCancelled, Progress, ProgressFn, no_progress
-from engine.thumbnails import THUMB_SIZE, ThumbnailCache, fit_size
+from engine.core.jobs import CancelToken, JobCancelled, Progress, ProgressFn, no_progress
+from engine.ingest.imageio import RAW_EXTENSIONS, SUPPORTED_EXTENSIONS, ImageError, decode
+from engine.ingest.thumbnails import THUMB_SIZE, ThumbnailCache, fit_size
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ def walk(root: str, cancel: CancelToken | None = None, progress: ProgressFn = no
 
 class IngestScorer(Protocol):
     """What the indexer needs to score photos from the pixels it decodes anyway (one decode per
-    new or changed file; :class:`engine.scoring.Scorer` is one)."""
+    new or changed file; :class:`engine.assess.scoring.Scorer` is one)."""
 
     def reduce_for(self, width: int | None, height: int | None) -> int: ...
 

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.core.jobs import CancelToken, JobCancelled, Progress, ProgressFn
+from engine.core.jobs import CancelToken, Eta, JobCancelled, Progress, ProgressFn
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +216,20 @@ class Cluster:
             ref = self.ray.put(blob)
             self._files[key] = ref
         return ref
+
+    # -- the engine's jobs here (the stages call these and never import this module) ----------------
+    def enhance_photos(self, editor: Any, photo_ids: Sequence[int], ops: Any, strength: float,
+                       progress: ProgressFn | None, cancel: CancelToken | None,
+                       apply_if_no_gain: bool | None) -> Iterator[Any]:
+        """``Editor.enhance_batch(..., cluster=self)``: see :func:`enhance_photos`."""
+        return enhance_photos(self, editor, photo_ids, ops, strength, progress, cancel, apply_if_no_gain)
+
+    def export_photos(self, exporter: Any, ids: list[int], root_out: Path, fmt: str, quality: int, template: str,
+                      progress: ProgressFn | None, cancel: CancelToken | None, bits: int, mirror: bool,
+                      only_enhanced: bool, skip_done: bool) -> Iterator[Any]:
+        """``Exporter.export(..., cluster=self)``: see :func:`export_photos`."""
+        return export_photos(self, exporter, ids, root_out, fmt, quality, template, progress, cancel, bits, mirror,
+                             only_enhanced, skip_done)
 
 
 def _quiet_stdout(ray: Any) -> None:
@@ -575,7 +589,7 @@ def raise_failure(f: Failed) -> None:
 
 def _enhance_file_task(files: dict[str, bytes], path: str, out_dir: str, ops: list[str] | None, strength: float,
                        fmt: str, quality: int, bits: int, template: str, force: bool) -> Any:
-    from engine.enhance.edits import enhance_file
+    from engine.export.files import enhance_file
 
     return _guarded(lambda: enhance_file(Path(path), Path(out_dir), _worker_renderer(files, None, 0), ops, strength,
                                          fmt, quality, bits, template, force))
@@ -650,12 +664,12 @@ def run_tasks(cluster: Cluster, fn: Callable[..., Any], calls: Iterable[tuple[An
 def enhance_files(cluster: Cluster, paths: Sequence[Path], out_dir: Path, ops: Sequence[str] | None,
                   strength: float, fmt: str, quality: int, bits: int, template: str, force: bool,
                   cancel: CancelToken | None = None) -> Iterator[Any]:
-    """``engine.enhance.edits.enhance_file`` for each path, one Ray task per file; yields the
+    """``engine.export.files.enhance_file`` for each path, one Ray task per file; yields the
     ``FileResult`` of each file in order (a file whose workers died twice is an error result)."""
     import dataclasses
 
-    from engine.enhance.edits import FileResult
-    from engine.export.exporter import display
+    from engine.core.paths import display_path
+    from engine.export.files import FileResult
 
     blob = cluster.ship(model_files())
     # absolute paths: a worker's current folder is not the driver's (and on another node, not even
@@ -667,9 +681,9 @@ def enhance_files(cluster: Cluster, paths: Sequence[Path], out_dir: Path, ops: S
             raise_failure(res)
             res = Lost(res.message)
         if isinstance(res, Lost):
-            yield FileResult(display(paths[i]), "error", error=res.error)
+            yield FileResult(display_path(paths[i]), "error", error=res.error)
         else:
-            yield dataclasses.replace(res, path=display(paths[i]))
+            yield dataclasses.replace(res, path=display_path(paths[i]))
 
 
 def enhance_photos(cluster: Cluster, editor: Any, photo_ids: Sequence[int], ops: Any = None, strength: float = 1.0,
@@ -681,7 +695,6 @@ def enhance_photos(cluster: Cluster, editor: Any, photo_ids: Sequence[int], ops:
     from db.schema import JOB_CANCELLED, JOB_ERROR, JOB_QUEUED, JOB_RUNNING
     from engine.enhance.edits import ENHANCE_JOB, EditError, EnhanceResult
     from engine.enhance.recipes import from_json
-    from engine.export.exporter import Eta
 
     keep = len(photo_ids) == 1 if apply_if_no_gain is None else apply_if_no_gain
     batch = editor.queue_enhance(photo_ids, ops, strength, keep)
@@ -747,7 +760,7 @@ def export_photos(cluster: Cluster, exporter: Any, ids: list[int], root_out: Pat
     (``engine.export.exporter.render_and_write``: temp file, verify, link into place, never overwriting),
     and the driver records the file and closes its journal (``Exporter.finish``). Results come
     in the order of ``ids``; an environment failure stops the batch as it does locally."""
-    from engine.export.exporter import EnvironmentFailure, Eta, ExportError, ExportResult, ExportTask
+    from engine.export.exporter import EnvironmentFailure, ExportError, ExportResult, ExportTask
 
     rows = exporter._rows(ids)
     eta = Eta(len(ids), progress, "exporting")

@@ -42,7 +42,7 @@ from engine.core.diskcache import limits
 from engine.core.jobs import CancelToken, ProgressFn
 from engine.core.paths import thumbnail_dir
 from engine.ingest.imageio import ImageError, load_image
-from engine.ingest.indexer import Indexer, IndexEvent, IngestScorer, display_path
+from engine.ingest.indexer import Indexer, IndexEvent, IngestScorer
 from engine.ingest.thumbnails import THUMB_SIZE, ThumbnailCache, shrink
 
 SORTS = ("improvability", "quality", "date", "name")
@@ -501,4 +501,4 @@ class Library:
         return shrink(img.rgb, size)
 
 
-__all__ = ["SORTS", "IndexEvent", "IndexedFile", "Library", "PhotoInfo", "PhotoRow", "RecipeSummary", "ScoreInfo", "display_path"]
+__all__ = ["SORTS", "IndexEvent", "IndexedFile", "Library", "PhotoInfo", "PhotoRow", "RecipeSummary", "ScoreInfo"]

@@ -77,17 +77,17 @@ class FakeScorer:
 
 
 def install_fake_scorer(monkeypatch: pytest.MonkeyPatch) -> FakeScorer:
-    import engine.enhance.edits
+    import engine.enhance.guard
 
     fs = FakeScorer([])
-    monkeypatch.setattr(engine.enhance.edits, "_scorer_or_reason", lambda: (fs, ""))
+    monkeypatch.setattr(engine.enhance.guard, "_scorer_or_reason", lambda: (fs, ""))
     return fs
 
 
 def install_no_scorer(monkeypatch: pytest.MonkeyPatch) -> None:
-    import engine.enhance.edits
+    import engine.enhance.guard
 
-    monkeypatch.setattr(engine.enhance.edits, "_scorer_or_reason",
+    monkeypatch.setattr(engine.enhance.guard, "_scorer_or_reason",
                         lambda: (None, "quality not measured: no assessor model (test)"))
 
 

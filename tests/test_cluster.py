@@ -504,11 +504,12 @@ def test_worker_side_enhance_and_export_refuse_an_original_changed_since_queued(
 
     from engine.enhance.edits import EditError, render_and_measure
     from engine.enhance.render import RenderCache, Renderer
-    from engine.export.exporter import ExportError, ExportTask, current_fingerprint, render_and_write
+    from engine.export.exporter import ExportError, ExportTask, render_and_write
+    from engine.ingest.indexer import fingerprint
 
     root = _photos(tmp_path / "photos", 1, bad=False)
     photo = root / "p000.jpg"
-    fp = current_fingerprint(photo)
+    fp = fingerprint(photo)
     Image.fromarray(make_rgb(320, 240, seed=7)).save(photo, quality=90)  # changed after queueing
     renderer = Renderer(cache=RenderCache(tmp_path / "cache"))
     with pytest.raises(EditError, match="changed since the job was queued"):
@@ -520,6 +521,6 @@ def test_worker_side_enhance_and_export_refuse_an_original_changed_since_queued(
     with pytest.raises(ExportError, match="changed since the export was queued"):
         render_and_write(renderer, task, check_source=True)
     assert list(out.iterdir()) == []
-    written, _ = render_and_write(renderer, dataclasses.replace(task, fingerprint=current_fingerprint(photo)),
+    written, _ = render_and_write(renderer, dataclasses.replace(task, fingerprint=fingerprint(photo)),
                                   check_source=True)
     assert written.path.name == "p000_x.jpg" and written.path.is_file()

@@ -254,7 +254,8 @@ def test_kill_9_during_a_batch_leaves_a_consistent_catalog_and_the_rerun_complet
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
         import engine.enhance.edits as E
-        E._scorer_or_reason = lambda: (None, "no assessor in this test")
+        import engine.enhance.guard as G
+        G._scorer_or_reason = lambda: (None, "no assessor in this test")
         from db.catalog import Catalog
         cat = Catalog.open({url!r})
         ed = E.Editor(cat)

@@ -11,7 +11,8 @@ import pytest
 from db.catalog import Catalog
 from db.schema import Recipe
 from engine.assess.quality import QualityModel, get_quality_model, measure_reduce
-from engine.enhance.edits import Editor, measure, same_size_views
+from engine.enhance.edits import Editor
+from engine.enhance.guard import measure, same_size_views
 from tests.conftest import ImageFactory
 from tests.pipeline_fixtures import index, install_fake_scorer, setup_models
 

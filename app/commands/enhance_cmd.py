@@ -96,7 +96,7 @@ def defect_params_for(catalog_arg: str | None, files: list[str]) -> dict[str, di
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.enhance.edits import enhance_file
+    from engine.core.paths import display_path
     from engine.enhance.pipeline import StageUnavailable, parse_ops
     from engine.enhance.recipes import ModelGone
     from engine.enhance.render import RenderCache, Renderer
@@ -105,10 +105,10 @@ def run(args: argparse.Namespace) -> int:
         OutputDirError,
         check_out_dir,
         check_template,
-        display,
         normalise_format,
         recover_folder,
     )
+    from engine.export.files import enhance_file
 
     try:
         ops = parse_ops(args.ops)
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"photolift enhance: {e}", file=sys.stderr)
                 return 1
             except EnvironmentFailure as e:
-                print(json.dumps({"path": display(paths[n_ok + n_bad]), "status": "error", "error": str(e)}),
+                print(json.dumps({"path": display_path(paths[n_ok + n_bad]), "status": "error", "error": str(e)}),
                       flush=True)
                 print(f"photolift enhance: {e}", file=sys.stderr)
                 return 1

@@ -4,7 +4,7 @@ Q is the measure the method is defined by: a photo's gain is ``Q(enhanced) - Q(o
 assessor's labels, models/assessor.md). The assessor predicts that gain cheaply for every photo;
 its quality head only mimics Q from four crops and a 128 px view and can miss what Q sees in the
 whole frame. The regression guard therefore measures a result with Q itself when the model file
-is installed (``engine.enhance.edits.measure``), on the original and the result at the same reduced size
+is installed (``engine.enhance.guard.measure``), on the original and the result at the same reduced size
 (long side at most ``MAX_SIDE``), which Q then looks at with a long side of ``VIEW_SIDE``
 (768 px, the scale it was fitted at). Q version 3 (models/quality.md) was fitted to human opinion
 scores of real photos and to pairs whose order is known, including every way our own enhancer

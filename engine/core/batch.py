@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from engine.core.jobs import CancelToken, JobCancelled, ProgressFn
+from engine.core.jobs import CancelToken, Eta, JobCancelled, ProgressFn
 
 R = TypeVar("R")
 
@@ -162,7 +162,6 @@ class BatchQueue:
         The handler may mark its job ``done`` itself; otherwise it is marked here.
         """
         from db.schema import JOB_CANCELLED, JOB_DONE, JOB_ERROR, JOB_RUNNING
-        from engine.export.exporter import Eta
 
         self.recover(kind)
         jobs = self.pending(kind, batch)

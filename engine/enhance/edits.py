@@ -14,14 +14,11 @@ last applied row that has stages, and is NULL when that is a revert or there is 
 keeps meaning "the original". Every change is one catalog transaction.
 
 Regression guard. After an enhance the result is rendered at full resolution (the render is
-cached and reused by export) and both the original and the result are measured with the
-quality model Q (``engine.assess.quality``; the assessor's quality head when Q is not installed) on
-copies of the same size, made the same way (long side at most 2048 px by an integer area
-reduction). The quality before and after and their difference (``measured_gain``) are stored
-on the recipe. A gain <= 0 is reported ("did not help"); a single enhance keeps it (the user
-asked and can undo), a batch leaves the photo as it was and stores the recipe as ``rejected``.
-When neither Q nor the assessor is installed the gain is stored as NULL and the result says it
-was not measured.
+cached and reused by export) and measured against the original (``engine.enhance.guard``). The
+quality before and after and their difference (``measured_gain``) are stored on the recipe. A
+gain <= 0 is reported ("did not help"); a single enhance keeps it (the user asked and can
+undo), a batch leaves the photo as it was and stores the recipe as ``rejected``. A gain that
+could not be measured is stored as NULL and the result says so.
 """
 
 from __future__ import annotations
@@ -34,11 +31,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from engine.core.batch import BatchQueue, QueuedJob
 from engine.core.jobs import CancelToken, ProgressFn
+from engine.enhance.guard import Guard, guard_message, measure
 from engine.enhance.recipes import Recipe, RecipeError, from_json
 from engine.enhance.render import PREVIEW_SIDE, Renderer, to_uint8
 
@@ -53,21 +50,6 @@ ENHANCE_JOB = "enhance"
 
 class EditError(Exception):
     """An edit that cannot be made (photo gone, changed, unreadable; model missing)."""
-
-
-@dataclass(frozen=True)
-class Guard:
-    """Quality of the original and of the result, as measured by the assessor."""
-
-    quality_before: float | None
-    quality_after: float | None
-    note: str = ""
-
-    @property
-    def gain(self) -> float | None:
-        if self.quality_before is None or self.quality_after is None:
-            return None
-        return self.quality_after - self.quality_before
 
 
 @dataclass(frozen=True)
@@ -116,65 +98,6 @@ class RecipeInfo:
     quality_after: float | None
 
 
-def _scorer_or_reason() -> tuple[Any | None, str]:
-    try:
-        from engine.assess.scoring import get_scorer
-    except ImportError as e:
-        return None, f"quality not measured: the assessor is not available ({e})"
-    try:
-        return get_scorer(), ""
-    except FileNotFoundError as e:
-        return None, f"quality not measured: no assessor model ({e})"
-    except Exception as e:  # a broken model file must not block editing
-        return None, f"quality not measured: the assessor failed to load ({e})"
-
-
-def same_size_views(before: np.ndarray, after: np.ndarray, reduce: int) -> tuple[np.ndarray, np.ndarray]:
-    """Both images at the same size made the same way (area resize by ``reduce``)."""
-    if before.shape != after.shape:
-        after = cv2.resize(after, (before.shape[1], before.shape[0]), interpolation=cv2.INTER_AREA)
-    if reduce > 1:
-        size = (max(1, before.shape[1] // reduce), max(1, before.shape[0] // reduce))
-        before = cv2.resize(before, size, interpolation=cv2.INTER_AREA)
-        after = cv2.resize(after, size, interpolation=cv2.INTER_AREA)
-    return before, after
-
-
-def measure(before_u8: np.ndarray, after_u8: np.ndarray) -> Guard:
-    """Quality of the original and of the result (full-resolution uint8 arrays of the same photo).
-
-    With the quality model Q installed (``engine.assess.quality``), Q itself on both at the same reduced
-    size: the gain the method is defined by. Without it, the assessor's quality head (a cheaper
-    approximation of Q) on the scorer's views; without either, not measured."""
-    h, w = before_u8.shape[:2]
-    try:
-        from engine.assess.quality import get_quality_model, measure_reduce
-
-        q = get_quality_model()
-        if q is not None:
-            b, a = same_size_views(before_u8, after_u8, measure_reduce(w, h))
-            return Guard(q(b), q(a), "")
-    except Exception as e:  # noqa: BLE001 - a broken model file falls back to the assessor
-        log.warning("quality model failed, measuring with the assessor: %s", e)
-    scorer, reason = _scorer_or_reason()
-    if scorer is None:
-        return Guard(None, None, reason)
-    b, a = same_size_views(before_u8, after_u8, int(scorer.reduce_for(w, h)))
-    qb = float(scorer.assess(b).quality)
-    qa = float(scorer.assess(a).quality)
-    return Guard(qb, qa, "")
-
-
-def guard_message(g: Guard, applied: bool) -> str:
-    if g.gain is None:
-        return f"enhanced; {g.note or 'quality not measured'}"
-    if g.gain > 0:
-        return f"enhanced: quality {g.quality_before:.3f} -> {g.quality_after:.3f} ({g.gain:+.3f})"
-    tail = "kept, undo to go back" if applied else "not applied"
-    return (f"the enhancement did not help: quality {g.quality_before:.3f} -> {g.quality_after:.3f} "
-            f"({g.gain:+.3f}); {tail}")
-
-
 def render_and_measure(renderer: Renderer, path: Path, fp: str, names: Sequence[str], strength: float,
                        progress: ProgressFn | None = None, cancel: CancelToken | None = None,
                        check_source: bool = False, defects: dict[str, Any] | None = None) -> tuple[Recipe, Guard]:
@@ -184,12 +107,12 @@ def render_and_measure(renderer: Renderer, path: Path, fp: str, names: Sequence[
     does, the file may have changed since the job was queued). ``defects``: the photo's
     ``defects`` stage parameters (``engine.enhance.defects.stage_params``; without them that stage is left
     out). Raises :class:`EditError`."""
-    from engine.export.exporter import current_fingerprint
     from engine.ingest.imageio import ImageError, load_image
+    from engine.ingest.indexer import fingerprint
 
     if check_source:
         try:
-            now = current_fingerprint(path)
+            now = fingerprint(path)
         except OSError as e:
             raise EditError(f"cannot read the original {path}: {e.strerror or e}") from e
         if now != fp:
@@ -287,12 +210,12 @@ class Editor:
 
     def _checked_source(self, p: _Photo) -> str:
         """The current fingerprint of the original; ``EditError`` if it is gone or changed."""
-        from engine.export.exporter import current_fingerprint
+        from engine.ingest.indexer import fingerprint
 
         if p.status == "missing" or not os.path.exists(p.fs_path):
             raise EditError(f"the original is gone: {p.path}")
         try:
-            fp = current_fingerprint(p.fs_path)
+            fp = fingerprint(p.fs_path)
         except OSError as e:
             raise EditError(f"cannot read the original {p.path}: {e.strerror or e}") from e
         if p.fingerprint is not None and fp != p.fingerprint:
@@ -477,9 +400,7 @@ class Editor:
         ``cluster`` (:class:`engine.cluster.Cluster`): each photo is rendered and measured by a
         task there; this process records the results."""
         if cluster is not None:
-            from engine.cluster import enhance_photos
-
-            return enhance_photos(cluster, self, photo_ids, ops, strength, progress, cancel, apply_if_no_gain)
+            return cluster.enhance_photos(self, photo_ids, ops, strength, progress, cancel, apply_if_no_gain)
         keep = len(photo_ids) == 1 if apply_if_no_gain is None else apply_if_no_gain
         batch = self.queue_enhance(photo_ids, ops, strength, keep)
         return self.run_queue(progress, cancel, batch)
@@ -575,99 +496,4 @@ class Editor:
         return self.catalog.write(fn)
 
 
-__all__ = ["EditError", "Editor", "EnhanceResult", "Guard", "HistoryState", "measure"]
-
-
-# -- files outside the catalog (``photolift enhance FILE... --out DIR``) --------------------------
-
-@dataclass(frozen=True)
-class FileResult:
-    path: str
-    status: str  # 'ok' | 'skipped' | 'error'
-    out_path: str | None = None
-    error: str | None = None
-    measured_gain: float | None = None
-    quality_before: float | None = None
-    quality_after: float | None = None
-    message: str = ""
-    recipe: str = ""
-    warnings: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "status": self.status, "out_path": self.out_path, "error": self.error,
-                "measured_gain": self.measured_gain, "quality_before": self.quality_before,
-                "quality_after": self.quality_after, "message": self.message, "recipe": self.recipe,
-                "warnings": list(self.warnings)}
-
-
-def enhance_file(path: Path, out_dir: Path, renderer: Renderer, ops: Sequence[str] | None = None,
-                 strength: float = 1.0, fmt: str = "jpeg", quality: int = 92, bits: int = 8,
-                 template: str = "{name}_enhanced", force: bool = False,
-                 cancel: CancelToken | None = None, defects: dict[str, Any] | None = None) -> FileResult:
-    """Render the one-click enhancement of one file to a new file in ``out_dir``.
-
-    The same plan, full render, guard and atomic export as the catalog path. A result whose
-    measured gain is <= 0 is not written unless ``force``. ``out_dir`` must have been checked
-    with ``engine.export.exporter.check_out_dir``. Raises ``StageUnavailable`` for a missing model (a
-    failure of the whole command); other problems are returned as an ``error`` result.
-    ``defects``: the file's ``defects`` stage parameters when it is in the catalog
-    (``engine.enhance.defects.stage_params``); without them that stage is left out.
-    """
-    from engine.export.exporter import (
-        EnvironmentFailure,
-        ExportError,
-        current_fingerprint,
-        display,
-        render_name,
-        write_export,
-    )
-    from engine.ingest.imageio import ImageError, is_supported, load_image
-
-    shown = display(path)
-    if os.path.isdir(path):
-        return FileResult(shown, "error", error="a folder, not a photo: enhance takes photo files "
-                                                "(for a folder, use photolift export DIR --to OUT --all)")
-    if not os.path.lexists(path) or (os.path.islink(path) and not os.path.exists(path)):
-        from engine.ingest.indexer import missing_reason
-
-        return FileResult(shown, "error", error=missing_reason(path))
-    if not is_supported(path):
-        return FileResult(shown, "error", error=f"not a supported photo format ({path.suffix or 'no extension'}); "
-                                                "photolift reads JPEG, PNG, TIFF, WebP, BMP, HEIC and camera RAW")
-    try:
-        fp = current_fingerprint(path)
-        view = renderer.load_view(path, PREVIEW_SIDE)
-        recipe = renderer.pipeline.plan(view.astype(np.float32) / 255.0, ops, strength, defects=defects)
-        rendered = renderer.full(path, fp, recipe, cancel=cancel, store=False)
-        loaded = load_image(path)
-        original, decode_warning = loaded.rgb, loaded.warning
-        del loaded
-    except ImageError as e:
-        return FileResult(shown, "error", error=e.reason)
-    except OSError as e:
-        return FileResult(shown, "error", error=f"cannot read {shown}: {e.strerror or e}")
-    guard = measure(original, to_uint8(rendered.rgb))
-    del original
-    gain = guard.gain
-    common: dict[str, Any] = {"measured_gain": gain, "quality_before": guard.quality_before,
-                              "quality_after": guard.quality_after, "recipe": recipe.summary()}
-    if gain is not None and gain <= 0 and not force:
-        return FileResult(shown, "skipped", message=guard_message(guard, False) + " (use --force to write it)",
-                          **common)
-    try:
-        stem = render_name(template, {"name": path.stem, "stem": path.stem, "id": "",
-                                      "gain": f"{gain:+.2f}" if gain is not None else "na",
-                                      "ext": path.suffix.lstrip(".").lower(), "date": "", "camera": ""})
-        written, warnings = write_export(rendered, out_dir, stem, fmt, quality, bits, recipe)
-    except EnvironmentFailure:
-        raise
-    except ExportError as e:
-        return FileResult(shown, "error", error=str(e), **common)
-    if decode_warning:
-        warnings.insert(0, decode_warning)
-    if written.reused:  # a rerun: the same result is already there
-        return FileResult(shown, "skipped", out_path=display(written.path),
-                          message=f"an identical result is already in the folder ({display(written.path)}); "
-                                  "not written again", warnings=tuple(warnings), **common)
-    return FileResult(shown, "ok", out_path=display(written.path), message=guard_message(guard, True),
-                      warnings=tuple(warnings), **common)
+__all__ = ["EditError", "Editor", "EnhanceResult", "HistoryState", "render_and_measure"]

@@ -214,7 +214,8 @@ class Services:
 
     def enhance_job(self, photo_ids: list[int], strength: float, ops: list[str] | None = None
                     ) -> JobFn[EnhanceResult]:
-        """Enhance photos in one batch (engine ``Editor.enhance_batch``); ``ops`` None = every
+        """Enhance photos (engine ``Editor.enhance_batch``: more than one photo is a batch queued in
+        the catalog and resumed after a crash, one photo is enhanced directly); ``ops`` None = every
         installed stage."""
         stages = ops if ops is not None else self.available_ops()
 
@@ -226,6 +227,22 @@ class Services:
                     photo_ids, ops=stages, strength=strength, progress=progress, cancel=cancel, cluster=c))
             return iter(self.editor.enhance_batch(photo_ids, ops=stages, strength=strength,
                                                   progress=progress, cancel=cancel))
+
+        return fn
+
+    def interrupted_enhancements(self) -> int:
+        """Photos of enhance batches that a crash, kill or power cut interrupted, left to resume."""
+        return self.editor.interrupted()
+
+    def resume_job(self) -> JobFn[EnhanceResult]:
+        """Finish the interrupted enhance batches (engine ``Editor.resume_interrupted``): run at
+        start-up; on the cluster when one is set, as a batch would be."""
+
+        def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[EnhanceResult]:
+            if self.cluster:
+                return self._on_cluster(self.cluster, lambda c: self.editor.resume_interrupted(
+                    progress=progress, cancel=cancel, cluster=c))
+            return iter(self.editor.resume_interrupted(progress=progress, cancel=cancel))
 
         return fn
 

@@ -218,11 +218,10 @@ class Cluster:
         return ref
 
     # -- the engine's jobs here (the stages call these and never import this module) ----------------
-    def enhance_photos(self, editor: Any, photo_ids: Sequence[int], ops: Any, strength: float,
-                       progress: ProgressFn | None, cancel: CancelToken | None,
-                       apply_if_no_gain: bool | None) -> Iterator[Any]:
-        """``Editor.enhance_batch(..., cluster=self)``: see :func:`enhance_photos`."""
-        return enhance_photos(self, editor, photo_ids, ops, strength, progress, cancel, apply_if_no_gain)
+    def enhance_queued(self, editor: Any, batch: str, progress: ProgressFn | None,
+                       cancel: CancelToken | None) -> Iterator[Any]:
+        """An enhance batch queued by ``editor``, run here: see :func:`enhance_queued`."""
+        return enhance_queued(self, editor, batch, progress, cancel)
 
     def export_photos(self, exporter: Any, ids: list[int], root_out: Path, fmt: str, quality: int, template: str,
                       progress: ProgressFn | None, cancel: CancelToken | None, bits: int, mirror: bool,
@@ -686,18 +685,16 @@ def enhance_files(cluster: Cluster, paths: Sequence[Path], out_dir: Path, ops: S
             yield dataclasses.replace(res, path=display_path(paths[i]))
 
 
-def enhance_photos(cluster: Cluster, editor: Any, photo_ids: Sequence[int], ops: Any = None, strength: float = 1.0,
-                   progress: ProgressFn | None = None, cancel: CancelToken | None = None,
-                   apply_if_no_gain: bool | None = None) -> Iterator[Any]:
-    """``Editor.enhance_batch`` on the cluster: the batch is queued in the catalog as usual; each
-    photo is planned, rendered and measured by a task; the driver records each result (and marks
-    its job done in the same transaction). Yields ``EnhanceResult`` per photo."""
-    from db.schema import JOB_CANCELLED, JOB_ERROR, JOB_QUEUED, JOB_RUNNING
-    from engine.enhance.edits import ENHANCE_JOB, EditError, EnhanceResult
+def enhance_queued(cluster: Cluster, editor: Any, batch: str, progress: ProgressFn | None = None,
+                   cancel: CancelToken | None = None) -> Iterator[Any]:
+    """An enhance batch queued in the catalog (``Editor.enhance_batch(..., cluster=)``, or one
+    resumed by ``Editor.resume_interrupted``) run on the cluster: each photo is planned, rendered
+    and measured by a task; the driver records each result (and marks its job done in the same
+    transaction). Yields ``EnhanceResult`` per photo."""
+    from db.schema import JOB_CANCELLED, JOB_ERROR, JOB_QUEUED
+    from engine.enhance.edits import ENHANCE_JOB, EditError, failed_result
     from engine.enhance.recipes import from_json
 
-    keep = len(photo_ids) == 1 if apply_if_no_gain is None else apply_if_no_gain
-    batch = editor.queue_enhance(photo_ids, ops, strength, keep)
     jobs = editor.queue.pending(ENHANCE_JOB, batch)
     eta = Eta(len(jobs), progress, "enhancing")
     eta.report(0)
@@ -708,9 +705,8 @@ def enhance_photos(cluster: Cluster, editor: Any, photo_ids: Sequence[int], ops:
     n = 0
 
     def failed(job: Any, why: str) -> Any:
-        editor.queue._set(job.id, JOB_ERROR, why)
-        return EnhanceResult(job.photo_id or -1, None, None, False, None, None, None, f"could not enhance: {why}",
-                             error=why)
+        editor.queue.set_state(job.id, JOB_ERROR, why)
+        return failed_result(job.photo_id or -1, why)
 
     for job in jobs:
         try:
@@ -721,7 +717,9 @@ def enhance_photos(cluster: Cluster, editor: Any, photo_ids: Sequence[int], ops:
             yield failed(job, str(e))
             eta.report(n)
             continue
-        editor.queue._set(job.id, JOB_RUNNING)
+        if not editor.queue.claim(job.id):  # superseded by a newer batch meanwhile
+            n += 1
+            continue
         ready.append((job, (blob, cache_dir, cache_bytes, p.fs_path, fp, list(job.params.get("ops") or []),
                             float(job.params.get("strength", 1.0)))))
     finished: set[int] = set()
@@ -743,12 +741,12 @@ def enhance_photos(cluster: Cluster, editor: Any, photo_ids: Sequence[int], ops:
     except JobCancelled:  # as the local queue does: a user's cancel is a decision, not an interruption
         for job, _ in ready:
             if job.id not in finished:
-                editor.queue._set(job.id, JOB_CANCELLED)
+                editor.queue.set_state(job.id, JOB_CANCELLED)
         raise
-    except BaseException:  # Ctrl-C, a failure: the unfinished jobs are queued again for the next run
+    except BaseException:  # Ctrl-C, a failure: the unfinished jobs are queued again, resumed at the next start
         for job, _ in ready:
             if job.id not in finished:
-                editor.queue._set(job.id, JOB_QUEUED)
+                editor.queue.set_state(job.id, JOB_QUEUED)
         raise
 
 

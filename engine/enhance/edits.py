@@ -76,6 +76,11 @@ class EnhanceResult:
                 "message": self.message, "recipe": self.summary, "error": self.error}
 
 
+def failed_result(photo_id: int, why: str) -> EnhanceResult:
+    """The result of a photo of a batch that could not be enhanced (the batch goes on)."""
+    return EnhanceResult(photo_id, None, None, False, None, None, None, f"could not enhance: {why}", error=why)
+
+
 @dataclass(frozen=True)
 class HistoryState:
     photo_id: int
@@ -363,20 +368,25 @@ class Editor:
         return self.catalog.write(fn)
 
     # -- batches --------------------------------------------------------------------------------
-    def queue_enhance(self, photo_ids: Sequence[int], ops: str | Sequence[str] | None = None,
-                      strength: float = 1.0, apply_if_no_gain: bool = False) -> str:
-        """Queue an enhance batch in the catalog (survives a restart); returns its batch id."""
+    @staticmethod
+    def _checked_options(ops: str | Sequence[str] | None, strength: float) -> list[str]:
         from engine.enhance.pipeline import parse_ops
 
         names = parse_ops(ops)
         if not 0.0 <= float(strength) <= 1.0:
             raise ValueError(f"strength must be between 0 and 1, got {strength}")
+        return names
+
+    def queue_enhance(self, photo_ids: Sequence[int], ops: str | Sequence[str] | None = None,
+                      strength: float = 1.0, apply_if_no_gain: bool = False) -> str:
+        """Queue an enhance batch in the catalog (survives a restart); returns its batch id."""
+        names = self._checked_options(ops, strength)
         return self.queue.enqueue(ENHANCE_JOB, list(photo_ids), {"ops": names, "strength": float(strength),
                                                                  "apply_if_no_gain": bool(apply_if_no_gain)})
 
-    def run_queue(self, progress: ProgressFn | None = None, cancel: CancelToken | None = None,
-                  batch: str | None = None) -> Iterator[EnhanceResult]:
-        """Run queued enhance jobs (all, or one batch), including those a crash left behind."""
+    def run_queue(self, batch: str, progress: ProgressFn | None = None,
+                  cancel: CancelToken | None = None) -> Iterator[EnhanceResult]:
+        """Run the queued enhance jobs of one batch."""
 
         def handler(job: QueuedJob, tok: CancelToken | None) -> EnhanceResult:
             assert job.photo_id is not None
@@ -384,26 +394,62 @@ class Editor:
                                 cancel=tok, apply_if_no_gain=bool(job.params.get("apply_if_no_gain", False)),
                                 job_id=job.id)
 
-        for out in self.queue.run(ENHANCE_JOB, handler, progress, cancel, batch, what="enhancing"):
-            if out.result is not None:
-                yield out.result
-            else:
-                yield EnhanceResult(out.photo_id or -1, None, None, False, None, None, None,
-                                    f"could not enhance: {out.error}", error=out.error)
+        for out in self.queue.run(ENHANCE_JOB, handler, batch, progress, cancel, what="enhancing"):
+            yield out.result if out.result is not None else failed_result(out.photo_id or -1, out.error or "")
 
     def enhance_batch(self, photo_ids: Sequence[int], ops: str | Sequence[str] | None = None,
                       strength: float = 1.0, progress: ProgressFn | None = None,
                       cancel: CancelToken | None = None, apply_if_no_gain: bool | None = None,
                       cluster: Any = None) -> Iterator[EnhanceResult]:
-        """Queue and run an enhance batch. A batch of more than one photo does not apply
-        results that did not help (``apply_if_no_gain`` overrides; a single photo keeps it).
-        ``cluster`` (:class:`engine.cluster.Cluster`): each photo is rendered and measured by a
-        task there; this process records the results."""
+        """Enhance photos; one result per photo, a photo that fails is an error result. A batch
+        of more than one photo does not apply results that did not help (``apply_if_no_gain``
+        overrides; a single photo keeps it). More than one photo is a batch queued in the
+        catalog, resumed after a crash (:meth:`resume_interrupted`); one photo (the one-click
+        button) is enhanced directly, with no queue rows. ``cluster``
+        (:class:`engine.cluster.Cluster`): each photo is rendered and measured by a task there;
+        this process records the results."""
+        ids = list(dict.fromkeys(int(p) for p in photo_ids))
+        keep = len(ids) == 1 if apply_if_no_gain is None else apply_if_no_gain
+        names = self._checked_options(ops, strength)  # bad options fail now, not at the first photo
+        if len(ids) == 1 and cluster is None:
+            return self._enhance_one(ids[0], names, strength, progress, cancel, keep)
+        batch = self.queue_enhance(ids, names, strength, keep)
         if cluster is not None:
-            return cluster.enhance_photos(self, photo_ids, ops, strength, progress, cancel, apply_if_no_gain)
-        keep = len(photo_ids) == 1 if apply_if_no_gain is None else apply_if_no_gain
-        batch = self.queue_enhance(photo_ids, ops, strength, keep)
-        return self.run_queue(progress, cancel, batch)
+            return cluster.enhance_queued(self, batch, progress, cancel)
+        return self.run_queue(batch, progress, cancel)
+
+    def _enhance_one(self, photo_id: int, names: list[str], strength: float, progress: ProgressFn | None,
+                     cancel: CancelToken | None, keep: bool) -> Iterator[EnhanceResult]:
+        from engine.core.jobs import Eta, JobCancelled
+
+        eta = Eta(1, progress, "enhancing")
+        eta.report(0)
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        try:
+            result = self.enhance(photo_id, names, strength, cancel=cancel, apply_if_no_gain=keep)
+        except JobCancelled:
+            raise
+        except Exception as e:  # as in a batch: the photo's error is its result
+            result = failed_result(photo_id, f"{e}")
+        yield result
+        eta.report(1)
+
+    def interrupted(self) -> int:
+        """How many enhance jobs of batches whose process is gone are waiting to be resumed."""
+        return self.queue.interrupted(ENHANCE_JOB)
+
+    def resume_interrupted(self, progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+                           cluster: Any = None) -> Iterator[EnhanceResult]:
+        """Finish the enhance batches that a crash, kill or power cut interrupted (their process
+        is gone; ``engine.core.batch``): each photo not done yet is enhanced once, with its batch's
+        options. The GUI runs this at start-up. Yields nothing when there is nothing to resume."""
+        batch = self.queue.adopt_interrupted(ENHANCE_JOB)
+        if batch is None:
+            return iter(())
+        if cluster is not None:
+            return cluster.enhance_queued(self, batch, progress, cancel)
+        return self.run_queue(batch, progress, cancel)
 
     def pending_batches(self) -> dict[str, int]:
         return self.queue.counts(ENHANCE_JOB)

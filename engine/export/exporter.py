@@ -51,6 +51,7 @@ import numpy as np
 
 from engine.core.jobs import CancelToken, Eta, JobCancelled, ProgressFn
 from engine.core.paths import display_path
+from engine.core.processes import pid_alive
 from engine.enhance.recipes import Recipe, RecipeError, from_json
 from engine.enhance.render import Rendered, Renderer, to_uint8, to_uint16
 from engine.export import exifout
@@ -193,18 +194,6 @@ def _mkstemp(folder: Path) -> tuple[int, str]:
     return fd, path
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 _TMP_RE = re.compile(re.escape(TMP_PREFIX) + r"(\d+)-[0-9a-f]+" + re.escape(TMP_SUFFIX) + "$")
 _JOURNAL_RE = re.compile(re.escape(TMP_PREFIX) + r"(\d+)-[0-9a-f]+\.journal$")
 
@@ -218,7 +207,7 @@ def clean_stale_temps(folder: Path) -> int:
         return 0
     for e in entries:
         m = _TMP_RE.match(e.name)
-        if m and not _pid_alive(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1))):
             with contextlib.suppress(OSError):
                 os.unlink(e.path)
                 n += 1
@@ -476,7 +465,7 @@ def recover_folder(folder: Path) -> list[Adoptable]:
         return out
     for e in entries:
         m = _JOURNAL_RE.match(e.name)
-        if not m or _pid_alive(int(m.group(1))):
+        if not m or pid_alive(int(m.group(1))):
             continue
         jpath = Path(e.path)
         try:

@@ -382,6 +382,37 @@ def test_kill_9_during_a_batch_leaves_a_consistent_catalog_and_the_rerun_complet
         cat.close()
 
 
+def test_one_enhance_decodes_the_full_resolution_original_once(
+        tmp_catalog: Catalog, make_image: ImageFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.ingest.imageio as imageio
+    from engine.enhance.render import RenderCache, Renderer
+    from engine.export.files import enhance_file
+
+    setup_models(tmp_path, monkeypatch, "gain", gain=1.0, offset=0.1)
+    fs = install_fake_scorer(monkeypatch)
+    root = _lib(make_image, tmp_path, 2)
+    ids = index(tmp_catalog, root)
+    full: list[int] = []
+    real = imageio.decode
+
+    def counting(data: bytes, ext: str = "", max_side: int | None = None, reduce: int = 1,
+                 **kw: object) -> object:
+        if max_side is None and reduce == 1:
+            full.append(len(data))
+        return real(data, ext, max_side=max_side, reduce=reduce, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(imageio, "decode", counting)
+    res = Editor(tmp_catalog).enhance(ids[0], ops="restore")
+    assert res.measured_gain is not None and len(fs.calls) == 2  # measured against that decode
+    assert len(full) == 1
+    full.clear()
+    out = tmp_path / "out"
+    out.mkdir()
+    r = enhance_file(root / "img1.jpg", out, Renderer(cache=RenderCache(tmp_path / "c2")), ["restore"], force=True)
+    assert r.status == "ok" and r.measured_gain is not None
+    assert len(full) == 1  # a file outside the catalog too
+
+
 def test_rate_and_bad_rating(tmp_catalog: Catalog, make_image: ImageFactory, tmp_path: Path,
                              monkeypatch: pytest.MonkeyPatch) -> None:
     setup_models(tmp_path, monkeypatch)

@@ -128,12 +128,14 @@ def render_and_measure(renderer: Renderer, path: Path, fp: str, names: Sequence[
         recipe = replace(recipe, source=fp)
         if cancel is not None:
             cancel.raise_if_cancelled()
-        rendered = renderer.full(path, fp, recipe, progress=progress, cancel=cancel)
+        loaded = load_image(path)  # the one full-resolution decode: rendered from, and measured against
+        rendered = renderer.full(path, fp, recipe, progress=progress, cancel=cancel, original=loaded)
+        original = loaded.rgb
+        del loaded
         if cancel is not None:
             cancel.raise_if_cancelled()
         after = to_uint8(rendered.rgb)
         del rendered  # the float copy is the biggest; keep only 8-bit from here
-        original = load_image(path).rgb
         renderer.store_preview(path, fp, recipe, after)
     except ImageError as e:
         raise EditError(f"cannot read the original: {e.reason}") from e

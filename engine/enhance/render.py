@@ -31,6 +31,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -39,6 +40,9 @@ from engine.core.diskcache import touch
 from engine.core.jobs import CancelToken, ProgressFn
 from engine.enhance.pipeline import Pipeline, get_pipeline
 from engine.enhance.recipes import Recipe, recipe_hash
+
+if TYPE_CHECKING:
+    from engine.ingest.imageio import LoadedImage
 
 PREVIEW_SIDE = 1600
 DEFAULT_CACHE_BYTES = 3 * 1024**3  # engine.core.diskcache: 0.75 of the default 4 GB limit
@@ -235,16 +239,18 @@ class Renderer:
     # -- full resolution ----------------------------------------------------------------------
     def full(self, path: Path, fingerprint: str, recipe: Recipe | None,
              progress: ProgressFn | None = None, cancel: CancelToken | None = None,
-             store: bool = True) -> Rendered:
+             store: bool = True, original: LoadedImage | None = None) -> Rendered:
         """Render ``recipe`` on the full-resolution original (the original if ``recipe`` is
         None). ``store=False`` does not keep the result in the cache (one-shot renders).
+        ``original``: the file already decoded at full resolution (``load_image(path)``) by a
+        caller that needs its pixels too (the regression guard), so it is not decoded twice.
         Raises ``engine.ingest.imageio.ImageError`` for an unreadable original and
         ``engine.enhance.recipes.ModelGone`` when a model the recipe needs is gone."""
         from engine.ingest.imageio import load_image
 
         if recipe is not None and not recipe.is_identity:
             self.pipeline.check(recipe)  # fail before the (slow) decode when a model is gone
-        img = load_image(path)
+        img = original if original is not None else load_image(path)
         orientation = int(img.orientation or 1)
         if recipe is None or recipe.is_identity:
             return Rendered(np.asarray(img.rgb, np.float32) / 255.0, img.icc, img.exif, orientation, False)
@@ -254,7 +260,7 @@ class Renderer:
             return Rendered(cached.astype(np.float32) / 65535.0, img.icc, img.exif, orientation, True)
         icc, exif = img.icc, img.exif
         src = np.asarray(img.rgb, np.float32) / 255.0
-        del img  # keep one full-size copy alive, not two
+        del img  # keep one full-size copy alive, not two (unless the caller keeps ``original``)
         out = self.pipeline.apply(recipe, src, progress=progress, cancel=cancel)
         del src
         if store:

@@ -73,8 +73,8 @@ def enhance_file(path: Path, out_dir: Path, renderer: Renderer, ops: Sequence[st
         fp = fingerprint(path)
         view = renderer.load_view(path, PREVIEW_SIDE)
         recipe = renderer.pipeline.plan(view.astype(np.float32) / 255.0, ops, strength, defects=defects)
-        rendered = renderer.full(path, fp, recipe, cancel=cancel, store=False)
-        loaded = load_image(path)
+        loaded = load_image(path)  # the one full-resolution decode: rendered from, and measured against
+        rendered = renderer.full(path, fp, recipe, cancel=cancel, store=False, original=loaded)
         original, decode_warning = loaded.rgb, loaded.warning
         del loaded
     except ImageError as e:

@@ -222,7 +222,7 @@ def test_enhance_all_recommended_then_export(qtbot, window: MainWindow, photos: 
     assert files, dlg.status.text()
     assert "finished" in dlg.status.text()
     dlg.accept()
-    # Exporting again never overwrites: new names, the first files unchanged
+    # Exporting again to the same folder never overwrites: the first files unchanged
     first = {f: f.read_bytes() for f in files}
     dlg2 = window.export()
     assert dlg2 is not None
@@ -231,6 +231,11 @@ def test_enhance_all_recommended_then_export(qtbot, window: MainWindow, photos: 
     dlg2.export_button.click()
     qtbot.waitUntil(lambda: dlg2.cancel_button.text() == "Close", timeout=60000)
     assert all(f.read_bytes() == b for f, b in first.items())
+    # ... and nothing new: each photo is counted as skipped, already exported, none as failed
+    assert sorted(out.rglob("*.jpg")) == files
+    text = dlg2.status.text()
+    assert f"0 written, {len(files)} skipped (already exported with this edit)" in text, text
+    assert "failed" not in text, text
     dlg2.accept()
 
 

@@ -98,7 +98,7 @@ class DefectsDialog(QDialog):
     # -- data ------------------------------------------------------------------------------------
     def reload(self) -> None:
         """Read the stored detections (cheap: one query) and show them."""
-        from engine.defects import summary
+        from engine.enhance.defects import summary
 
         keep = self.cameras.currentRow()
         self.reports = self.services.defect_reports()
@@ -128,7 +128,7 @@ class DefectsDialog(QDialog):
         self._crop_labels = {}
 
     def _show_camera(self, row: int) -> None:
-        from engine.defects import defect_map, summary
+        from engine.enhance.defects import defect_map, summary
 
         if not 0 <= row < len(self.reports):
             return
@@ -147,7 +147,7 @@ class DefectsDialog(QDialog):
         self.examples.submit(crops)
 
     def _defect_row(self, rep: Any, i: int, d: Any) -> QWidget:
-        from engine.defects import bbox_to_display
+        from engine.enhance.defects import bbox_to_display
 
         w = QWidget()
         lay = QHBoxLayout(w)

@@ -31,7 +31,7 @@ def severity_threshold(name: str) -> float:
     """A severity below this is not worth naming as "what is wrong": the assessor's calibrated
     threshold for that degradation (models/assessor.json), the same number the CLI's reasons,
     ``export --recommended`` and the library's degradation filter use."""
-    from engine.scoring import DEFAULT_SEVERITY_THRESHOLD, shipped_thresholds
+    from engine.assess.scoring import DEFAULT_SEVERITY_THRESHOLD, shipped_thresholds
 
     return shipped_thresholds().severity.get(name, DEFAULT_SEVERITY_THRESHOLD)
 

@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 from app import settings as S
 from app.settings import Settings
 from app.workers import Job, eta_seconds, format_eta
-from engine.jobs import Progress
+from engine.core.jobs import Progress
 
 FORMATS = (("JPEG", "jpeg"), ("PNG", "png"), ("TIFF", "tiff"))
 
@@ -231,7 +231,7 @@ def _bad_template(template: str) -> str:
     """The unknown fields of an export name template ('' when all are known)."""
     import string
 
-    from engine.export import TEMPLATE_FIELDS
+    from engine.export.exporter import TEMPLATE_FIELDS
 
     try:
         names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
@@ -323,7 +323,7 @@ class PreferencesDialog(QDialog):
         f2.addRow("", note)
         self.cache_limit: QSpinBox | None = None
         if cache_limit_mb is not None:
-            from engine.diskcache import MIN_LIMIT_MB
+            from engine.core.diskcache import MIN_LIMIT_MB
 
             self.cache_limit = QSpinBox()
             self.cache_limit.setRange(MIN_LIMIT_MB, 1024 * 1024)

@@ -47,7 +47,7 @@ from app.library_model import PhotoListModel, Roles
 from app.photo_page import PhotoPage
 from app.settings import Settings
 from app.workers import Job, JobManager, ThumbnailLoader, eta_seconds, format_eta
-from engine.jobs import Progress
+from engine.core.jobs import Progress
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +221,8 @@ class MainWindow(QMainWindow):
         self.statusBar().addWidget(self.problem_label)
         self._restore_state()
         self._update_actions()
+        # after the window is up: finish the enhance batches a crash or kill interrupted
+        QTimer.singleShot(0, self, self.resume_interrupted)
 
     # ----------------------------------------------------------------------------- actions
     def _act(self, key: str, text: str, slot: Any, shortcut: Any = None, icon: QIcon | None = None,
@@ -647,6 +649,24 @@ class MainWindow(QMainWindow):
         job.signals.yielded.connect(self._on_enhanced)
         self._last_enhanced = []
         self.jobs.submit(job, "edit")
+        return job
+
+    def resume_interrupted(self) -> Job | None:
+        """At start-up: resume the enhance batches that a crash, kill or power cut interrupted
+        (their process is gone; a batch another running photolift is doing stays its own)."""
+        try:
+            n = self.services.interrupted_enhancements()
+        except Exception as e:  # a catalog problem shows elsewhere; never block the start
+            log.warning("cannot look for interrupted enhancements: %s", e)
+            return None
+        if n == 0:
+            return None
+        name = f"Resume {n} interrupted enhancement{'s' if n > 1 else ''}"
+        job = Job(name, self.services.resume_job(), kind="enhance")
+        job.signals.yielded.connect(self._on_enhanced)
+        self._last_enhanced = []
+        self.jobs.submit(job, "edit")
+        self.statusBar().showMessage(f"{name} (the last session stopped before they were done)", 8000)
         return job
 
     def _on_enhanced(self, result: Any) -> None:

@@ -3,7 +3,7 @@
     xvfb-run -s "-screen 0 1600x1000x24" python -m app.screenshots docs/screenshots
 
 The sample library is made here from synthetic scenes passed through the project's own
-degradation model (``engine.degrade``): some clean, some noisy, blurred, over-compressed or
+degradation model (``engine.assess.degrade``): some clean, some noisy, blurred, over-compressed or
 badly exposed, plus two broken files, so every badge and state shows up. Everything runs on
 the real engine (catalog, index, scorer, editor, exporter) in a temporary catalog; the user's
 own settings and catalog are not touched.
@@ -60,7 +60,7 @@ def make_sample_library(root: Path, n: int = 30, size: tuple[int, int] = (2400, 
     """Write ``n`` sample JPEGs (some degraded) and two broken files under ``root``."""
     from PIL import Image
 
-    from engine import degrade as D
+    from engine.assess import degrade as D
 
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

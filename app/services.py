@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from db.catalog import Catalog
-from engine.jobs import CancelToken, Progress, ProgressFn
+from engine.core.jobs import CancelToken, Progress, ProgressFn
 
 if TYPE_CHECKING:  # the services load their engines lazily (each loads a model or two)
-    from engine.edits import Editor, EnhanceResult, HistoryState
-    from engine.export import Exporter, ExportResult
-    from engine.finetune import FinetuneResult
-    from engine.indexer import IndexEvent
+    from engine.assess.finetune import FinetuneResult
+    from engine.assess.scoring import ScoreEvent, Scorer
+    from engine.enhance.edits import Editor, EnhanceResult, HistoryState
+    from engine.export.exporter import Exporter, ExportResult
+    from engine.ingest.indexer import IndexEvent
     from engine.library import PhotoInfo
-    from engine.scoring import ScoreEvent, Scorer
 
 T = TypeVar("T")
 # A long job for app.workers.Job: ``fn(progress, cancel)`` yields one result per item.
@@ -88,21 +88,21 @@ class Services:
 
     # -- caches ---------------------------------------------------------------------------
     def cache_limit_mb(self) -> int:
-        from engine.diskcache import limits
+        from engine.core.diskcache import limits
 
         return limits(self.catalog).total_mb
 
     def cache_used_bytes(self) -> int:
         """Bytes now in this catalog's render and thumbnail caches (walks the folders)."""
-        from engine.diskcache import usage
-        from engine.paths import cache_dir_for
+        from engine.core.diskcache import usage
+        from engine.core.paths import cache_dir_for
 
         root = cache_dir_for(self.catalog.url)
         return usage(root / "renders") + usage(root / "thumbnails")
 
     def set_cache_limit_mb(self, mb: int) -> int:
         """Store the limit; the caches of this process follow it at once, and trim."""
-        from engine.diskcache import set_limit
+        from engine.core.diskcache import set_limit
 
         lim = set_limit(self.catalog, mb)
         self.library.thumbs.max_bytes = lim.thumbnail_bytes
@@ -120,7 +120,7 @@ class Services:
     def scorer(self) -> Scorer:
         with self._lock:
             if self._scorer is None:
-                from engine.scoring import Scorer, get_scorer
+                from engine.assess.scoring import Scorer, get_scorer
 
                 # The user's thread setting sizes the scorer's decode/infer pool; 0 = the shared default.
                 self._scorer = Scorer(workers=self.threads) if self.threads > 0 else get_scorer()
@@ -130,7 +130,7 @@ class Services:
     def editor(self) -> Editor:
         with self._lock:
             if self._editor is None:
-                from engine.edits import Editor
+                from engine.enhance.edits import Editor
 
                 self._editor = Editor(self.catalog)
             return self._editor
@@ -139,7 +139,7 @@ class Services:
     def exporter(self) -> Exporter:
         with self._lock:
             if self._exporter is None:
-                from engine.export import Exporter
+                from engine.export.exporter import Exporter
 
                 self._exporter = Exporter(self.catalog)
             return self._exporter
@@ -204,8 +204,8 @@ class Services:
     @staticmethod
     def available_ops() -> list[str]:
         """The one-click stages whose model file is installed, in pipeline order."""
-        from engine.pipeline import RESTORER_MODEL, STAGE_ORDER, TONE_MODEL
-        from engine.runtime import models_dir
+        from engine.core.runtime import models_dir
+        from engine.enhance.pipeline import RESTORER_MODEL, STAGE_ORDER, TONE_MODEL
 
         model_of = {"restore": RESTORER_MODEL, "tone": TONE_MODEL}
         d = models_dir()
@@ -214,7 +214,8 @@ class Services:
 
     def enhance_job(self, photo_ids: list[int], strength: float, ops: list[str] | None = None
                     ) -> JobFn[EnhanceResult]:
-        """Enhance photos in one batch (engine ``Editor.enhance_batch``); ``ops`` None = every
+        """Enhance photos (engine ``Editor.enhance_batch``: more than one photo is a batch queued in
+        the catalog and resumed after a crash, one photo is enhanced directly); ``ops`` None = every
         installed stage."""
         stages = ops if ops is not None else self.available_ops()
 
@@ -226,6 +227,22 @@ class Services:
                     photo_ids, ops=stages, strength=strength, progress=progress, cancel=cancel, cluster=c))
             return iter(self.editor.enhance_batch(photo_ids, ops=stages, strength=strength,
                                                   progress=progress, cancel=cancel))
+
+        return fn
+
+    def interrupted_enhancements(self) -> int:
+        """Photos of enhance batches that a crash, kill or power cut interrupted, left to resume."""
+        return self.editor.interrupted()
+
+    def resume_job(self) -> JobFn[EnhanceResult]:
+        """Finish the interrupted enhance batches (engine ``Editor.resume_interrupted``): run at
+        start-up; on the cluster when one is set, as a batch would be."""
+
+        def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[EnhanceResult]:
+            if self.cluster:
+                return self._on_cluster(self.cluster, lambda c: self.editor.resume_interrupted(
+                    progress=progress, cancel=cancel, cluster=c))
+            return iter(self.editor.resume_interrupted(progress=progress, cancel=cancel))
 
         return fn
 
@@ -242,10 +259,10 @@ class Services:
         return self.editor.rate(photo_id, rating)
 
     def finetune_job(self) -> JobFn[FinetuneResult]:
-        """Fit the last layer on the stored ratings (engine.finetune) and re-rank with it."""
+        """Fit the last layer on the stored ratings (engine.assess.finetune) and re-rank with it."""
 
         def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[FinetuneResult]:
-            from engine.finetune import finetune_catalog
+            from engine.assess.finetune import finetune_catalog
 
             progress(Progress(0, 1, "fitting the ranking to your ratings"))
             result = finetune_catalog(self.catalog, self.scorer)
@@ -261,43 +278,43 @@ class Services:
     # -- camera defects ----------------------------------------------------------------------
     def defects_job(self, root: str | None, force: bool = False) -> JobFn[list[Any]]:
         """Run (or read back) the camera-defect detection for the cameras of ``root``'s photos
-        (engine.defects.detect); yields the list of ``SeriesReport`` once."""
+        (engine.enhance.defects.detect); yields the list of ``SeriesReport`` once."""
 
         def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[list[Any]]:
-            from engine.defects import detect
+            from engine.enhance.defects import detect
 
             yield detect(self.catalog, root, force=force, progress=progress, cancel=cancel)
 
         return fn
 
     def defect_reports(self) -> list[Any]:
-        """Every examined camera series with its defects (``engine.defects.SeriesReport``)."""
-        from engine.defects import reports
+        """Every examined camera series with its defects (``engine.enhance.defects.SeriesReport``)."""
+        from engine.enhance.defects import reports
 
         return reports(self.catalog)
 
     def dismiss_defect(self, defect_id: int, dismissed: bool = True) -> None:
-        from engine.defects import set_dismissed
+        from engine.enhance.defects import set_dismissed
 
         set_dismissed(self.catalog, defect_id, dismissed)
 
     def defect_examples(self, report: Any, defect: Any, n: int = 3) -> list[np.ndarray]:
         """Crops of a few photos around one defect. Decodes photos: call it from a worker."""
-        from engine.defects import example_crops
+        from engine.enhance.defects import example_crops
 
         return example_crops(self.catalog, report, defect, n)
 
     # -- export ----------------------------------------------------------------------------
     def check_export_dir(self, out_dir: Path) -> Path:
-        """Create and probe the export folder now (raises ``engine.export.OutputDirError`` with the reason)."""
-        from engine.export import check_out_dir
+        """Create and probe the export folder now (raises ``engine.export.exporter.OutputDirError`` with the reason)."""
+        from engine.export.exporter import check_out_dir
 
         return check_out_dir(out_dir, self.exporter.library_roots())
 
     @staticmethod
     def check_template(template: str) -> str:
         """'' when the export name template is usable, else the reason."""
-        from engine.export import check_template
+        from engine.export.exporter import check_template
 
         try:
             check_template(template)

@@ -1,7 +1,7 @@
 """Background work for the GUI: engine generator jobs and thumbnail/preview loading in Qt pools.
 
 The engine's long jobs are plain generators that take a progress callback and a cancel token
-(``engine.jobs``). A :class:`Job` runs one on a pool thread and turns each yielded item, each
+(``engine.core.jobs``). A :class:`Job` runs one on a pool thread and turns each yielded item, each
 progress report and the end state into *queued* signals (the ``JobSignals`` object lives in the
 GUI thread, so Qt queues every emission from the worker). Workers never touch widgets and
 only hand numpy arrays, ``QImage`` and plain data across threads; ``QPixmap`` is made by the
@@ -26,10 +26,10 @@ import numpy as np
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 from PySide6.QtGui import QImage
 
-from engine.edits import EditError
-from engine.export import ExportError
-from engine.jobs import CancelToken, JobCancelled, Progress, ProgressFn
-from engine.pipeline import StageUnavailable
+from engine.core.jobs import CancelToken, JobCancelled, Progress, ProgressFn
+from engine.enhance.edits import EditError
+from engine.enhance.pipeline import StageUnavailable
+from engine.export.exporter import ExportError
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def numpy_to_qimage(rgb: np.ndarray) -> QImage:
 
 
 class JobSignals(QObject):
-    progress = Signal(object)   # engine.jobs.Progress
+    progress = Signal(object)   # engine.core.jobs.Progress
     yielded = Signal(object)    # one result per item
     errored = Signal(str)       # the job itself failed (not a bad photo: those are results)
     finished = Signal(str)      # 'done' | 'cancelled' | 'error'; always the last signal

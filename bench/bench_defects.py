@@ -1,4 +1,4 @@
-"""Speed of the camera-defect detection over indexed photos (``engine.defects.detect``).
+"""Speed of the camera-defect detection over indexed photos (``engine.enhance.defects.detect``).
 
 Writes ``--n`` JPEGs of ``--size`` (default 4000x3000, a 12 MP camera) spread over ``--cameras``
 camera models (EXIF make/model), made from the clean photos of ``$PHOTOLIFT_DATA/train/CQ100``
@@ -26,7 +26,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from db.catalog import Catalog  # noqa: E402
-from engine import defects as D  # noqa: E402
+from engine.enhance import defects as D  # noqa: E402
 from engine.library import Library  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""Cost of the regression guard (``engine.edits.measure``): time and memory, Q vs the assessor's head.
+"""Cost of the regression guard (``engine.enhance.guard.measure``): time and memory, Q vs the assessor's head.
 
     .venv/bin/python bench/bench_guard.py [--size 4000x3000] [--runs 3]
     PHOTOLIFT_MODELS=DIR_WITHOUT_quality.onnx .venv/bin/python bench/bench_guard.py   # the fallback
@@ -30,9 +30,9 @@ def rss_mb() -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from engine.edits import measure
-    from engine.imageio import load_image
-    from engine.quality import get_quality_model
+    from engine.assess.quality import get_quality_model
+    from engine.enhance.guard import measure
+    from engine.ingest.imageio import load_image
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="4000x3000")

@@ -38,7 +38,7 @@ def fill(cat, n: int) -> None:  # type: ignore[no-untyped-def]
 
     from db.queries import refresh_current_scores
     from db.schema import Folder, Photo, Score
-    from engine.degrade import SEVERITY_NAMES
+    from engine.assess.degrade import SEVERITY_NAMES
 
     now = datetime(2024, 1, 1)
     rng = np.random.default_rng(0)

@@ -36,8 +36,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from db.catalog import Catalog  # noqa: E402
+from engine.ingest.thumbnails import THUMB_SIZE  # noqa: E402
 from engine.library import Library  # noqa: E402
-from engine.thumbnails import THUMB_SIZE  # noqa: E402
 
 
 def _exif(i: int, orientation: int) -> bytes:

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.path.insert(0, str(REPO / "bench"))
     from bench_score import decode_pass, make_files
 
-    from engine.jobs import CancelToken
+    from engine.core.jobs import CancelToken
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=16)

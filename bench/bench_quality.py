@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/bench_quality.py [--other runs/quality3/quality_v2.onnx] [--runs 15]
 
-Both sessions are made as ``engine.runtime`` makes them (2 intra-op threads here: the guard runs
+Both sessions are made as ``engine.core.runtime`` makes them (2 intra-op threads here: the guard runs
 one Q at a time) and run on the same 768x576 image (Q's viewing scale for a 4:3 photo, the size
-``engine.quality`` feeds it), alternately, so machine noise hits both alike. Prints each one's
+``engine.assess.quality`` feeds it), alternately, so machine noise hits both alike. Prints each one's
 median seconds per call and their ratio. ``--other`` defaults to version 2 from git (59418b1).
 """
 

@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     from db.catalog import Catalog
     from db.schema import Photo
     from engine import cluster as C
-    from engine.indexer import Indexer
-    from engine.scoring import Scorer
+    from engine.assess.scoring import Scorer
+    from engine.ingest.indexer import Indexer
 
     counts = [int(x) for x in args.workers.split(",") if x.strip()]
     files = make_files(args.n, REPO / "runs" / "bench_12mp")
@@ -177,8 +177,8 @@ def kill_check(n: int, cpus: int) -> None:
     from db.catalog import Catalog
     from db.schema import Photo, Score
     from engine import cluster as C
-    from engine.indexer import Indexer
-    from engine.scoring import Scorer
+    from engine.assess.scoring import Scorer
+    from engine.ingest.indexer import Indexer
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:

@@ -84,12 +84,12 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_render_"))
     os.environ["PHOTOLIFT_CACHE"] = str(tmp / "cache")
     try:
-        from engine.export import write_export
-        from engine.imageio import load_image
-        from engine.indexer import fingerprint
-        from engine.pipeline import Pipeline
-        from engine.render import RenderCache, Renderer
-        from engine.runtime import cpu_count, models_dir
+        from engine.core.runtime import cpu_count, models_dir
+        from engine.enhance.pipeline import Pipeline
+        from engine.enhance.render import RenderCache, Renderer
+        from engine.export.exporter import write_export
+        from engine.ingest.imageio import load_image
+        from engine.ingest.indexer import fingerprint
 
         src = args.image or tmp / "photo12mp.jpg"
         if args.image is None:
@@ -112,7 +112,7 @@ def main() -> None:
         print(f"plan (tone parameters predicted): {ms(t)}")
         recipe = pipe.plan(view.astype(np.float32) / 255.0)
         for ops in (("restore", "tone"), ("tone",), ("restore",)):
-            from engine.recipes import Recipe
+            from engine.enhance.recipes import Recipe
 
             sub = Recipe(stages=tuple(s for s in recipe.stages if s.name in ops), strength=recipe.strength)
             t = median_time(lambda sub=sub: r.preview(src, fp, sub, 1600), args.runs, setup=clear)
@@ -138,8 +138,8 @@ def main() -> None:
                 print(f"encode+write+verify {fmt} {bits}-bit: {sec(t)}")
         if args.enhance:
             from db.catalog import Catalog
-            from engine.edits import Editor
-            from engine.indexer import Indexer
+            from engine.enhance.edits import Editor
+            from engine.ingest.indexer import Indexer
 
             lib = tmp / "lib"
             lib.mkdir()

@@ -1,4 +1,4 @@
-"""Benchmark of the tiled restorer (engine.restore): speed per megapixel, tile size, workers,
+"""Benchmark of the tiled restorer (engine.enhance.restore): speed per megapixel, tile size, workers,
 peak memory on a 24 MP photo, and agreement of tiled and single-pass output.
 
     python bench/bench_restore.py [--model models/restorer.onnx] [--runs 3] [--mp 2]
@@ -33,9 +33,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine import runtime  # noqa: E402
-from engine.metrics import psnr  # noqa: E402
-from engine.restore import DEFAULT_BORDER, DEFAULT_OVERLAP, DEFAULT_TILE, Restorer, default_workers  # noqa: E402
+from engine.assess.metrics import psnr  # noqa: E402
+from engine.core import runtime  # noqa: E402
+from engine.enhance.restore import DEFAULT_BORDER, DEFAULT_OVERLAP, DEFAULT_TILE, Restorer, default_workers  # noqa: E402
 
 
 def synthetic_photo(h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -10,7 +10,7 @@
   decode pass for reference.
 * Scoring: ``Scorer.score_photos(force=True)`` on an indexed temporary catalog: decode, views,
   batched assessor inference, and the catalog writes.
-* Enhancer: the one-click pipeline (``engine.pipeline``: restore, then tone when available) on
+* Enhancer: the one-click pipeline (``engine.enhance.pipeline``: restore, then tone when available) on
   one of the photos at full resolution, against the assessor's whole cost per photo.
 
 Prints a JSON summary (medians of ``--runs``) and the markdown rows for docs/BENCHMARKS.md.
@@ -65,7 +65,7 @@ def make_files(n: int, out: Path) -> list[Path]:
 
 
 def decode_pass(paths: list[Path], workers: int, reduce: int) -> float:
-    from engine.imageio import load_image
+    from engine.ingest.imageio import load_image
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(workers) as ex:
@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     from db.catalog import Catalog
-    from engine.indexer import Indexer
-    from engine.scoring import Scorer
+    from engine.assess.scoring import Scorer
+    from engine.ingest.indexer import Indexer
 
     files = make_files(args.n, REPO / "runs" / "bench_12mp")
     scorer = Scorer(args.model, workers=args.workers, batch_size=args.batch)
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         "assessor_ms_per_photo": round(1000 * s_med / len(files), 1),
     })
     # model-only cost (views already made), for the record
-    from engine.imageio import load_image
+    from engine.ingest.imageio import load_image
 
     img = load_image(files[0], reduce=2).rgb
     c, g = scorer.views(img)
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     res["views_ms_per_photo"] = round(1000 * (time.perf_counter() - t0) / 5, 2)
     # the enhancer at full resolution
     if args.enhance_runs > 0:
-        from engine.pipeline import Pipeline, StageUnavailable
+        from engine.enhance.pipeline import Pipeline, StageUnavailable
 
         pipe = Pipeline()
         full_img = load_image(files[0]).rgb.astype(np.float32) / 255.0

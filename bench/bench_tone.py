@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import tone as T  # noqa: E402
+from engine.enhance import tone as T  # noqa: E402
 
 ALL_ON = {"dehaze": 0.4, "temperature": 0.1, "tint": -0.05, "exposure": 0.5, "black": 0.03, "white": 0.95,
           "shadows": 0.5, "highlights": 0.3, "contrast": 0.2, "saturation": 0.1, "vibrance": 0.2}

@@ -5,14 +5,14 @@ and ``CQ100``; research data, never committed): each defective "camera" gets dus
 ``--lines``, lines; with ``--hot``, hot pixels) at fixed random positions, sizes and opacities,
 applied in linear light to every photo of its series; defect-free cameras get none. Each camera's
 photos are written as JPEG (quality 95) with its own EXIF make/model into a temporary library,
-indexed with ``Library.index`` and examined with ``engine.defects.detect`` (the same path as
+indexed with ``Library.index`` and examined with ``engine.enhance.defects.detect`` (the same path as
 ``photolift defects``). Reported:
 
 * **detection rate**: injected dust spots of radius >= 10 px and opacity >= 10 % whose position
   lies inside a reported dust/smudge box (per spot, and per series: all its spots found);
 * **false defects**: reported defects matching no injected one, per defect-free camera and per
   defective camera;
-* **PSNR in corrected regions**: for each found spot, the ``defects`` stage (``engine.defects``
+* **PSNR in corrected regions**: for each found spot, the ``defects`` stage (``engine.enhance.defects``
   parameters through ``Pipeline.apply``) run on every photo of the series; PSNR against the clean
   photo over the spot's pixels (transmission < 0.99), corrected versus uncorrected;
 * **time**: indexing and detection wall time, photos per second.
@@ -37,8 +37,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from db.catalog import Catalog  # noqa: E402
-from engine import defects as D  # noqa: E402
-from engine.defect_synth import CameraDefects, random_defects  # noqa: E402
+from engine.enhance import defects as D  # noqa: E402
+from engine.enhance.defect_synth import CameraDefects, random_defects  # noqa: E402
 from engine.library import Library  # noqa: E402
 
 
@@ -90,8 +90,8 @@ def main() -> int:
     ap.add_argument("--psnr-photos", type=int, default=5, help="photos per series corrected for the PSNR check")
     ap.add_argument("--json", default=None, help="write the summary here too")
     ap.add_argument("--reuse", action="store_true", help="the series already in --workdir (same arguments)")
-    ap.add_argument("--blob-z", type=float, default=None, help="override engine.defects.BLOB_Z")
-    ap.add_argument("--half-z", type=float, default=None, help="override engine.defects.HALF_Z")
+    ap.add_argument("--blob-z", type=float, default=None, help="override engine.enhance.defects.BLOB_Z")
+    ap.add_argument("--half-z", type=float, default=None, help="override engine.enhance.defects.HALF_Z")
     a = ap.parse_args()
     if a.blob_z is not None:
         D.BLOB_Z = a.blob_z
@@ -125,7 +125,7 @@ def main() -> int:
                 Image.fromarray(cd.apply(load(src))).save(folder / f"{i:03d}.jpg", quality=95, exif=exif(c))
         truth[f"Body {c}"] = (cd, srcs, size)
     t_make = time.time() - t0
-    from engine.defect_synth import to_json
+    from engine.enhance.defect_synth import to_json
 
     (work / "truth.json").write_text(json.dumps({k: {"defects": to_json(v[0]), "size": v[2]}
                                                  for k, v in truth.items()}))
@@ -150,8 +150,8 @@ def main() -> int:
     before_db: list[float] = []
     after_db: list[float] = []
     misses: list[dict[str, object]] = []
-    from engine.pipeline import get_pipeline
-    from engine.recipes import Recipe, StageSpec
+    from engine.enhance.pipeline import get_pipeline
+    from engine.enhance.recipes import Recipe, StageSpec
 
     for rep in reps:
         model = rep.camera.split(" (")[0].replace("SynthCam ", "")

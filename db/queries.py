@@ -5,7 +5,7 @@
   timestamp do not tie) whose fingerprint equals the photo's, and whose head is the base model's
   (``""``) or an active fine-tuned head. It is kept in ``photos.current_score_id`` by
   :func:`refresh_current_scores`, which every writer of scores or fingerprints calls in the same
-  transaction (:mod:`engine.scoring`, :mod:`engine.finetune`, :mod:`engine.indexer`); readers
+  transaction (:mod:`engine.assess.scoring`, :mod:`engine.assess.finetune`, :mod:`engine.ingest.indexer`); readers
   join ``scores.id = photos.current_score_id`` and never recompute it. Deleting a score row sets
   the column to NULL (foreign key ``ON DELETE SET NULL``) until the refresh.
 * **Photos under a folder**: :func:`under`, one byte range over ``path_bytes`` (an index range

@@ -85,7 +85,7 @@ class Photo(Base):
     path_bytes: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
     size: Mapped[int] = mapped_column(BigInt)
     mtime_ns: Mapped[int] = mapped_column(BigInt)
-    # Fast content fingerprint (engine.indexer.fingerprint); NULL only when the file could not be read.
+    # Fast content fingerprint (engine.ingest.indexer.fingerprint); NULL only when the file could not be read.
     fingerprint: Mapped[str | None] = mapped_column(String(64), default=None)
     width: Mapped[int | None] = mapped_column(Integer, default=None)  # after EXIF orientation
     height: Mapped[int | None] = mapped_column(Integer, default=None)
@@ -245,9 +245,9 @@ class Export(Base):
 
 
 class DefectSeries(Base):
-    """A camera series examined for fixed-position defects (engine.defects; schema 4).
+    """A camera series examined for fixed-position defects (engine.enhance.defects; schema 4).
 
-    ``key`` is the series key (engine.defects.series_key: make, model, body serial, lens, sensor
+    ``key`` is the series key (engine.enhance.defects.series_key: make, model, body serial, lens, sensor
     pixel size; the folder for photos without camera EXIF). ``members`` is a hash of the member
     photos' ids and fingerprints at detection time, so a detection is reused until the series
     changes. ``stats_json`` holds the per-series statistics the bias check compares."""

@@ -8,7 +8,7 @@ dependency (``pip install 'photolift[ray]'``) and is imported only here, lazily:
 What runs where:
 
 * **Workers** run the engine's own code, never a copy of the algorithm: scoring workers are
-  actors holding ONE onnxruntime session each (:class:`engine.scoring.Scorer` with one intra-op
+  actors holding ONE onnxruntime session each (:class:`engine.assess.scoring.Scorer` with one intra-op
   thread) and get batches of ``(photo id, path, fingerprint, width, height)``; each photo is read,
   checked against its fingerprint, decoded and turned into views exactly as the thread pool does
   (``Scorer.load_views``) and the batch goes through the session (``Scorer.run_views``). Only the
@@ -31,7 +31,7 @@ back for a photo already stored is ignored, and every write replaces the photo's
 model version, so a rerun completes a job without duplicates. A photo whose bytes no longer
 match the fingerprint it was queued with is skipped and reported.
 
-Cancel (a :class:`engine.jobs.CancelToken`, or Ctrl-C in the CLI) stops between results: what
+Cancel (a :class:`engine.core.jobs.CancelToken`, or Ctrl-C in the CLI) stops between results: what
 came back is stored, what is in flight is dropped and the workers are killed.
 """
 
@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.jobs import CancelToken, JobCancelled, Progress, ProgressFn
+from engine.core.jobs import CancelToken, Eta, JobCancelled, Progress, ProgressFn
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ class Cluster:
                                 "logging_level": logging.WARNING, "runtime_env": self.runtime_env()}
         try:
             if self.address in (AUTO, LOCAL):
-                from engine.runtime import cpu_count
+                from engine.core.runtime import cpu_count
 
                 try:
                     if self.address == LOCAL:
@@ -203,7 +203,7 @@ class Cluster:
     # -- what travels with a job --------------------------------------------------------------------
     def runtime_env(self) -> dict[str, Any]:
         # every worker process holds one CPU of its node (actors at most one, tasks one): its
-        # onnxruntime sessions and tile pools are sized for one core (engine.runtime.cpu_count)
+        # onnxruntime sessions and tile pools are sized for one core (engine.core.runtime.cpu_count)
         return {"working_dir": str(code_dir()), "env_vars": {"PHOTOLIFT_CPUS": "1"}}
 
     def ship(self, paths: Sequence[Path]) -> Any:
@@ -216,6 +216,19 @@ class Cluster:
             ref = self.ray.put(blob)
             self._files[key] = ref
         return ref
+
+    # -- the engine's jobs here (the stages call these and never import this module) ----------------
+    def enhance_queued(self, editor: Any, batch: str, progress: ProgressFn | None,
+                       cancel: CancelToken | None) -> Iterator[Any]:
+        """An enhance batch queued by ``editor``, run here: see :func:`enhance_queued`."""
+        return enhance_queued(self, editor, batch, progress, cancel)
+
+    def export_photos(self, exporter: Any, ids: list[int], root_out: Path, fmt: str, quality: int, template: str,
+                      progress: ProgressFn | None, cancel: CancelToken | None, bits: int, mirror: bool,
+                      only_enhanced: bool, skip_done: bool) -> Iterator[Any]:
+        """``Exporter.export(..., cluster=self)``: see :func:`export_photos`."""
+        return export_photos(self, exporter, ids, root_out, fmt, quality, template, progress, cancel, bits, mirror,
+                             only_enhanced, skip_done)
 
 
 def _quiet_stdout(ray: Any) -> None:
@@ -246,7 +259,7 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 
 def model_files(folder: Path | None = None) -> list[Path]:
     """The model files (ONNX graphs and their JSON sidecars) of the models folder."""
-    from engine.runtime import models_dir
+    from engine.core.runtime import models_dir
 
     d = Path(folder) if folder is not None else models_dir()
     return sorted([*d.glob("*.onnx"), *d.glob("*.json")])
@@ -398,7 +411,7 @@ class ScoreWorker:
     """The scoring actor: one Scorer (one onnxruntime session, ``threads`` intra-op threads)."""
 
     def __init__(self, files: dict[str, bytes], model_name: str, threads: int = 1) -> None:
-        from engine.scoring import Scorer
+        from engine.assess.scoring import Scorer
 
         folder = materialise(files)
         self.scorer = Scorer(folder / model_name, workers=1)
@@ -411,7 +424,7 @@ class ScoreWorker:
     def score(self, items: list[tuple[int, str, str, int | None, int | None]]) -> dict[str, Any]:
         """``items``: (photo id, path to open, fingerprint, width, height). Returns the raw model
         outputs for the photos decoded, and the photos that could not be (reason, code) or changed."""
-        from engine.scoring import FileChanged, decode_failure
+        from engine.assess.scoring import FileChanged, decode_failure
 
         t0 = time.perf_counter()
         ids: list[int] = []
@@ -442,10 +455,10 @@ def score_photos(cluster: Cluster, scorer: Any, catalog: Any, photo_ids: Iterabl
                  progress: ProgressFn | None = None, cancel: CancelToken | None = None, force: bool = False,
                  workers: int | None = None, batch_size: int | None = None,
                  on_pool: Callable[[ActorPool], None] | None = None, depth: int = 2) -> Iterator[Any]:
-    """:meth:`engine.scoring.Scorer.score_photos` on the cluster: same plan, same events, same
+    """:meth:`engine.assess.scoring.Scorer.score_photos` on the cluster: same plan, same events, same
     rows (see the module doc). ``workers``: scoring actors (default: one per cluster CPU);
     ``on_pool`` sees the actor pool once it is started (tests, benchmarks)."""
-    from engine.scoring import ScoreEvent
+    from engine.assess.scoring import ScoreEvent
 
     ray = cluster.ray
     plan = scorer.plan(catalog, photo_ids, force)
@@ -520,7 +533,7 @@ def _worker_renderer(files: dict[str, bytes], cache_dir: str | None, cache_bytes
     ``cache_dir``: the driver's render cache folder. On the driver's own machine the workers share
     it (an export then reuses the render its enhance made, and the GUI sees the previews); on
     other nodes the folder is created locally and serves that node only."""
-    from engine.render import RenderCache, Renderer
+    from engine.enhance.render import RenderCache, Renderer
 
     folder = materialise(files)
     os.environ["PHOTOLIFT_MODELS"] = str(folder)  # the pipeline finds its models by this folder
@@ -545,10 +558,10 @@ class Failed:
 
 
 def _guarded(fn: Callable[[], Any]) -> Any:
-    from engine.edits import EditError
-    from engine.export import EnvironmentFailure, ExportError
-    from engine.pipeline import StageUnavailable
-    from engine.recipes import ModelGone
+    from engine.enhance.edits import EditError
+    from engine.enhance.pipeline import StageUnavailable
+    from engine.enhance.recipes import ModelGone
+    from engine.export.exporter import EnvironmentFailure, ExportError
 
     try:
         return fn()
@@ -564,8 +577,8 @@ def _guarded(fn: Callable[[], Any]) -> Any:
 
 def raise_failure(f: Failed) -> None:
     """Re-raise a batch-stopping :class:`Failed` in the driver as the engine's own exception."""
-    from engine.export import EnvironmentFailure
-    from engine.pipeline import StageUnavailable
+    from engine.enhance.pipeline import StageUnavailable
+    from engine.export.exporter import EnvironmentFailure
 
     if f.kind == "environment":
         raise EnvironmentFailure(f.message)
@@ -576,7 +589,7 @@ def raise_failure(f: Failed) -> None:
 def _enhance_file_task(files: dict[str, bytes], path: str, out_dir: str, ops: list[str] | None, strength: float,
                        fmt: str, quality: int, bits: int, template: str, force: bool,
                        defects: dict[str, Any] | None = None) -> Any:
-    from engine.edits import enhance_file
+    from engine.export.files import enhance_file
 
     return _guarded(lambda: enhance_file(Path(path), Path(out_dir), _worker_renderer(files, None, 0), ops, strength,
                                          fmt, quality, bits, template, force, defects=defects))
@@ -584,7 +597,7 @@ def _enhance_file_task(files: dict[str, bytes], path: str, out_dir: str, ops: li
 
 def _enhance_photo_task(files: dict[str, bytes], cache_dir: str | None, cache_bytes: int, path: str, fp: str,
                         names: list[str], strength: float, defects: dict[str, Any] | None = None) -> Any:
-    from engine.edits import render_and_measure
+    from engine.enhance.edits import render_and_measure
 
     def work() -> tuple[str, Any]:
         recipe, guard = render_and_measure(_worker_renderer(files, cache_dir, cache_bytes), Path(path), fp, names,
@@ -595,7 +608,7 @@ def _enhance_photo_task(files: dict[str, bytes], cache_dir: str | None, cache_by
 
 
 def _export_task(files: dict[str, bytes], cache_dir: str | None, cache_bytes: int, task: Any) -> Any:
-    from engine.export import render_and_write
+    from engine.export.exporter import render_and_write
 
     return _guarded(lambda: render_and_write(_worker_renderer(files, cache_dir, cache_bytes), task, check_source=True))
 
@@ -652,13 +665,13 @@ def enhance_files(cluster: Cluster, paths: Sequence[Path], out_dir: Path, ops: S
                   strength: float, fmt: str, quality: int, bits: int, template: str, force: bool,
                   cancel: CancelToken | None = None, defects: Sequence[dict[str, Any] | None] | None = None
                   ) -> Iterator[Any]:
-    """``engine.edits.enhance_file`` for each path, one Ray task per file; yields the
+    """``engine.export.files.enhance_file`` for each path, one Ray task per file; yields the
     ``FileResult`` of each file in order (a file whose workers died twice is an error result).
     ``defects``: per path, its ``defects`` stage parameters (read from the catalog by the driver)."""
     import dataclasses
 
-    from engine.edits import FileResult
-    from engine.export import display
+    from engine.core.paths import display_path
+    from engine.export.files import FileResult
 
     blob = cluster.ship(model_files())
     # absolute paths: a worker's current folder is not the driver's (and on another node, not even
@@ -671,24 +684,21 @@ def enhance_files(cluster: Cluster, paths: Sequence[Path], out_dir: Path, ops: S
             raise_failure(res)
             res = Lost(res.message)
         if isinstance(res, Lost):
-            yield FileResult(display(paths[i]), "error", error=res.error)
+            yield FileResult(display_path(paths[i]), "error", error=res.error)
         else:
-            yield dataclasses.replace(res, path=display(paths[i]))
+            yield dataclasses.replace(res, path=display_path(paths[i]))
 
 
-def enhance_photos(cluster: Cluster, editor: Any, photo_ids: Sequence[int], ops: Any = None, strength: float = 1.0,
-                   progress: ProgressFn | None = None, cancel: CancelToken | None = None,
-                   apply_if_no_gain: bool | None = None) -> Iterator[Any]:
-    """``Editor.enhance_batch`` on the cluster: the batch is queued in the catalog as usual; each
-    photo is planned, rendered and measured by a task; the driver records each result (and marks
-    its job done in the same transaction). Yields ``EnhanceResult`` per photo."""
-    from db.schema import JOB_CANCELLED, JOB_ERROR, JOB_QUEUED, JOB_RUNNING
-    from engine.edits import ENHANCE_JOB, EditError, EnhanceResult
-    from engine.export import Eta
-    from engine.recipes import from_json
+def enhance_queued(cluster: Cluster, editor: Any, batch: str, progress: ProgressFn | None = None,
+                   cancel: CancelToken | None = None) -> Iterator[Any]:
+    """An enhance batch queued in the catalog (``Editor.enhance_batch(..., cluster=)``, or one
+    resumed by ``Editor.resume_interrupted``) run on the cluster: each photo is planned, rendered
+    and measured by a task; the driver records each result (and marks its job done in the same
+    transaction). Yields ``EnhanceResult`` per photo."""
+    from db.schema import JOB_CANCELLED, JOB_ERROR, JOB_QUEUED
+    from engine.enhance.edits import ENHANCE_JOB, EditError, failed_result
+    from engine.enhance.recipes import from_json
 
-    keep = len(photo_ids) == 1 if apply_if_no_gain is None else apply_if_no_gain
-    batch = editor.queue_enhance(photo_ids, ops, strength, keep)
     jobs = editor.queue.pending(ENHANCE_JOB, batch)
     eta = Eta(len(jobs), progress, "enhancing")
     eta.report(0)
@@ -699,9 +709,8 @@ def enhance_photos(cluster: Cluster, editor: Any, photo_ids: Sequence[int], ops:
     n = 0
 
     def failed(job: Any, why: str) -> Any:
-        editor.queue._set(job.id, JOB_ERROR, why)
-        return EnhanceResult(job.photo_id or -1, None, None, False, None, None, None, f"could not enhance: {why}",
-                             error=why)
+        editor.queue.set_state(job.id, JOB_ERROR, why)
+        return failed_result(job.photo_id or -1, why)
 
     for job in jobs:
         try:
@@ -712,13 +721,15 @@ def enhance_photos(cluster: Cluster, editor: Any, photo_ids: Sequence[int], ops:
             yield failed(job, str(e))
             eta.report(n)
             continue
+        if not editor.queue.claim(job.id):  # superseded by a newer batch meanwhile
+            n += 1
+            continue
         names = list(job.params.get("ops") or [])
         defects = None
         if "defects" in names:  # the series' corrections come from the catalog, which only the driver reads
-            from engine.defects import stage_params
+            from engine.enhance.defects import stage_params
 
             defects = stage_params(editor.catalog, p.id)
-        editor.queue._set(job.id, JOB_RUNNING)
         ready.append((job, (blob, cache_dir, cache_bytes, p.fs_path, fp, names,
                             float(job.params.get("strength", 1.0)), defects)))
     finished: set[int] = set()
@@ -740,12 +751,12 @@ def enhance_photos(cluster: Cluster, editor: Any, photo_ids: Sequence[int], ops:
     except JobCancelled:  # as the local queue does: a user's cancel is a decision, not an interruption
         for job, _ in ready:
             if job.id not in finished:
-                editor.queue._set(job.id, JOB_CANCELLED)
+                editor.queue.set_state(job.id, JOB_CANCELLED)
         raise
-    except BaseException:  # Ctrl-C, a failure: the unfinished jobs are queued again for the next run
+    except BaseException:  # Ctrl-C, a failure: the unfinished jobs are queued again, resumed at the next start
         for job, _ in ready:
             if job.id not in finished:
-                editor.queue._set(job.id, JOB_QUEUED)
+                editor.queue.set_state(job.id, JOB_QUEUED)
         raise
 
 
@@ -754,10 +765,10 @@ def export_photos(cluster: Cluster, exporter: Any, ids: list[int], root_out: Pat
                   only_enhanced: bool, skip_done: bool) -> Iterator[Any]:
     """``Exporter.export(..., cluster=...)``: the driver prepares each photo (skips, checks, names,
     folders; ``Exporter.prepare``), a task renders and writes it with the journal
-    (``engine.export.render_and_write``: temp file, verify, link into place, never overwriting),
+    (``engine.export.exporter.render_and_write``: temp file, verify, link into place, never overwriting),
     and the driver records the file and closes its journal (``Exporter.finish``). Results come
     in the order of ``ids``; an environment failure stops the batch as it does locally."""
-    from engine.export import EnvironmentFailure, Eta, ExportError, ExportResult, ExportTask
+    from engine.export.exporter import EnvironmentFailure, ExportError, ExportResult, ExportTask
 
     rows = exporter._rows(ids)
     eta = Eta(len(ids), progress, "exporting")

@@ -13,10 +13,10 @@ Sort keys: ``improvability`` (highest first), ``quality`` (lowest first), ``date
 newest first; files without EXIF time last), ``name`` (path A-Z). Prefix ``-`` reverses. Unscored
 photos always sort last. Filters (all optional): ``status`` (str or list), ``recommended`` (bool),
 ``min_improvability`` (float), ``scored`` (bool), ``has_recipe`` (bool), ``degradation`` (a name of
-``engine.degrade.SEVERITY_NAMES``; with optional ``min_severity``, default the assessor's calibrated
+``engine.assess.degrade.SEVERITY_NAMES``; with optional ``min_severity``, default the assessor's calibrated
 threshold for it, as in ``score``'s reasons), ``text`` (substring of
 the path, case-insensitive), ``include_missing`` (bool, default False), ``camera_defects`` (bool:
-photos of a camera series with an undismissed defect, see ``engine.defects``).
+photos of a camera series with an undismissed defect, see ``engine.enhance.defects``).
 """
 
 from __future__ import annotations
@@ -36,14 +36,14 @@ from sqlalchemy.orm import aliased
 from db.catalog import Catalog
 from db.queries import under
 from db.schema import STATUS_MISSING, STATUS_OK, Folder, Photo, Recipe, Score
-from engine.degrade import SEVERITY_NAMES
-from engine.diskcache import limits
-from engine.imageio import ImageError, load_image
-from engine.indexer import Indexer, IndexEvent, IngestScorer, display_path
-from engine.jobs import CancelToken, ProgressFn
-from engine.paths import thumbnail_dir
-from engine.scoring import Thresholds, reasons_for, shipped_thresholds
-from engine.thumbnails import THUMB_SIZE, ThumbnailCache, shrink
+from engine.assess.degrade import SEVERITY_NAMES
+from engine.assess.scoring import Thresholds, reasons_for, shipped_thresholds
+from engine.core.diskcache import limits
+from engine.core.jobs import CancelToken, ProgressFn
+from engine.core.paths import thumbnail_dir
+from engine.ingest.imageio import ImageError, load_image
+from engine.ingest.indexer import Indexer, IndexEvent, IngestScorer
+from engine.ingest.thumbnails import THUMB_SIZE, ThumbnailCache, shrink
 
 SORTS = ("improvability", "quality", "date", "name")
 # A score sort walks the score's index for pages that start before this offset (cost grows with the
@@ -71,7 +71,7 @@ class PhotoRow:
     top_degradation: str | None  # the most severe degradation at or above its calibrated threshold (the badge)
     has_recipe: bool
     top_severity: float | None = None  # the value of top_degradation (0..1)
-    camera_defect: str | None = None  # a defect kind of the photo's camera series (engine.defects), undismissed
+    camera_defect: str | None = None  # a defect kind of the photo's camera series (engine.enhance.defects), undismissed
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ def _severity(js: str | None) -> dict[str, float]:
 
 
 def _ops(recipe_json: str) -> tuple[str, ...]:
-    """Stage names of a recipe, read defensively (the recipe format belongs to engine.recipes)."""
+    """Stage names of a recipe, read defensively (the recipe format belongs to engine.enhance.recipes)."""
     try:
         d = json.loads(recipe_json)
     except ValueError:
@@ -225,7 +225,7 @@ class Library:
     # -- indexing ---------------------------------------------------------------------------
     def index(self, root: str | os.PathLike[str], progress: ProgressFn | None = None,
               cancel: CancelToken | None = None, scorer: IngestScorer | None = None) -> Iterator[IndexEvent]:
-        """Add or update a folder tree; see :mod:`engine.indexer`. With ``scorer``, each new or
+        """Add or update a folder tree; see :mod:`engine.ingest.indexer`. With ``scorer``, each new or
         changed photo is scored from the same single decode that gives its row and thumbnail."""
         workers = getattr(scorer, "workers", None)
         return Indexer(self.catalog, self.thumbs, workers=workers, scorer=scorer).index(
@@ -281,7 +281,7 @@ class Library:
         if "text" in filters:
             conds.append(Photo.path.ilike(f"%{filters.pop('text')}%"))
         if "camera_defects" in filters:
-            # photos of a camera series with an undismissed defect (engine.defects)
+            # photos of a camera series with an undismissed defect (engine.enhance.defects)
             from db.schema import Defect
 
             live = select(Defect.series_id).where(Defect.dismissed.is_(False))
@@ -368,7 +368,7 @@ class Library:
             by_id = {r[0]: r for r in s.execute(detail).all()}
         rows = [by_id[i] for i in ids if i in by_id]
         th = _thresholds()
-        from engine.defects import reasons_for_photo
+        from engine.enhance.defects import reasons_for_photo
 
         kinds = reasons_for_photo(self.catalog, [r[0] for r in rows]) if rows else {}
         out = []
@@ -463,8 +463,8 @@ class Library:
                      .where(Photo.id.in_(ids[i:i + 500])))
                 for p, sc in s.execute(q).all():
                     by_id[p.id] = _record(p, sc, th)
-        # camera defects of the photo's series (engine.defects), undismissed: a correctable reason
-        from engine.defects import reasons_for_photo
+        # camera defects of the photo's series (engine.enhance.defects), undismissed: a correctable reason
+        from engine.enhance.defects import reasons_for_photo
 
         kinds = reasons_for_photo(self.catalog, list(by_id))
         for pid, rec in by_id.items():
@@ -501,4 +501,4 @@ class Library:
         return shrink(img.rgb, size)
 
 
-__all__ = ["SORTS", "IndexEvent", "IndexedFile", "Library", "PhotoInfo", "PhotoRow", "RecipeSummary", "ScoreInfo", "display_path"]
+__all__ = ["SORTS", "IndexEvent", "IndexedFile", "Library", "PhotoInfo", "PhotoRow", "RecipeSummary", "ScoreInfo"]

@@ -14,7 +14,7 @@ shipped models, so engine code is tested against the real runtime with known, ch
 
 * ``assessor_model(...)``: inputs ``crops`` float32 ``[N,K,3,S,S]`` and ``global`` float32
   ``[N,3,G,G]``; outputs ``improvability`` ``[N]``, ``quality`` ``[N]``, ``severity`` ``[N,D]``
-  (D = ``len(engine.degrade.SEVERITY_NAMES)`` by default) and ``embedding`` ``[N,E]``. The
+  (D = ``len(engine.assess.degrade.SEVERITY_NAMES)`` by default) and ``embedding`` ``[N,E]``. The
   embedding is a fixed linear map of per-channel means and standard deviations of the crops
   and the global view; the heads are fixed linear maps of the embedding (severity through a
   sigmoid, quality mapped into 1..10 through a sigmoid). Outputs depend on the pixels, so tests
@@ -85,7 +85,7 @@ def assessor_model(k: int = 4, s: int | str = "S", g: int | str = "G", e: int = 
                    seed: int = 0) -> onnx.ModelProto:
     """An assessor-contract graph (see module doc). ``s``/``g`` may be symbolic (any size)."""
     if d is None:
-        from engine.degrade import SEVERITY_NAMES
+        from engine.assess.degrade import SEVERITY_NAMES
 
         d = len(SEVERITY_NAMES)
     w = _assessor_weights(e, d, seed)
@@ -141,7 +141,7 @@ def assessor_reference(crops: np.ndarray, global_view: np.ndarray, e: int = 16, 
                        seed: int = 0) -> dict[str, np.ndarray]:
     """The outputs of ``assessor_model(e=e, d=d, seed=seed)`` computed in numpy."""
     if d is None:
-        from engine.degrade import SEVERITY_NAMES
+        from engine.assess.degrade import SEVERITY_NAMES
 
         d = len(SEVERITY_NAMES)
     w = _assessor_weights(e, d, seed)

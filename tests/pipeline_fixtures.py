@@ -22,7 +22,7 @@ from tests.onnx_fixtures import write_model, write_restorer
 def tone_model(exposure: float = 0.3, contrast: float = 0.1) -> onnx.ModelProto:
     """A tone-contract graph: [1,3,S,S] -> [1,11] parameters (constant plus a little of the
     mean colour, so the prediction depends on the photo)."""
-    from engine.tone import PARAM_NAMES
+    from engine.enhance.tone import PARAM_NAMES
 
     n = len(PARAM_NAMES)
     bias = np.zeros(n, np.float32)
@@ -77,17 +77,17 @@ class FakeScorer:
 
 
 def install_fake_scorer(monkeypatch: pytest.MonkeyPatch) -> FakeScorer:
-    import engine.edits
+    import engine.enhance.guard
 
     fs = FakeScorer([])
-    monkeypatch.setattr(engine.edits, "_scorer_or_reason", lambda: (fs, ""))
+    monkeypatch.setattr(engine.enhance.guard, "_scorer_or_reason", lambda: (fs, ""))
     return fs
 
 
 def install_no_scorer(monkeypatch: pytest.MonkeyPatch) -> None:
-    import engine.edits
+    import engine.enhance.guard
 
-    monkeypatch.setattr(engine.edits, "_scorer_or_reason",
+    monkeypatch.setattr(engine.enhance.guard, "_scorer_or_reason",
                         lambda: (None, "quality not measured: no assessor model (test)"))
 
 
@@ -96,7 +96,7 @@ def index(catalog: Any, root: Path) -> list[int]:
     from sqlalchemy import select
 
     from db.schema import Photo
-    from engine.indexer import Indexer
+    from engine.ingest.indexer import Indexer
 
     for _ in Indexer(catalog, workers=1).index(root):
         pass

@@ -22,8 +22,8 @@ from sqlalchemy import func, select
 
 from db.catalog import Catalog
 from db.schema import Photo, Score
-from engine.indexer import Indexer
-from engine.scoring import CHANGED_REASON, Scorer
+from engine.assess.scoring import CHANGED_REASON, Scorer
+from engine.ingest.indexer import Indexer
 from tests.conftest import make_rgb, make_texture
 
 NO_RAY = "ray is not installed (pip install 'photolift[ray]'); the cluster tests need a real local Ray cluster"
@@ -314,7 +314,7 @@ def test_gui_jobs_with_a_cluster_set_but_no_ray_fail_with_the_install_hint(tmp_p
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from app.services import Services
     from engine.cluster import ClusterUnavailable
-    from engine.jobs import CancelToken
+    from engine.core.jobs import CancelToken
 
     root = _photos(tmp_path / "photos", 2, bad=False)
     services = Services.open(str(tmp_path / "c.sqlite"), cluster="auto")
@@ -334,7 +334,7 @@ def test_gui_score_job_runs_on_the_cluster_from_a_worker_thread(cluster: Any, tm
     import threading
 
     from app.services import Services
-    from engine.jobs import CancelToken
+    from engine.core.jobs import CancelToken
 
     root = _photos(tmp_path / "photos", 6, bad=False)
     services = Services.open(str(tmp_path / "c.sqlite"), cluster="auto")
@@ -387,7 +387,7 @@ def test_workers_run_the_drivers_code_whatever_folder_the_command_runs_from(tmp_
 
 def test_cancel_stops_a_cluster_job_between_results_and_a_rerun_completes_it(cluster: Any, tmp_path: Path) -> None:
     from engine import cluster as C
-    from engine.jobs import CancelToken, JobCancelled, Progress
+    from engine.core.jobs import CancelToken, JobCancelled, Progress
 
     root = _photos(tmp_path / "photos", 24, bad=False)
     scorer = Scorer(workers=2)
@@ -502,13 +502,14 @@ def test_worker_side_enhance_and_export_refuse_an_original_changed_since_queued(
     against the file the worker sees; a changed original is that photo's error, nothing is written."""
     import dataclasses
 
-    from engine.edits import EditError, render_and_measure
-    from engine.export import ExportError, ExportTask, current_fingerprint, render_and_write
-    from engine.render import RenderCache, Renderer
+    from engine.enhance.edits import EditError, render_and_measure
+    from engine.enhance.render import RenderCache, Renderer
+    from engine.export.exporter import ExportError, ExportTask, render_and_write
+    from engine.ingest.indexer import fingerprint
 
     root = _photos(tmp_path / "photos", 1, bad=False)
     photo = root / "p000.jpg"
-    fp = current_fingerprint(photo)
+    fp = fingerprint(photo)
     Image.fromarray(make_rgb(320, 240, seed=7)).save(photo, quality=90)  # changed after queueing
     renderer = Renderer(cache=RenderCache(tmp_path / "cache"))
     with pytest.raises(EditError, match="changed since the job was queued"):
@@ -520,7 +521,7 @@ def test_worker_side_enhance_and_export_refuse_an_original_changed_since_queued(
     with pytest.raises(ExportError, match="changed since the export was queued"):
         render_and_write(renderer, task, check_source=True)
     assert list(out.iterdir()) == []
-    written, _ = render_and_write(renderer, dataclasses.replace(task, fingerprint=current_fingerprint(photo)),
+    written, _ = render_and_write(renderer, dataclasses.replace(task, fingerprint=fingerprint(photo)),
                                   check_source=True)
     assert written.path.name == "p000_x.jpg" and written.path.is_file()
 
@@ -555,7 +556,7 @@ def test_defects_stage_on_the_cluster_equals_the_local_one(cluster: Any, tmp_pat
 
     # catalog photos: Editor.enhance_batch on the cluster plans the same defects stage
     from engine.cluster import enhance_photos
-    from engine.edits import Editor
+    from engine.enhance.edits import Editor
 
     with Catalog.open(cat) as c:
         with c.session() as s:

@@ -9,9 +9,9 @@ from datetime import datetime
 from db.catalog import Catalog
 from db.queries import refresh_current_scores
 from db.schema import Photo, Score
-from engine.degrade import SEVERITY_NAMES
+from engine.assess.degrade import SEVERITY_NAMES
+from engine.assess.scoring import Scorer, reasons_for, shipped_thresholds
 from engine.library import Library
-from engine.scoring import Scorer, reasons_for, shipped_thresholds
 
 
 def test_badge_filter_and_cli_reasons_agree(tmp_catalog: Catalog) -> None:

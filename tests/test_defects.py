@@ -1,4 +1,4 @@
-"""Camera defects (engine.defects): series, detection on synthetic series made here, the catalog
+"""Camera defects (engine.enhance.defects): series, detection on synthetic series made here, the catalog
 tables, the ``defects`` recipe stage and the CLI.
 
 The photos are made by the test: smooth random scenes (gradients, soft shapes, some texture)
@@ -15,8 +15,8 @@ import piexif
 import pytest
 from PIL import Image
 
-from engine import defects as D
-from engine.defect_synth import CameraDefects, Spot
+from engine.enhance import defects as D
+from engine.enhance.defect_synth import CameraDefects, Spot
 
 
 def scene(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
@@ -81,7 +81,7 @@ def _index(cat: object, folder: Path) -> None:
 # -- orientation ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("o", range(1, 9))
 def test_orientation_mapping_matches_the_decoder(o: int) -> None:
-    from engine.imageio import _TRANSPOSE
+    from engine.ingest.imageio import _TRANSPOSE
 
     a = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
     im = Image.fromarray(a)
@@ -186,8 +186,8 @@ def test_hot_pixels_found_and_repaired() -> None:
 
 # -- correction -------------------------------------------------------------------------------------
 def test_correction_gains_psnr_inside_the_spots(tmp_catalog: object, library: Path) -> None:
-    from engine.pipeline import Pipeline
-    from engine.recipes import Recipe, StageSpec
+    from engine.enhance.pipeline import Pipeline
+    from engine.enhance.recipes import Recipe, StageSpec
 
     _index(tmp_catalog, library)
     (rep,) = [r for r in D.detect(tmp_catalog, str(library)) if "Dusty" in r.camera]
@@ -258,7 +258,7 @@ def test_bias_against_the_other_cameras() -> None:
 
 
 def test_pipeline_stage_order_and_plan() -> None:
-    from engine.pipeline import STAGE_ORDER, Pipeline, parse_ops
+    from engine.enhance.pipeline import STAGE_ORDER, Pipeline, parse_ops
 
     assert STAGE_ORDER[0] == "defects"
     assert parse_ops("tone,defects") == ["defects", "tone"]
@@ -267,7 +267,7 @@ def test_pipeline_stage_order_and_plan() -> None:
     r = Pipeline().plan(view, "defects", defects={"items": [{"kind": "hot_pixel", "points": [[0.5, 0.5]],
                                                              "frame": [32, 32], "bbox": [0, 0, 1, 1]}]})
     assert [s.name for s in r.stages] == ["defects"]
-    from engine.recipes import from_json
+    from engine.enhance.recipes import from_json
 
     assert from_json(r.to_json()) == r
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import degrade as dg
+from engine.assess import degrade as dg
 
 
 def _photo(h: int = 96, w: int = 128, seed: int = 0) -> np.ndarray:

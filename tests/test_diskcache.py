@@ -12,9 +12,9 @@ import pytest
 
 from app.cli import main
 from db.catalog import Catalog
-from engine import diskcache
-from engine.render import RenderCache
-from engine.thumbnails import ThumbnailCache
+from engine.core import diskcache
+from engine.enhance.render import RenderCache
+from engine.ingest.thumbnails import ThumbnailCache
 
 
 def test_render_cache_stays_under_its_limit_and_keeps_what_was_used(tmp_path: Path) -> None:

@@ -1,10 +1,11 @@
 """The editor: enhance with the regression guard, history (undo/redo/revert), previews,
-the batch queue that survives a restart (and a kill -9), cancellation and progress."""
+the batch queue that is resumed after a restart (and a kill -9), cancellation and progress."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -17,8 +18,10 @@ from sqlalchemy import select
 
 from db.catalog import Catalog
 from db.schema import Job, Photo, Recipe
-from engine.edits import EditError, Editor
-from engine.jobs import CancelToken, JobCancelled, Progress
+from engine.core import processes
+from engine.core.batch import BatchQueue
+from engine.core.jobs import CancelToken, JobCancelled, Progress
+from engine.enhance.edits import EditError, Editor
 from tests.conftest import ImageFactory
 from tests.pipeline_fixtures import index, install_fake_scorer, install_no_scorer, setup_models
 
@@ -92,7 +95,7 @@ def test_without_an_assessor_the_gain_is_none_and_said_so(
 
 def test_real_assessor_fixture_gives_a_measured_gain(
         tmp_catalog: Catalog, make_image: ImageFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine.scoring import get_scorer
+    from engine.assess.scoring import get_scorer
     from tests.onnx_fixtures import write_assessor
 
     d = setup_models(tmp_path, monkeypatch, "gain", gain=0.8)
@@ -201,6 +204,18 @@ def test_changed_or_missing_source_is_refused(tmp_catalog: Catalog, make_image: 
     assert all(r.error for r in results) and len(results) == 2
 
 
+def _dead_owner() -> str:
+    """The owner id of a process that has ended (this machine)."""
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return f"{socket.gethostname()}|{p.pid}|"
+
+
+def _jobs(cat: Catalog) -> list[tuple[int | None, str]]:
+    with cat.session() as s:
+        return [(j.photo_id, j.state) for j in s.scalars(select(Job).order_by(Job.id)).all()]
+
+
 def test_batch_queue_survives_a_restart_and_cancel(tmp_path: Path, make_image: ImageFactory,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     setup_models(tmp_path, monkeypatch)
@@ -209,36 +224,98 @@ def test_batch_queue_survives_a_restart_and_cancel(tmp_path: Path, make_image: I
     cat = Catalog.open(url)
     ids = index(cat, _lib(make_image, tmp_path, 4))
     ed = Editor(cat)
-    ed.queue_enhance(ids, ops="restore")
-    tok = CancelToken()
-    seen: list[Progress] = []
-    it = ed.run_queue(progress=seen.append, cancel=tok)
+    ed.queue = BatchQueue(cat, owner=_dead_owner())  # the last session, whose process is gone at the restart
+    batch = ed.queue_enhance(ids, ops="restore")
+    it = ed.run_queue(batch, progress=[].append, cancel=CancelToken())
     first = next(it)
     assert first.applied
     cat.close()  # "the app quits" with three jobs still queued
 
     cat = Catalog.open(url)
     ed = Editor(cat)
-    assert ed.pending_batches().get("queued") == 3
+    assert ed.interrupted() == 3
     progress: list[Progress] = []
-    rest = list(ed.run_queue(progress=progress.append))
-    assert len(rest) == 3 and all(r.applied for r in rest)
+    rest = list(ed.resume_interrupted(progress=progress.append))
+    assert [r.photo_id for r in rest] == ids[1:] and all(r.applied for r in rest)
     assert progress[-1].done == progress[-1].total == 3
     assert any("left" in p.message for p in progress[1:-1])  # a time estimate while running
+    assert ed.interrupted() == 0 and list(ed.resume_interrupted()) == []  # nothing twice
+    assert all(_rows(cat, pid) == [(1, "applied")] for pid in ids)
     # cancel: remaining items are marked cancelled, nothing half-applied
     batch = ed.queue_enhance(ids[:2], ops="restore")
     tok = CancelToken()
     tok.cancel()
     with pytest.raises(JobCancelled):
-        list(ed.run_queue(cancel=tok, batch=batch))
+        list(ed.run_queue(batch, cancel=tok))
     assert ed.queue.counts("enhance", batch) == {"cancelled": 2}
+    assert ed.interrupted() == 0  # a user's cancel is not resumed
     # queueing photos again supersedes their queued jobs: nothing is done twice
     b1 = ed.queue_enhance(ids[:3], ops="restore")
     b2 = ed.queue_enhance(ids[1:], ops="restore")
     assert ed.queue.counts("enhance", b2) == {"queued": 3}
     assert ed.queue.counts("enhance", b1) == {"queued": 1, "cancelled": 2}
-    assert [r.photo_id for r in ed.run_queue()] == [ids[0], *ids[1:]]
+    assert [r.photo_id for r in ed.run_queue(b1)] == [ids[0]]
+    # ... also while the older batch is already running: its superseded job is skipped, not run
+    it = ed.run_queue(b2)
+    assert next(it).photo_id == ids[1]
+    b3 = ed.queue_enhance(ids[2:3], ops="restore")
+    assert [r.photo_id for r in it] == [ids[3]]
+    assert [r.photo_id for r in ed.run_queue(b3)] == [ids[2]]
+    assert [len(_rows(cat, pid)) for pid in ids] == [2, 2, 2, 2]  # the restart's, then one each
     cat.close()
+
+
+def test_one_photo_is_enhanced_without_queue_rows(tmp_catalog: Catalog, make_image: ImageFactory, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    setup_models(tmp_path, monkeypatch)
+    install_no_scorer(monkeypatch)
+    root = _lib(make_image, tmp_path, 3)
+    ids = index(tmp_catalog, root)
+    ed = Editor(tmp_catalog)
+    progress: list[Progress] = []
+    [res] = list(ed.enhance_batch([ids[0]], ops="restore", progress=progress.append))  # the one-click button
+    assert res.applied and _rows(tmp_catalog, ids[0]) == [(1, "applied")]
+    assert progress[-1].done == progress[-1].total == 1
+    with pytest.raises(ValueError):  # bad options fail at the call, as for a batch
+        ed.enhance_batch([ids[0]], ops="nonsense")
+    (root / "img1.jpg").unlink()
+    [bad] = list(ed.enhance_batch([ids[1]]))  # a photo that fails is its result, as in a batch
+    assert bad.error and "gone" in bad.error and not bad.applied
+    assert _jobs(tmp_catalog) == []  # nothing queued, nothing left to resume
+    results = list(ed.enhance_batch([ids[0], ids[2]], ops="restore"))  # a batch is queued
+    assert [r.photo_id for r in results] == [ids[0], ids[2]]
+    assert _jobs(tmp_catalog) == [(ids[0], "done"), (ids[2], "done")]
+
+
+def test_a_batch_of_a_running_process_or_of_another_machine_is_not_resumed(
+        tmp_catalog: Catalog, make_image: ImageFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    setup_models(tmp_path, monkeypatch)
+    install_no_scorer(monkeypatch)
+    ids = index(tmp_catalog, _lib(make_image, tmp_path, 3))
+    here = socket.gethostname()
+    assert processes.owner_gone(None) and processes.owner_gone(_dead_owner())
+    assert not processes.owner_gone(processes.this_process())
+    assert not processes.owner_gone("elsewhere.invalid|1|")  # cannot be checked from here: running
+    other = Editor(tmp_catalog)
+    other.queue = BatchQueue(tmp_catalog, owner="elsewhere.invalid|1|")
+    other.queue_enhance(ids[2:], ops="restore")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        live = f"{here}|{sleeper.pid}|{processes._start_of(sleeper.pid)}"
+        assert not processes.owner_gone(live)
+        if processes._start_of(sleeper.pid):  # where the system tells start times: a reused pid is not the owner
+            assert processes.owner_gone(f"{here}|{sleeper.pid}|another-boot:1")
+        busy = Editor(tmp_catalog)
+        busy.queue = BatchQueue(tmp_catalog, owner=live)
+        busy.queue_enhance(ids[:2], ops="restore")
+        ed = Editor(tmp_catalog)
+        assert ed.interrupted() == 0 and list(ed.resume_interrupted()) == []
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert ed.interrupted() == 2  # its process is gone now
+    assert [r.photo_id for r in ed.resume_interrupted()] == ids[:2]
+    assert _jobs(tmp_catalog) == [(ids[2], "queued"), (ids[0], "done"), (ids[1], "done")]
 
 
 def test_kill_9_during_a_batch_leaves_a_consistent_catalog_and_the_rerun_completes(
@@ -253,12 +330,13 @@ def test_kill_9_during_a_batch_leaves_a_consistent_catalog_and_the_rerun_complet
     script = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        import engine.edits as E
-        E._scorer_or_reason = lambda: (None, "no assessor in this test")
+        import engine.enhance.edits as E
+        import engine.enhance.guard as G
+        G._scorer_or_reason = lambda: (None, "no assessor in this test")
         from db.catalog import Catalog
         cat = Catalog.open({url!r})
         ed = E.Editor(cat)
-        ed.queue_enhance({ids!r}, ops="restore")
+        batch = ed.queue_enhance({ids!r}, ops="restore")
         orig = ed.renderer.full
         n = [0]
         def slow(*a, **k):
@@ -268,7 +346,7 @@ def test_kill_9_during_a_batch_leaves_a_consistent_catalog_and_the_rerun_complet
                 time.sleep(60)  # killed here, mid-batch
             return orig(*a, **k)
         ed.renderer.full = slow
-        for r in ed.run_queue():
+        for r in ed.run_queue(batch):
             print(r.photo_id, flush=True)
     """)
     env = dict(os.environ, PHOTOLIFT_MODELS=str(models), PHOTOLIFT_CACHE=str(tmp_path / "cache"))
@@ -293,7 +371,8 @@ def test_kill_9_during_a_batch_leaves_a_consistent_catalog_and_the_rerun_complet
         for pid in ids:  # every photo either untouched or fully edited
             cur = _current(cat, pid)
             assert cur is None or _rows(cat, pid) == [(1, "applied")]
-        rest = list(Editor(cat).run_queue())
+        assert Editor(cat).interrupted() == 3
+        rest = list(Editor(cat).resume_interrupted())  # what the next start does
         assert len(rest) == 3 and all(r.applied for r in rest)
         for pid in ids:
             assert _rows(cat, pid) == [(1, "applied")]  # no photo enhanced twice
@@ -301,6 +380,37 @@ def test_kill_9_during_a_batch_leaves_a_consistent_catalog_and_the_rerun_complet
             assert {j.state for j in s.scalars(select(Job)).all()} == {"done"}
     finally:
         cat.close()
+
+
+def test_one_enhance_decodes_the_full_resolution_original_once(
+        tmp_catalog: Catalog, make_image: ImageFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.ingest.imageio as imageio
+    from engine.enhance.render import RenderCache, Renderer
+    from engine.export.files import enhance_file
+
+    setup_models(tmp_path, monkeypatch, "gain", gain=1.0, offset=0.1)
+    fs = install_fake_scorer(monkeypatch)
+    root = _lib(make_image, tmp_path, 2)
+    ids = index(tmp_catalog, root)
+    full: list[int] = []
+    real = imageio.decode
+
+    def counting(data: bytes, ext: str = "", max_side: int | None = None, reduce: int = 1,
+                 **kw: object) -> object:
+        if max_side is None and reduce == 1:
+            full.append(len(data))
+        return real(data, ext, max_side=max_side, reduce=reduce, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(imageio, "decode", counting)
+    res = Editor(tmp_catalog).enhance(ids[0], ops="restore")
+    assert res.measured_gain is not None and len(fs.calls) == 2  # measured against that decode
+    assert len(full) == 1
+    full.clear()
+    out = tmp_path / "out"
+    out.mkdir()
+    r = enhance_file(root / "img1.jpg", out, Renderer(cache=RenderCache(tmp_path / "c2")), ["restore"], force=True)
+    assert r.status == "ok" and r.measured_gain is not None
+    assert len(full) == 1  # a file outside the catalog too
 
 
 def test_rate_and_bad_rating(tmp_catalog: Catalog, make_image: ImageFactory, tmp_path: Path,

@@ -22,12 +22,12 @@ import piexif
 import pytest
 from PIL import Image
 
-import engine.export as X
+import engine.export.exporter as X
 from db.catalog import Catalog
-from engine.edits import Editor
-from engine.exifout import read_recipe_record
-from engine.export import Exporter, OutputDirError, render_name
-from engine.recipes import from_json
+from engine.enhance.edits import Editor
+from engine.enhance.recipes import from_json
+from engine.export.exifout import read_recipe_record
+from engine.export.exporter import Exporter, OutputDirError, render_name
 from tests.conftest import ImageFactory, exif_bytes
 from tests.pipeline_fixtures import hash_tree, index, install_no_scorer, setup_models
 
@@ -265,7 +265,7 @@ def test_kill_9_mid_export_leaves_no_partial_file_and_the_rerun_completes(
     script = textwrap.dedent(f"""
         import sys, time, os
         sys.path.insert(0, {str(ROOT)!r})
-        import engine.export as X
+        import engine.export.exporter as X
         from db.catalog import Catalog
         real = X._write_fd
         n = [0]
@@ -323,7 +323,7 @@ def test_a_recipe_made_on_older_content_is_not_exported(tmp_catalog: Catalog, li
 
 def test_cancel_stops_between_photos_and_progress_has_an_estimate(tmp_catalog: Catalog, lib: Path,
                                                                   tmp_path: Path) -> None:
-    from engine.jobs import CancelToken, JobCancelled, Progress
+    from engine.core.jobs import CancelToken, JobCancelled, Progress
 
     ids = _enhanced(tmp_catalog, lib)
     tok = CancelToken()

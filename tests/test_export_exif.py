@@ -1,4 +1,4 @@
-"""engine.exifout: what an exported copy's EXIF keeps, changes and drops; PNG/TIFF writers."""
+"""engine.export.exifout: what an exported copy's EXIF keeps, changes and drops; PNG/TIFF writers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import piexif
 from PIL import Image
 
-from engine import exifout
+from engine.export import exifout
 from tests.conftest import exif_bytes
 
 

@@ -1,4 +1,4 @@
-"""engine.finetune: last-layer fine-tuning on graded ratings moves the ranking toward them."""
+"""engine.assess.finetune: last-layer fine-tuning on graded ratings moves the ranking toward them."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from db.catalog import Catalog
 from db.schema import Head, Photo, Rating, Score
-from engine.finetune import (
+from engine.assess.finetune import (
     base_head_from_scores,
     deactivate_heads,
     finetune_catalog,
@@ -21,9 +21,9 @@ from engine.finetune import (
     rating_intervals,
     rating_targets,
 )
-from engine.indexer import fingerprint
-from engine.runtime import clear_sessions
-from engine.scoring import LastLayer, Scorer
+from engine.assess.scoring import LastLayer, Scorer
+from engine.core.runtime import clear_sessions
+from engine.ingest.indexer import fingerprint
 from tests.onnx_fixtures import _assessor_weights, write_assessor
 
 

@@ -222,7 +222,7 @@ def test_enhance_all_recommended_then_export(qtbot, window: MainWindow, photos: 
     assert files, dlg.status.text()
     assert "finished" in dlg.status.text()
     dlg.accept()
-    # Exporting again never overwrites: new names, the first files unchanged
+    # Exporting again to the same folder never overwrites: the first files unchanged
     first = {f: f.read_bytes() for f in files}
     dlg2 = window.export()
     assert dlg2 is not None
@@ -231,6 +231,11 @@ def test_enhance_all_recommended_then_export(qtbot, window: MainWindow, photos: 
     dlg2.export_button.click()
     qtbot.waitUntil(lambda: dlg2.cancel_button.text() == "Close", timeout=60000)
     assert all(f.read_bytes() == b for f, b in first.items())
+    # ... and nothing new: each photo is counted as skipped, already exported, none as failed
+    assert sorted(out.rglob("*.jpg")) == files
+    text = dlg2.status.text()
+    assert f"0 written, {len(files)} skipped (already exported with this edit)" in text, text
+    assert "failed" not in text, text
     dlg2.accept()
 
 
@@ -300,9 +305,9 @@ def test_missing_assessor_is_reported_and_nothing_is_invented(qtbot, window: Mai
                                                               models: Path) -> None:
     (models / "assessor.onnx").unlink()
     window.services._scorer = None
-    import engine.scoring
+    import engine.assess.scoring
 
-    engine.scoring._shared = None  # the process-wide scorer of an earlier test
+    engine.assess.scoring._shared = None  # the process-wide scorer of an earlier test
     _open_and_wait(qtbot, window, photos)
     assert window.model.total == 7
     assert all(window.model.photo_at(r).improvability is None for r in range(window.model.rowCount()))
@@ -348,5 +353,85 @@ def test_window_state_is_remembered(qtbot, tmp_path: Path, models: Path) -> None
         qtbot.addWidget(w2)
         assert w2.size().width() == 700 and w2.model.query.sort == "quality"
         w2.close()
+    finally:
+        services.close()
+
+
+def test_a_batch_killed_mid_way_is_resumed_at_start_up_without_duplicates(  # type: ignore[no-untyped-def]
+        qtbot, tmp_path: Path, models: Path, photos: Path) -> None:
+    """kill -9 of the process running an enhance batch (as the GUI's job runs it), then the next
+    start of the app finishes the batch: every photo enhanced once, every job done."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    from sqlalchemy import select
+
+    from db.schema import Job, Recipe
+
+    url = str(tmp_path / "catalog.sqlite")
+    services = Services.open(url)
+    try:
+        list(services.library.index(str(photos)))
+        ids = services.ids(str(photos), {"status": ["ok"]}, sort="name")
+    finally:
+        services.close()
+    assert len(ids) == 6
+    marker = tmp_path / "started"
+    root = Path(__file__).resolve().parents[1]
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(root)!r})
+        from app.services import Services
+        from engine.core.jobs import CancelToken
+        svc = Services.open({url!r})
+        ed = svc.editor
+        full, n = ed.renderer.full, [0]
+        def slow(*a, **k):
+            n[0] += 1
+            if n[0] == 3:
+                open({str(marker)!r}, "w").close()
+                time.sleep(120)  # killed here, mid-batch
+            return full(*a, **k)
+        ed.renderer.full = slow
+        for r in svc.enhance_job({ids!r}, 1.0, ["restore"])(lambda p: None, CancelToken()):
+            print(r.photo_id, flush=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    services = Services.open(url)
+    try:
+        with services.catalog.session() as s:
+            before = sorted(j.state for j in s.scalars(select(Job)).all())
+        assert before == ["done", "done", "queued", "queued", "queued", "running"]
+        settings = Settings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+        win = MainWindow(services, settings)
+        qtbot.addWidget(win)
+        with qtbot.waitSignal(win.enhanceFinished, timeout=120000) as blocker:
+            win.show()
+        assert blocker.args == ["done"]
+        assert win._last_enhanced == ids[2:]  # the photo being rendered when killed, and the rest
+        with services.catalog.session() as s:
+            assert {j.state for j in s.scalars(select(Job)).all()} == {"done"}
+            for pid in ids:  # each photo once: applied, or kept on record as not helping
+                rows = s.scalars(select(Recipe).where(Recipe.photo_id == pid)).all()
+                assert [r.version for r in rows] == [1], pid
+        assert services.interrupted_enhancements() == 0
+        win.close()
     finally:
         services.close()

@@ -17,7 +17,7 @@ from app.library_model import PhotoListModel, Roles
 from app.workers import ThumbnailLoader, busy_pools
 from db.catalog import Catalog
 from db.queries import refresh_current_scores
-from engine.degrade import SEVERITY_NAMES
+from engine.assess.degrade import SEVERITY_NAMES
 
 pytestmark = pytest.mark.qt_log_ignore("This plugin does not support propagateSizeHints")
 

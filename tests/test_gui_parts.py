@@ -15,7 +15,7 @@ from PySide6.QtGui import QKeyEvent, QPixmap
 from app import settings as S
 from app.canvas import CompareView, ImageCanvas
 from app.workers import Job, JobManager, LatestTask, ThumbnailLoader, busy_pools, numpy_to_qimage
-from engine.jobs import CancelToken, JobCancelled, Progress, ProgressFn
+from engine.core.jobs import CancelToken, JobCancelled, Progress, ProgressFn
 
 # The offscreen platform warns once per shown top-level window; nothing to do with our code.
 pytestmark = pytest.mark.qt_log_ignore("This plugin does not support propagateSizeHints")
@@ -345,7 +345,7 @@ def test_unedited_photo_shows_original_in_every_mode(qtbot) -> None:
 
 def test_export_dialog_counts_skipped_photos_apart_from_failures(qtbot, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from app.dialogs import ExportDialog
-    from engine.export import ExportResult
+    from engine.export.exporter import ExportResult
 
     dlg = ExportDialog(S.Settings(_qs(tmp_path)), {"selected": 3, "recommended": 0, "all": 3})
     qtbot.addWidget(dlg)

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-import engine.export as X
+import engine.export.exporter as X
 from app.cli import main
 from db.catalog import Catalog
-from engine.edits import Editor
-from engine.export import Exporter
+from engine.enhance.edits import Editor
+from engine.export.exporter import Exporter
 from tests.conftest import ImageFactory
 from tests.pipeline_fixtures import index, install_no_scorer, setup_models
 
@@ -62,7 +62,7 @@ def test_killed_after_the_rename_before_the_record_is_adopted_not_duplicated(
     script = textwrap.dedent(f"""
         import os, signal, sys
         sys.path.insert(0, {str(ROOT)!r})
-        import engine.export as X
+        import engine.export.exporter as X
         from db.catalog import Catalog
         real = os.link
         n = [0]

@@ -12,8 +12,8 @@ import piexif
 import pytest
 from PIL import Image
 
-from engine import imageio
-from engine.imageio import ImageError, extract_raw_preview, load_image, read_exif_fields
+from engine.ingest import imageio
+from engine.ingest.imageio import ImageError, extract_raw_preview, load_image, read_exif_fields
 from tests.conftest import ImageFactory, exif_bytes, make_rgb
 
 

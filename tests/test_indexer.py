@@ -17,9 +17,9 @@ from sqlalchemy import select
 from db.catalog import Catalog
 from db.queries import refresh_current_scores
 from db.schema import Photo, Recipe, Score
-from engine import indexer as indexer_mod
-from engine.indexer import IndexEvent, fingerprint
-from engine.jobs import CancelToken, JobCancelled, Progress
+from engine.core.jobs import CancelToken, JobCancelled, Progress
+from engine.ingest import indexer as indexer_mod
+from engine.ingest.indexer import IndexEvent, fingerprint
 from engine.library import Library
 from tests.conftest import ImageFactory, exif_bytes, make_rgb
 from tests.test_imageio import _fake_raw, _jpeg_bytes, _png_header_only

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-import engine.imageio as imageio
+import engine.ingest.imageio as imageio
 from app.cli import main
 from db.catalog import Catalog
 from db.schema import Photo, Score
-from engine.indexer import Indexer
+from engine.assess.scoring import Scorer
+from engine.core.runtime import clear_sessions
+from engine.ingest.indexer import Indexer
 from engine.library import Library
-from engine.runtime import clear_sessions
-from engine.scoring import Scorer
 from tests.conftest import ImageFactory
 from tests.onnx_fixtures import write_assessor
 
@@ -40,7 +40,7 @@ def _count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         return real(data, *a, **k)
 
     monkeypatch.setattr(imageio, "decode", counting)
-    import engine.indexer as ix
+    import engine.ingest.indexer as ix
 
     monkeypatch.setattr(ix, "decode", counting)
     return calls
@@ -147,7 +147,7 @@ def test_thumbnail_from_the_views_pre_reduction_matches_a_direct_shrink(models: 
     import cv2
     import numpy as np
 
-    from engine.indexer import _examine, _Walked
+    from engine.ingest.indexer import _examine, _Walked
 
     path = make_image("big.jpg", 2600, 1800, seed=4)
     st = os.stat(path)

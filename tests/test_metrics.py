@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from engine.metrics import ciede2000, ciede2000_lab, psnr, srgb_to_lab, ssim
+from engine.assess.metrics import ciede2000, ciede2000_lab, psnr, srgb_to_lab, ssim
 
 
 def _img(h: int = 48, w: int = 40, seed: int = 0) -> np.ndarray:

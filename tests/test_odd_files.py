@@ -20,8 +20,8 @@ from sqlalchemy import select
 from app.cli import main
 from db.catalog import Catalog
 from db.schema import Photo
-from engine.imageio import load_image
-from engine.indexer import Indexer
+from engine.ingest.imageio import load_image
+from engine.ingest.indexer import Indexer
 from tests.conftest import ImageFactory, make_rgb
 from tests.onnx_fixtures import write_assessor
 from tests.pipeline_fixtures import install_no_scorer, setup_models
@@ -82,11 +82,11 @@ def test_every_command_treats_gif_and_animations_alike(tmp_path: Path, monkeypat
     assert d["status"] == "error" and "not a supported photo format" in d["error"]
 
 
-@pytest.mark.filterwarnings("always")  # as engine.imageio sets it; pytest's "default" would show one per place
+@pytest.mark.filterwarnings("always")  # as engine.ingest.imageio sets it; pytest's "default" would show one per place
 def test_damaged_exif_is_a_recorded_warning_not_stderr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import warnings
 
-    import engine.imageio as io_mod
+    import engine.ingest.imageio as io_mod
 
     # pytest's own warning capture puts the standard hook back; ours is what runs outside tests
     monkeypatch.setattr(warnings, "showwarning", io_mod._showwarning)

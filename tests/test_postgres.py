@@ -103,7 +103,7 @@ def test_catalog_commands_on_a_server(pg_url: str, capsys: pytest.CaptureFixture
 
 def test_index_score_and_rank_on_a_server(pg_url: str, make_image: Any, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine.runtime import clear_sessions
+    from engine.core.runtime import clear_sessions
     from tests.onnx_fixtures import write_assessor
 
     clear_sessions()

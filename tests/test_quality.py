@@ -1,4 +1,4 @@
-"""engine.quality: the shipped quality model Q, and the regression guard measuring with it."""
+"""engine.assess.quality: the shipped quality model Q, and the regression guard measuring with it."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 
 from db.catalog import Catalog
 from db.schema import Recipe
-from engine.edits import Editor, measure, same_size_views
-from engine.quality import QualityModel, get_quality_model, measure_reduce
+from engine.assess.quality import QualityModel, get_quality_model, measure_reduce
+from engine.enhance.edits import Editor
+from engine.enhance.guard import measure, same_size_views
 from tests.conftest import ImageFactory
 from tests.pipeline_fixtures import index, install_fake_scorer, setup_models
 
@@ -73,7 +74,7 @@ def test_guard_measures_with_q_when_installed(tmp_catalog: Catalog, make_image: 
     assert fs.calls == []
     q = get_quality_model()
     assert q is not None
-    from engine.imageio import load_image
+    from engine.ingest.imageio import load_image
 
     orig = load_image(tmp_path / "photos" / "a.jpg").rgb
     assert res.quality_before == pytest.approx(q(orig), abs=1e-4)

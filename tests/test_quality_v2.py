@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from engine.quality import QualityModel  # noqa: E402
+from engine.assess.quality import QualityModel  # noqa: E402
 from models.training import quality_pairs as qp  # noqa: E402
 from models.training.nets_quality import N_FEATURES, QualityNetV2, quality_features  # noqa: E402
 
@@ -145,7 +145,7 @@ def test_shipped_q_prefers_texture_to_its_blurred_and_noisy_versions() -> None:
 
 
 def test_q_judges_every_photo_at_one_viewing_scale() -> None:
-    from engine.quality import VIEW_SIDE, to_view
+    from engine.assess.quality import VIEW_SIDE, to_view
 
     q = _q()
     big = _u8(_texture(1200, 1800, seed=4))

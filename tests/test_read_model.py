@@ -20,9 +20,9 @@ from app.cli import main
 from db.catalog import Catalog
 from db.queries import refresh_current_scores
 from db.schema import Head, Photo, Score
+from engine.assess.scoring import LastLayer
+from engine.core.runtime import clear_sessions
 from engine.library import Library
-from engine.runtime import clear_sessions
-from engine.scoring import LastLayer
 from tests.onnx_fixtures import write_assessor
 from tests.pipeline_fixtures import setup_models
 
@@ -31,10 +31,10 @@ N = 8
 
 @pytest.fixture
 def library_dir(tmp_path: Path, make_image: Any, monkeypatch: pytest.MonkeyPatch) -> Path:
-    import engine.scoring
+    import engine.assess.scoring
 
     clear_sessions()
-    monkeypatch.setattr(engine.scoring, "_shared", None)
+    monkeypatch.setattr(engine.assess.scoring, "_shared", None)
     models = setup_models(tmp_path, monkeypatch, "gain", gain=0.3)
     write_assessor(models / "assessor.onnx")
     for i in range(N):

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.pipeline import STAGE_ORDER, Pipeline, StageUnavailable, parse_ops
-from engine.recipes import (
+from engine.core.runtime import model_version
+from engine.enhance.pipeline import STAGE_ORDER, Pipeline, StageUnavailable, parse_ops
+from engine.enhance.recipes import (
     RECIPE_SCHEMA,
     ModelGone,
     Recipe,
@@ -19,7 +20,6 @@ from engine.recipes import (
     from_json,
     recipe_hash,
 )
-from engine.runtime import model_version
 from tests.onnx_fixtures import write_restorer
 from tests.pipeline_fixtures import setup_models
 

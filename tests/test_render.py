@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine.pipeline import Pipeline
-from engine.recipes import ModelGone, Recipe, StageSpec
-from engine.render import RenderCache, Renderer, atomic_write_bytes, fit_side, to_uint8
-from engine.runtime import model_version
+from engine.core.runtime import model_version
+from engine.enhance.pipeline import Pipeline
+from engine.enhance.recipes import ModelGone, Recipe, StageSpec
+from engine.enhance.render import RenderCache, Renderer, atomic_write_bytes, fit_side, to_uint8
 from tests.conftest import ImageFactory, exif_bytes
 from tests.onnx_fixtures import write_restorer
 from tests.pipeline_fixtures import setup_models

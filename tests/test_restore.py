@@ -1,4 +1,4 @@
-"""engine.restore: tiled full-resolution inference with fixture graphs of the restorer contract."""
+"""engine.enhance.restore: tiled full-resolution inference with fixture graphs of the restorer contract."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from engine import runtime
-from engine.jobs import CancelToken, JobCancelled, Progress
-from engine.restore import Restorer, get_restorer, plan_axis, reflect_indices
+from engine.core import runtime
+from engine.core.jobs import CancelToken, JobCancelled, Progress
+from engine.enhance.restore import Restorer, get_restorer, plan_axis, reflect_indices
 from tests.onnx_fixtures import BINOMIAL_3x3, write_restorer
 
 

@@ -1,4 +1,4 @@
-"""engine.runtime: shared sessions, thread budget, model versions; and the ONNX test fixtures."""
+"""engine.core.runtime: shared sessions, thread budget, model versions; and the ONNX test fixtures."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from engine import runtime
+from engine.core import runtime
 from tests.onnx_fixtures import assessor_model, assessor_reference, restorer_model, write_model
 
 
@@ -27,7 +27,7 @@ def test_thread_budget_never_oversubscribes(monkeypatch: pytest.MonkeyPatch) -> 
 def test_models_dir_env_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("PHOTOLIFT_MODELS", raising=False)
     assert runtime.models_dir().name == "models"
-    assert (runtime.models_dir().parent / "engine" / "runtime.py").is_file()
+    assert (runtime.models_dir().parent / "engine" / "core" / "runtime.py").is_file()
     monkeypatch.setenv("PHOTOLIFT_MODELS", str(tmp_path))
     assert runtime.models_dir() == tmp_path
 
@@ -85,7 +85,7 @@ def test_provider_override(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_assessor_fixture_has_the_contract_and_matches_reference(tmp_path: Path) -> None:
-    from engine.degrade import SEVERITY_NAMES
+    from engine.assess.degrade import SEVERITY_NAMES
 
     p = write_model(assessor_model(k=3, e=8), tmp_path / "a.onnx")
     s = runtime.get_session(p, 1)

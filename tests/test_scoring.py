@@ -1,4 +1,4 @@
-"""engine.scoring: the assessor service against a tiny real assessor-contract ONNX graph."""
+"""engine.assess.scoring: the assessor service against a tiny real assessor-contract ONNX graph."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from sqlalchemy import func, select
 
 from db.catalog import Catalog
 from db.schema import Photo, Score
-from engine.degrade import SEVERITY_NAMES
-from engine.indexer import fingerprint
-from engine.jobs import CancelToken, JobCancelled, Progress
-from engine.runtime import clear_sessions
-from engine.scoring import Scorer, Thresholds, get_scorer
+from engine.assess.degrade import SEVERITY_NAMES
+from engine.assess.scoring import Scorer, Thresholds, get_scorer
+from engine.core.jobs import CancelToken, JobCancelled, Progress
+from engine.core.runtime import clear_sessions
+from engine.ingest.indexer import fingerprint
 from tests.conftest import make_rgb
 from tests.onnx_fixtures import assessor_reference, write_assessor
 
@@ -70,7 +70,7 @@ def test_sidecar_thresholds_and_missing_model(model: Path, tmp_path: Path) -> No
     sc = Scorer(model)
     a = sc.assess(make_rgb(100, 80))
     assert not a.recommended and "noise" in a.reasons
-    from engine.runtime import ModelMissing
+    from engine.core.runtime import ModelMissing
 
     with pytest.raises(ModelMissing):
         Scorer(tmp_path / "nope.onnx")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.cli import main
-from engine.runtime import clear_sessions
+from engine.core.runtime import clear_sessions
 from tests.onnx_fixtures import write_assessor
 
 

@@ -1,4 +1,4 @@
-"""Properties of the tone operators and the tone stage (engine/tone.py); no torch needed."""
+"""Properties of the tone operators and the tone stage (engine/enhance/tone.py); no torch needed."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import degrade as dg
-from engine import tone as T
-from engine.metrics import psnr
+from engine.assess import degrade as dg
+from engine.assess.metrics import psnr
+from engine.enhance import tone as T
 
 
 def _photo(h: int = 72, w: int = 96, seed: int = 0) -> np.ndarray:

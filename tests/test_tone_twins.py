@@ -1,4 +1,4 @@
-"""The numpy operators of engine/tone.py and their torch twins compute the same function."""
+"""The numpy operators of engine/enhance/tone.py and their torch twins compute the same function."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from engine import tone as T  # noqa: E402
+from engine.enhance import tone as T  # noqa: E402
 from models.training import tone_torch as TT  # noqa: E402
 
 

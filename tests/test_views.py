@@ -1,11 +1,11 @@
-"""engine.views: the assessor's crops and global view, shared by training and inference."""
+"""engine.assess.views: the assessor's crops and global view, shared by training and inference."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from engine.views import CROP, GLOBAL, K_CROPS, crop_positions, make_views
+from engine.assess.views import CROP, GLOBAL, K_CROPS, crop_positions, make_views
 
 
 def _scene(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -68,7 +68,7 @@ def test_shared_pre_reduction_matches_direct_area_views() -> None:
     the few dropped edge pixels, and crops still come from the full-resolution pixels."""
     import cv2
 
-    from engine.views import pre_reduce
+    from engine.assess.views import pre_reduce
 
     img = _scene(1503, 2011)  # odd sizes: the exact factor drops a few edge pixels
     small = pre_reduce(img)

@@ -72,10 +72,10 @@ def _in_use(db_file: Path) -> bool:
 
 def _cache(args: argparse.Namespace) -> int:
     from db.catalog import Catalog
-    from engine import diskcache
-    from engine.paths import cache_dir_for
-    from engine.render import RenderCache
-    from engine.thumbnails import ThumbnailCache
+    from engine.core import diskcache
+    from engine.core.paths import cache_dir_for
+    from engine.enhance.render import RenderCache
+    from engine.ingest.thumbnails import ThumbnailCache
 
     with Catalog.open(getattr(args, "catalog", None)) as cat:
         lim = diskcache.limits(cat)

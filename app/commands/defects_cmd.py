@@ -1,6 +1,6 @@
 """``photolift defects DIR [--json] [--rerun] [--dismiss ID | --restore ID]``: camera defects.
 
-Indexes DIR (incrementally), then runs the defect detection (``engine.defects``) for the cameras
+Indexes DIR (incrementally), then runs the defect detection (``engine.enhance.defects``) for the cameras
 of DIR's photos, each over all the catalog's photos of that camera, or reads it back when the
 camera's photos have not changed since it last ran (``--rerun`` examines them again). Prints one
 JSON object per defect with ``--json``: ``camera`` (readable, make and model included), ``kind``
@@ -49,7 +49,7 @@ def _summary(kinds: list[str]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine import defects
+    from engine.enhance import defects
     from engine.library import Library
 
     if not os.path.isdir(args.dir):

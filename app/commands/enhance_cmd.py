@@ -55,7 +55,7 @@ def library_roots(catalog_arg: str | None) -> list[Path]:
     f = sqlite_file(to_url(loc))
     if f is not None and not f.exists():
         return []
-    from engine.export import library_roots as roots_of
+    from engine.export.exporter import library_roots as roots_of
 
     cat = Catalog.open(loc)
     try:
@@ -77,7 +77,7 @@ def defect_params_for(catalog_arg: str | None, files: list[str]) -> dict[str, di
     f = sqlite_file(to_url(loc))
     if f is not None and not f.exists():
         return {}
-    from engine.defects import stage_params
+    from engine.enhance.defects import stage_params
     from engine.library import Library
 
     cat = Catalog.open(loc)
@@ -96,19 +96,19 @@ def defect_params_for(catalog_arg: str | None, files: list[str]) -> dict[str, di
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.edits import enhance_file
-    from engine.export import (
+    from engine.core.paths import display_path
+    from engine.enhance.pipeline import StageUnavailable, parse_ops
+    from engine.enhance.recipes import ModelGone
+    from engine.enhance.render import RenderCache, Renderer
+    from engine.export.exporter import (
         EnvironmentFailure,
         OutputDirError,
         check_out_dir,
         check_template,
-        display,
         normalise_format,
         recover_folder,
     )
-    from engine.pipeline import StageUnavailable, parse_ops
-    from engine.recipes import ModelGone
-    from engine.render import RenderCache, Renderer
+    from engine.export.files import enhance_file
 
     try:
         ops = parse_ops(args.ops)
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"photolift enhance: {e}", file=sys.stderr)
                 return 1
             except EnvironmentFailure as e:
-                print(json.dumps({"path": display(paths[n_ok + n_bad]), "status": "error", "error": str(e)}),
+                print(json.dumps({"path": display_path(paths[n_ok + n_bad]), "status": "error", "error": str(e)}),
                       flush=True)
                 print(f"photolift enhance: {e}", file=sys.stderr)
                 return 1

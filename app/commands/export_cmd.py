@@ -71,8 +71,9 @@ def _stderr_progress(p: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from db.catalog import Catalog, CatalogError
-    from engine.edits import Editor
-    from engine.export import (
+    from engine.enhance.edits import Editor
+    from engine.enhance.pipeline import StageUnavailable, parse_ops
+    from engine.export.exporter import (
         EnvironmentFailure,
         Exporter,
         OutputDirError,
@@ -82,7 +83,6 @@ def run(args: argparse.Namespace) -> int:
         normalise_format,
     )
     from engine.library import Library
-    from engine.pipeline import StageUnavailable, parse_ops
 
     try:
         fmt = normalise_format(args.format)
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         gains: dict[int, float] = {}
         if args.recommended or args.min_score is not None:
             try:
-                from engine.scoring import get_scorer
+                from engine.assess.scoring import get_scorer
 
                 scorer = get_scorer()
             except Exception as e:

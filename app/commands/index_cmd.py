@@ -16,8 +16,8 @@ import time
 from typing import Any
 
 from db.catalog import Catalog, CatalogError
-from engine.indexer import IndexEvent
-from engine.jobs import Progress
+from engine.core.jobs import Progress
+from engine.ingest.indexer import IndexEvent
 from engine.library import Library
 
 

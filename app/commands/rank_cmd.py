@@ -1,6 +1,6 @@
 """``photolift rank DIR [--top N] [--json]``: the photos under DIR, most improvable first.
 
-Indexes DIR first (incrementally). If the assessor is available (``engine.scoring`` importable and
+Indexes DIR first (incrementally). If the assessor is available (``engine.assess.scoring`` importable and
 its model file present), photos without a current score are scored before ranking; otherwise the
 score fields stay null (never invented) and the order falls back to the catalog's (nulls last,
 then by id). ``--json`` prints one object per photo per DESIGN.md's score/rank contract.
@@ -34,10 +34,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def score_with_assessor(cat: Catalog, ids: list[int], quiet: bool, cluster: Any = None) -> str | None:
-    """Score ``ids`` with engine.scoring if it and its model exist; else say why not. With a
+    """Score ``ids`` with engine.assess.scoring if it and its model exist; else say why not. With a
     ``cluster`` (:class:`engine.cluster.Cluster`) the scoring runs there."""
     try:
-        from engine import scoring
+        from engine.assess import scoring
     except ImportError:
         return "the assessor is not available in this build; score fields are null"
     try:

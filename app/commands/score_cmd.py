@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from db.catalog import Catalog
-    from engine.scoring import Scorer
+    from engine.assess.scoring import Scorer
 
 from app.commands.cluster_opt import add_cluster_option, open_cluster
 
@@ -48,8 +48,8 @@ def index_paths(catalog: Catalog, paths: list[str], scorer: Scorer | None = None
     error records for paths that are not photos of the catalog, and the ids already scored while
     indexing (with ``scorer``: one decode per new or changed file gives the row, the thumbnail
     and the score)."""
-    from engine.imageio import is_supported
-    from engine.indexer import Indexer, missing_reason
+    from engine.ingest.imageio import is_supported
+    from engine.ingest.indexer import Indexer, missing_reason
     from engine.library import Library
 
     library = Library(catalog)
@@ -107,8 +107,8 @@ def records(catalog: Catalog, ids: list[int], notes: dict[int, str] | None = Non
 
 def run(args: argparse.Namespace) -> int:
     from db.catalog import Catalog, CatalogError
-    from engine.runtime import ModelMissing
-    from engine.scoring import Scorer
+    from engine.assess.scoring import Scorer
+    from engine.core.runtime import ModelMissing
 
     if args.workers is not None and args.workers < 1:
         print("photolift score: error: --workers must be >= 1", file=sys.stderr)

@@ -35,7 +35,7 @@ def review_set() -> list[tuple[str, Path, str]]:
 
 
 def _load(path: Path) -> np.ndarray:
-    from engine.imageio import load_image
+    from engine.ingest.imageio import load_image
 
     return np.asarray(load_image(path).rgb)
 
@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> None:
                  if p.suffix.lower() in exts]
     else:
         items = review_set()
-    from engine.quality import get_quality_model, measure_reduce
-    from engine.scoring import get_scorer
+    from engine.assess.quality import get_quality_model, measure_reduce
+    from engine.assess.scoring import get_scorer
 
     q = get_quality_model()
     scorer = get_scorer()

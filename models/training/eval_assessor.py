@@ -22,7 +22,7 @@ is informative against the full-reference targets).
 Thresholds: the recommendation threshold on improvability is the point of the precision-recall
 curve with the best F1 on the training split's monitoring photos (never on val), and each
 degradation's severity threshold likewise (positive = known severity >= 0.25). They are written
-to ``models/assessor.json`` (read by engine.scoring) unless ``--no-write``.
+to ``models/assessor.json`` (read by engine.assess.scoring) unless ``--no-write``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.degrade import SEVERITY_NAMES
+from engine.assess.degrade import SEVERITY_NAMES
 from models.training.data import REPO
 from models.training.labels import OUT as LABELS
 from models.training.labels import load_labels

@@ -4,7 +4,7 @@
     python -m models.training.eval_finetune [--rated runs/labels_rated] [--val runs/labels]
 
 No human ratings are at hand, so a rater is simulated from measurements of the enhancer's actual
-effect on each rated photo, and mapped to the four grades the app offers (``engine.finetune``):
+effect on each rated photo, and mapped to the four grades the app offers (``engine.assess.finetune``):
 gain >= 2 -> 2 significant, >= 1 -> 1 moderate, >= -0.25 -> 0 neutral, else -1 regressed.
 
 * ``Q rater``: judges by ``delta`` = Q(enhanced) - Q(original), the quantity the assessor was
@@ -17,7 +17,7 @@ gain >= 2 -> 2 significant, >= 1 -> 1 moderate, >= -0.25 -> 0 neutral, else -1 r
 The rated photos come from the training split but are fresh samples (seed 1: other crops,
 degradations and flips than the assessor's training labels); the evaluation is on the VAL split,
 never rated. For each number of ratings, five random subsets are fitted, each two ways with the
-same prior: ``engine.finetune.fit_head_intervals`` (what the app runs: a grade is an interval of
+same prior: ``engine.assess.finetune.fit_head_intervals`` (what the app runs: a grade is an interval of
 gain) and ``fit_head`` (every grade pulled to one point); the median is reported. Writes ``runs/eval_finetune.json`` and prints a markdown table.
 """
 
@@ -31,8 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from engine.finetune import DEFAULT_PRIOR, fit_head, fit_head_intervals, rating_intervals, rating_targets
-from engine.scoring import LastLayer
+from engine.assess.finetune import (
+    DEFAULT_PRIOR,
+    fit_head,
+    fit_head_intervals,
+    rating_intervals,
+    rating_targets,
+)
+from engine.assess.scoring import LastLayer
 from models.training.data import REPO
 from models.training.eval_assessor import average_precision, run_model
 from models.training.labels import OUT as LABELS

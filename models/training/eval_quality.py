@@ -7,7 +7,7 @@ Judges, each run here on the same images:
 * ``q``: models/quality.onnx (or ``--q PATH``), through onnxruntime, as the app runs it;
 * ``q_v2``: version 2 of Q (``git show 59418b1:models/quality.onnx``, or ``--q-v2 PATH``);
 * ``q1``: version 1 (``git show 1b14a0c:models/quality.onnx``, or ``--q1 PATH``);
-* ``assessor_quality``: the assessor's quality head (models/assessor.onnx through engine.scoring);
+* ``assessor_quality``: the assessor's quality head (models/assessor.onnx through engine.assess.scoring);
 * ``niqe``: our NIQE (models/training/niqe.py), pristine model fitted on clean TRAIN photos (negated:
   higher is better for every judge here);
 * ``laplacian_var``: variance of the Laplacian of luminance (the classic sharpness score).
@@ -86,7 +86,7 @@ class Judges:
     def __init__(self, q: Path, q2: Path, q1: Path) -> None:
         import onnxruntime as ort
 
-        from engine.scoring import Scorer
+        from engine.assess.scoring import Scorer
         from models.training.niqe import NIQE
 
         so = ort.SessionOptions()
@@ -99,7 +99,7 @@ class Judges:
         self.niqe = NIQE.load(niqe_path())
 
     def __call__(self, img: np.ndarray) -> dict[str, float]:
-        from engine.quality import MIN_SIDE, pad_to
+        from engine.assess.quality import MIN_SIDE, pad_to
 
         u8 = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
         a = pad_to(u8, MIN_SIDE)

@@ -12,16 +12,16 @@ Protocol (fixed, reproducible; every number of one table comes from one run):
 * Cases (degraded from the clean crop ``u``, then quantised to 8 bits as a photo file would be):
   colour Gaussian noise sigma 15/25/50 (i.i.d. per channel, clipped to 0..1), JPEG quality
   10/20/30/40 (OpenCV, 4:2:0), Gaussian blur sigma 1.5, motion blur (random trajectory of length
-  9 px from ``engine.degrade.motion_kernel``), mixed blind degradations
-  (``engine.degrade.degrade`` with p_clean=0 and no saturation, as in training), and clean
+  9 px from ``engine.assess.degrade.motion_kernel``), mixed blind degradations
+  (``engine.assess.degrade.degrade`` with p_clean=0 and no saturation, as in training), and clean
   (``u`` itself). Seeds are fixed per photo and case.
-* Methods: the restorer through the shipped engine (``engine.restore.Restorer``, tiled, strength
+* Methods: the restorer through the shipped engine (``engine.enhance.restore.Restorer``, tiled, strength
   1); doing nothing; OpenCV ``fastNlMeansDenoisingColored`` (template 7, search 21, ``h`` =
   ``hColor`` per case, see ``NLM_H``); unsharp mask (``x + a (x - G_s * x)``, sigma and amount
   per case, see ``USM``). The baseline settings were picked per case by ``--tune-baselines``:
   best mean PSNR on 8 *training*-split crops (never on the validation photos). Non-local means
   is not run on the two pure-blur cases (it is a denoiser; it would be the identity there).
-* Metrics (``engine.metrics``): PSNR (dB) and SSIM (Gaussian window, per RGB channel, averaged),
+* Metrics (``engine.assess.metrics``): PSNR (dB) and SSIM (Gaussian window, per RGB channel, averaged),
   each against the clean crop, averaged over photos. For the clean case the reference is the
   input itself: PSNR(output, input) is the harm done to a clean photo.
 
@@ -42,10 +42,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine import degrade as dg
-from engine import runtime
-from engine.metrics import psnr, ssim
-from engine.restore import Restorer
+from engine.assess import degrade as dg
+from engine.assess.metrics import psnr, ssim
+from engine.core import runtime
+from engine.enhance.restore import Restorer
 from models.training.data import REPO, Photo, discover, load_rgb
 
 SEED = 20251122

@@ -6,7 +6,7 @@
 
 Data: every photo of the VAL split (``models.training.data.discover("val")``; never seen in
 training), decoded with the long side capped at ``--max-side``. Photo ``i`` gets one known tonal
-degradation from ``engine.degrade``, cycling through the single kinds (under/over exposure, flat
+degradation from ``engine.assess.degrade``, cycling through the single kinds (under/over exposure, flat
 contrast, haze, colour cast, washed-out colour) and a "mixed" case of two stages
 (``tone_degrade``); strengths and choices come from a generator seeded by ``(--seed, i)``.
 Each method sees only the degraded photo; error is measured to the clean original:
@@ -32,9 +32,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from engine import degrade as dg
-from engine import tone as T
-from engine.metrics import ciede2000, psnr
+from engine.assess import degrade as dg
+from engine.assess.metrics import ciede2000, psnr
+from engine.enhance import tone as T
 from models.training.data import REPO, discover, load_rgb
 
 KINDS = ("underexposure", "overexposure", "low_contrast", "haze", "color_cast", "desaturate", "mixed")

@@ -4,14 +4,14 @@
     python -m models.training.labels --split val --n 400   # one split
 
 Each sample is a photo (or a region of a high-resolution photo) of the given split, either left
-clean or degraded in a known way (light or heavy blind degradations of ``engine.degrade``,
+clean or degraded in a known way (light or heavy blind degradations of ``engine.assess.degrade``,
 single defects, tonal problems, shallow depth of field, which is not a defect), then run through
-the one-click enhancement (the restorer, then the tone stage when ``engine.tone`` and
+the one-click enhancement (the restorer, then the tone stage when ``engine.enhance.tone`` and
 ``models/tone.onnx`` exist). Q is the shipped quality model ``models/quality.onnx`` (version 2,
 models/quality.md), or ``--quality`` (an ONNX file or a torch checkpoint of Q).
 
 Stored per sample (``runs/labels/<split>_<shard>.npz``): the assessor's views of the degraded
-photo (``engine.views.make_views``, uint8), ``delta``, ``q_orig``, ``q_enh``, the known severities
+photo (``engine.assess.views.make_views``, uint8), ``delta``, ``q_orig``, ``q_enh``, the known severities
 (``DegradeResult.severity``, order ``SEVERITY_NAMES``), and full-reference measures against the
 clean original (PSNR/SSIM before and after, the full-reference quality target before and after),
 so that the agreement of delta with full-reference gains can be reported (``--report``).
@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from engine import degrade as dg
-from engine import metrics
-from engine.views import make_views
+from engine.assess import degrade as dg
+from engine.assess import metrics
+from engine.assess.views import make_views
 from models.training.data import REPO, Photo, discover, load_rgb
 
 OUT = REPO / "runs" / "labels"
@@ -53,10 +53,10 @@ class Enhancer:
         self.stages: list[str] = []
         self.restorer_path = restorer
         try:
-            from engine.restore import Restorer
+            from engine.enhance.restore import Restorer
 
             self._restore: Any = Restorer(restorer)
-            self.stages.append("restore(engine.restore)")
+            self.stages.append("restore(engine.enhance.restore)")
         except Exception:  # helper R's engine may not be there yet: same contract, direct ORT
             from models.training.train_quality import OnnxRestorer
 
@@ -66,11 +66,11 @@ class Enhancer:
         self._tone: Any = None
         if use_tone and (REPO / "models" / "tone.onnx").exists():
             try:
-                from engine import tone
+                from engine.enhance import tone
 
                 tone.predict_params(np.full((64, 64, 3), 0.5, np.float32))
                 self._tone = tone
-                self.stages.append("tone(engine.tone)")
+                self.stages.append("tone(engine.enhance.tone)")
             except Exception as e:  # noqa: BLE001 - report and go on without the stage
                 print(f"tone stage unavailable: {e!r}", flush=True)
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from engine.degrade import SEVERITY_NAMES
+from engine.assess.degrade import SEVERITY_NAMES
 
 
 def _grad_mag(z: torch.Tensor) -> torch.Tensor:
@@ -199,7 +199,7 @@ class Assessor(nn.Module):
     view through ``global_net`` (exposure, contrast, cast, haze, composition). Crop features are
     pooled by mean and max over K (max: a defect visible in one crop counts). The embedding is
     the ReLU hidden layer that feeds the improvability head, so a new last layer can be fitted
-    on it in numpy (engine/finetune.py).
+    on it in numpy (engine/assess/finetune.py).
     """
 
     def __init__(self, embed: int = 64) -> None:

@@ -2,7 +2,7 @@
 
 From a clean photo ``u`` (float32 HxWx3, 0..1, at native or downscaled resolution) this module
 makes versions that are worse than ``u`` for a known reason: every degradation of
-``engine.degrade`` and every way an enhancer goes wrong (``FAILURES``). The order "clean beats
+``engine.assess.degrade`` and every way an enhancer goes wrong (``FAILURES``). The order "clean beats
 version" is the evidence; nothing else about the version is assumed.
 
 Photos that are dark, bright or foggy *by intent* are clean: ``intent_kind`` recognises them from
@@ -24,8 +24,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from engine import degrade as dg
-from engine import tone
+from engine.assess import degrade as dg
+from engine.enhance import tone
 
 Img = np.ndarray
 Rng = np.random.Generator

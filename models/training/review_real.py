@@ -6,7 +6,7 @@ There is no reference for a real photo that is dark, bright, flat or hazy as tak
 review aid, not a score: from the held-out VAL photos (never degraded here) it picks the ``--per``
 darkest (median luminance), brightest, flattest (spread of luminance, p95 - p5) and haziest (mean
 dark channel, a haze proxy) photos, runs the shipped one-click recipe (``restore,tone`` through
-``engine.pipeline``, exactly what the app applies), and writes a before | after contact sheet
+``engine.enhance.pipeline``, exactly what the app applies), and writes a before | after contact sheet
 (``sheet.png``) with, per photo, the luminance statistics before and after, the tone parameters
 the network chose and Q before and after (``summary.json``). Look at the sheet.
 """
@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
-from engine.pipeline import Pipeline
+from engine.enhance.pipeline import Pipeline
 from models.training.data import REPO, discover, load_rgb
 from models.training.labels import QModel, _default_quality
 

@@ -1,7 +1,7 @@
-"""Differentiable torch twins of the tone operators in ``engine/tone.py``, and the parameter net.
+"""Differentiable torch twins of the tone operators in ``engine/enhance/tone.py``, and the parameter net.
 
 Images are ``[B, 3, H, W]`` float tensors in 0..1; parameters are ``[B]`` tensors keyed by
-``engine.tone.PARAM_NAMES`` (plus ``airlight`` ``[B, 3]``). The twins skip the working-copy
+``engine.enhance.tone.PARAM_NAMES`` (plus ``airlight`` ``[B, 3]``). The twins skip the working-copy
 resize of the engine (training images are already smaller than ``WORK_SIDE``), so on such
 images the two implementations compute the same function; ``tests/test_tone_twins.py`` checks it.
 """
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from engine import tone as T
+from engine.enhance import tone as T
 
 _LUMA = (0.2126, 0.7152, 0.0722)
 
@@ -85,7 +85,7 @@ def _b(v: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def estimate_airlight(x: torch.Tensor) -> torch.Tensor:
-    """Twin of ``engine.tone.estimate_airlight`` for images below the working size: [B, 3]."""
+    """Twin of ``engine.enhance.tone.estimate_airlight`` for images below the working size: [B, 3]."""
     b, _, h, w = x.shape
     dark = min_filter(x.min(dim=1, keepdim=True).values, _radius(h, w, T.DARK_RADIUS)).view(b, -1)
     n = max(1, dark.shape[1] // 1000)

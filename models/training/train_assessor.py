@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from engine.degrade import SEVERITY_NAMES
-from engine.views import CROP, GLOBAL, K_CROPS
+from engine.assess.degrade import SEVERITY_NAMES
+from engine.assess.views import CROP, GLOBAL, K_CROPS
 from models.training.data import REPO
 from models.training.labels import OUT as LABELS
 from models.training.labels import load_labels

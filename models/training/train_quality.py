@@ -5,7 +5,7 @@
 
 No human ratings are at hand, so the target is built from full-reference measures between a
 degraded crop and its clean original (``quality_target``), and a pairwise ranking loss keeps the
-order between versions of the same crop. Every degradation of ``engine.degrade`` is covered
+order between versions of the same crop. Every degradation of ``engine.assess.degrade`` is covered
 (blur kinds, noise kinds, clipping, JPEG) plus the tonal ones (under/over exposure, low
 contrast, haze, colour cast, desaturation), and, when a restorer ONNX exists, restorer outputs
 (so that Q is calibrated on what the enhancer produces: its delta labels depend on it).
@@ -26,8 +26,8 @@ import cv2
 import numpy as np
 import torch
 
-from engine import degrade as dg
-from engine import metrics
+from engine.assess import degrade as dg
+from engine.assess import metrics
 from models.training.data import REPO, CropSampler, discover
 from models.training.nets_assess import QualityNet, count_params
 
@@ -82,7 +82,7 @@ def quality_target(clean: np.ndarray, img: np.ndarray) -> float:
 
 
 class OnnxRestorer:
-    """Direct onnxruntime use of the restorer contract (training code only; the app uses engine.restore)."""
+    """Direct onnxruntime use of the restorer contract (training code only; the app uses engine.enhance.restore)."""
 
     def __init__(self, path: Path, threads: int = 1) -> None:
         import onnxruntime as ort

@@ -10,7 +10,7 @@ Evidence (models/quality.md):
   and as two random crops each (a crop keeps the photo's score: authentic distortions cover the frame);
 * known-order pairs from clean views of the TRAIN photos (``data.discover("train")``; high
   resolution photos downscaled 2.5-6x): the clean view beats each of its versions made by
-  ``quality_pairs.FAILURES`` (every degradation of ``engine.degrade`` and every way an enhancer
+  ``quality_pairs.FAILURES`` (every degradation of ``engine.assess.degrade`` and every way an enhancer
   goes wrong) and by our own restorer pushed too far; photos dark, bright or foggy by intent beat
   their naive "corrections"; low/high-key grades of clean views beat their noisy versions;
 * anchors: clean views should score at least ``ANCHOR`` (a clean photo is not a 3 out of 10).

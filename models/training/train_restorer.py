@@ -8,7 +8,7 @@ resumed after a kill continues the same schedule. A checkpoint is written every 
 to ``runs/restorer/ckpt.pt``; an interim ONNX (``runs/restorer/restorer_latest.onnx``) every ten,
 so downstream pipelines (delta labels) can be built before the run ends.
 
-Training pairs come from ``engine.degrade.degrade`` on clean crops of the training split; the
+Training pairs come from ``engine.assess.degrade.degrade`` on clean crops of the training split; the
 validation split (``data.is_validation``) is never seen here.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine import degrade as dg
+from engine.assess import degrade as dg
 from models.training.data import REPO, CropSampler, discover
 from models.training.nets import RestorerUNet, count_params
 

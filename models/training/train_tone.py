@@ -8,14 +8,14 @@
         --quality models/training/checkpoints/quality_v3.pth --quality-weight 0.1        # fine-tune the shipped net
 
 Method (learned perceptual enhancement): ``ToneNet`` sees a 128x128 view of a photo and outputs
-the parameters of the operator chain of ``engine/tone.py``; the differentiable twins of those
+the parameters of the operator chain of ``engine/enhance/tone.py``; the differentiable twins of those
 operators (``tone_torch``) render the result, and the loss is
 
     L = L1(out, clean) + colour term (L1 of per-image channel means)
         + quality_weight * (10 - Q(out)) / 9
 
 where ``Q`` is helper D's frozen no-reference ``QualityNet`` (1..10). Inputs are clean crops of
-the TRAIN split with one or two tonal degradations from ``engine.degrade.tone_degrade``
+the TRAIN split with one or two tonal degradations from ``engine.assess.degrade.tone_degrade``
 (under/over exposure, flat contrast, haze, colour cast, washed-out colour); ``--p-clean`` of them
 are left clean and must come back unchanged. The learning rate follows a cosine over the time
 budget; a checkpoint is written every two minutes and a resumed run continues the schedule.
@@ -35,8 +35,8 @@ import cv2
 import numpy as np
 import torch
 
-from engine import degrade as dg
-from engine import tone as T
+from engine.assess import degrade as dg
+from engine.enhance import tone as T
 from models.training import tone_torch as TT
 from models.training.data import REPO, CropSampler, discover
 

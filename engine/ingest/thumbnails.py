@@ -39,7 +39,7 @@ def shrink(rgb: np.ndarray, size: int) -> np.ndarray:
 
 class ThumbnailCache:
     """Thumbnails on disk; with ``max_bytes``, trimmed (least recently used first, see
-    :mod:`engine.diskcache`) every :data:`TRIM_EVERY` writes and by :meth:`trim`."""
+    :mod:`engine.core.diskcache`) every :data:`TRIM_EVERY` writes and by :meth:`trim`."""
 
     TRIM_EVERY = 500
 
@@ -50,7 +50,7 @@ class ThumbnailCache:
         self._lock = threading.Lock()
 
     def trim(self) -> int:
-        from engine.diskcache import trim
+        from engine.core.diskcache import trim
 
         if self.max_bytes is None:
             return 0
@@ -71,7 +71,7 @@ class ThumbnailCache:
         except (OSError, ValueError, SyntaxError):
             return None
         if self.max_bytes is not None:
-            from engine.diskcache import touch
+            from engine.core.diskcache import touch
 
             touch(p)
         return out

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import piexif
 
-from engine.recipes import app_version
+from engine.enhance.recipes import app_version
 
 RECIPE_PREFIX = "photolift-recipe: "
 _ASCII_PREFIX = b"ASCII\x00\x00\x00"

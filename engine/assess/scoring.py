@@ -2,7 +2,7 @@
 
 * ``Scorer.assess(rgb)`` scores one decoded image; ``assess_views`` a batch of views.
 * ``Scorer.score_photos(catalog, ids, progress, cancel)`` is the library job: photos are decoded
-  at reduced scale (JPEG DCT scaling) in a thread pool, their views (``engine.views``) are run
+  at reduced scale (JPEG DCT scaling) in a thread pool, their views (``engine.assess.views``) are run
   through ONE shared onnxruntime session in batches, and each batch of results is written in one
   transaction through ``catalog.write``. It yields a ``ScoreEvent`` per photo, checks the cancel
   token between photos, and leaves the catalog consistent whenever it stops (a batch is written
@@ -14,7 +14,7 @@
   precision-recall curve on the held-out split (``models/assessor.json``, written by
   ``models/training/eval_assessor.py``, see models/assessor.md). Each degradation has its own
   threshold on its severity; the names above threshold are the photo's ``reasons`` (the badge).
-* A fine-tuned head (``engine.finetune``) replaces the shipped last layer: when a head is active
+* A fine-tuned head (``engine.assess.finetune``) replaces the shipped last layer: when a head is active
   for this model version, improvability and ``recommended`` come from it, and its rows are stored
   with ``scores.head = str(head.id)`` beside the base rows (``head = ""``).
 """
@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from engine.degrade import SEVERITY_NAMES
-from engine.jobs import CancelToken, JobCancelled, Progress, ProgressFn
-from engine.views import make_views, make_views_and_small
+from engine.assess.degrade import SEVERITY_NAMES
+from engine.assess.views import make_views, make_views_and_small
+from engine.core.jobs import CancelToken, JobCancelled, Progress, ProgressFn
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class LastLayer:
 
 
 def default_model_path() -> Path:
-    from engine.runtime import models_dir
+    from engine.core.runtime import models_dir
 
     return models_dir() / f"{MODEL_NAME}.onnx"
 
@@ -183,11 +183,11 @@ class Scorer:
 
     def __init__(self, model_path: Path | str | None = None, workers: int = 2, batch_size: int = 8,
                  thresholds: Thresholds | None = None) -> None:
-        from engine.runtime import model_version, thread_budget
+        from engine.core.runtime import model_version, thread_budget
 
         self.model_path = Path(model_path) if model_path is not None else default_model_path()
         if not self.model_path.is_file():
-            from engine.runtime import ModelMissing
+            from engine.core.runtime import ModelMissing
 
             raise ModelMissing(f"assessor model not found: {self.model_path}")
         self.model_name = MODEL_NAME
@@ -214,7 +214,7 @@ class Scorer:
         self._head_lock = threading.Lock()
 
     def _session(self) -> Any:
-        from engine.runtime import get_session
+        from engine.core.runtime import get_session
 
         return get_session(self.model_path, self.intra_op_threads)
 
@@ -285,11 +285,11 @@ class Scorer:
         catalog holds), the bytes that are decoded are first checked against it: a file that
         changed since it was indexed raises :class:`FileChanged` instead of being scored under
         the old content's fingerprint (the check costs one hash of 192 KiB of bytes already read)."""
-        from engine.imageio import decode, read_bytes
+        from engine.ingest.imageio import decode, read_bytes
 
         data = read_bytes(path)
         if fingerprint:
-            from engine.indexer import fingerprint_bytes
+            from engine.ingest.indexer import fingerprint_bytes
 
             if fingerprint_bytes(data) != fingerprint:
                 raise FileChanged(CHANGED_REASON)
@@ -436,7 +436,7 @@ class Scorer:
     def score_decoded(self, catalog: Any, items: list[tuple[tuple[int, str, str, int | None, int | None],
                                                            np.ndarray, np.ndarray]]) -> list[ScoreEvent]:
         """Score photos whose views were made from pixels decoded elsewhere (the indexer's one
-        decode, :mod:`engine.indexer`); ``items`` are ``((id, path, fingerprint, w, h), crops,
+        decode, :mod:`engine.ingest.indexer`); ``items`` are ``((id, path, fingerprint, w, h), crops,
         global)``. Photos already scored by this model version for that content are skipped."""
         from sqlalchemy import select
 

@@ -62,7 +62,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from engine.jobs import CancelToken, Progress, ProgressFn, no_progress
+from engine.core.jobs import CancelToken, Progress, ProgressFn, no_progress
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ DETECTOR_VERSION = "1"
 # Orientation: the oriented photo <-> the sensor frame (EXIF orientation 1)
 # ---------------------------------------------------------------------------------------------
 def to_display(a: np.ndarray, orientation: int) -> np.ndarray:
-    """Sensor-frame array -> the photo as displayed (what ``engine.imageio.decode`` returns):
+    """Sensor-frame array -> the photo as displayed (what ``engine.ingest.imageio.decode`` returns):
     the same transposes as PIL's for EXIF orientation 1..8."""
     o = orientation if orientation in range(1, 9) else 1
     if o == 1:
@@ -390,7 +390,7 @@ def _evidence(rgb_work: np.ndarray, hot_rgb: np.ndarray | None, ev_size: tuple[i
 
 def _load(p: PhotoRef, work: tuple[int, int], hot_scale: int | None) -> tuple[np.ndarray, np.ndarray | None]:
     """(work-size RGB in the sensor frame, hot-pixel-scale RGB in the sensor frame or None)."""
-    from engine.imageio import decode
+    from engine.ingest.imageio import decode
 
     with open(p.path, "rb") as f:
         data = f.read()
@@ -1480,7 +1480,7 @@ def example_crops(catalog: Any, rep: SeriesReport, d: Detection, n: int = 3, sid
     from sqlalchemy import select
 
     from db.schema import STATUS_OK, Photo
-    from engine.imageio import ImageError, load_image
+    from engine.ingest.imageio import ImageError, load_image
 
     with catalog.session() as s:
         rows = s.execute(select(Photo.path_bytes, Photo.orientation).where(

@@ -38,7 +38,7 @@ def models_dir() -> Path:
     env = os.environ.get("PHOTOLIFT_MODELS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[1] / "models"
+    return Path(__file__).resolve().parents[2] / "models"
 
 
 def cpu_count() -> int:

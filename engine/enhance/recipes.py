@@ -10,7 +10,7 @@ A recipe is a JSON object::
 
 Stages run in the listed order. ``source`` (optional) is the content fingerprint of the original
 the recipe was made and measured on; export refuses a recipe whose original has changed since. ``model_version`` is the sha256 prefix of the model file
-(``engine.runtime.model_version``), so a recipe names the exact network that made it. A stage
+(``engine.core.runtime.model_version``), so a recipe names the exact network that made it. A stage
 whose parameters were *predicted* by a model (``tone``) replays from its stored parameters and
 does not need that model again; a stage that *is* a network (``restore``) needs the exact file.
 :func:`find_model` looks for it among ``models/<name>*.onnx``; when it is gone the render fails
@@ -205,14 +205,14 @@ _version_lock = threading.Lock()
 
 
 def file_version(path: Path) -> str:
-    """``engine.runtime.model_version`` memoised on (path, size, mtime): hashing a model file
+    """``engine.core.runtime.model_version`` memoised on (path, size, mtime): hashing a model file
     each time a recipe is checked would cost more than the check."""
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     with _version_lock:
         v = _version_cache.get(key)
     if v is None:
-        from engine.runtime import model_version
+        from engine.core.runtime import model_version
 
         v = model_version(path)
         with _version_lock:
@@ -229,7 +229,7 @@ def installed_models(model: str, models_dir: Path | None = None) -> list[tuple[P
     """``(path, version)`` of every ``<model>*.onnx`` in the models folder; the plain
     ``<model>.onnx`` (the current one) first."""
     if models_dir is None:
-        from engine.runtime import models_dir as _md
+        from engine.core.runtime import models_dir as _md
 
         models_dir = _md()
     if not models_dir.is_dir():

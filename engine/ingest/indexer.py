@@ -51,9 +51,10 @@ from sqlalchemy.orm import Session
 from db.catalog import Catalog, CatalogError
 from db.queries import refresh_current_scores, under
 from db.schema import STATUS_ERROR, STATUS_MISSING, STATUS_OK, Folder, Photo
-from engine.imageio import RAW_EXTENSIONS, SUPPORTED_EXTENSIONS, ImageError, decode
-from engine.jobs import CancelToken, JobCancelled, Progress, ProgressFn, no_progress
-from engine.thumbnails import THUMB_SIZE, ThumbnailCache, fit_size
+from engine.core.jobs import CancelToken, JobCancelled, Progress, ProgressFn, no_progress
+from engine.core.paths import display_path
+from engine.ingest.imageio import RAW_EXTENSIONS, SUPPORTED_EXTENSIONS, ImageError, decode
+from engine.ingest.thumbnails import THUMB_SIZE, ThumbnailCache, fit_size
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +68,6 @@ SYSTEM_DIRS = frozenset({
 RETRY_CODES = frozenset({"permission", "changing", "io", "vanished"})
 BATCH_FILES = 32
 BATCH_SECONDS = 0.5
-
-
-def display_path(path: str | bytes) -> str:
-    """Always-valid UTF-8 text for a path: undecodable bytes appear as ``\\xNN``."""
-    b = path if isinstance(path, bytes) else os.fsencode(path)
-    return b.decode("utf-8", "backslashreplace")
 
 
 def fingerprint_bytes(data: bytes | memoryview, size: int | None = None) -> str:
@@ -254,7 +249,7 @@ def walk(root: str, cancel: CancelToken | None = None, progress: ProgressFn = no
 
 class IngestScorer(Protocol):
     """What the indexer needs to score photos from the pixels it decodes anyway (one decode per
-    new or changed file; :class:`engine.scoring.Scorer` is one)."""
+    new or changed file; :class:`engine.assess.scoring.Scorer` is one)."""
 
     def reduce_for(self, width: int | None, height: int | None) -> int: ...
 
@@ -601,4 +596,4 @@ class Indexer:
         self.catalog.write(fn)
 
 
-__all__ = ["RAW_EXTENSIONS", "IndexEvent", "Indexer", "display_path", "fingerprint", "fingerprint_bytes", "walk"]
+__all__ = ["RAW_EXTENSIONS", "IndexEvent", "Indexer", "fingerprint", "fingerprint_bytes", "walk"]

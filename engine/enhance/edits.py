@@ -14,14 +14,11 @@ last applied row that has stages, and is NULL when that is a revert or there is 
 keeps meaning "the original". Every change is one catalog transaction.
 
 Regression guard. After an enhance the result is rendered at full resolution (the render is
-cached and reused by export) and both the original and the result are measured with the
-quality model Q (``engine.quality``; the assessor's quality head when Q is not installed) on
-copies of the same size, made the same way (long side at most 2048 px by an integer area
-reduction). The quality before and after and their difference (``measured_gain``) are stored
-on the recipe. A gain <= 0 is reported ("did not help"); a single enhance keeps it (the user
-asked and can undo), a batch leaves the photo as it was and stores the recipe as ``rejected``.
-When neither Q nor the assessor is installed the gain is stored as NULL and the result says it
-was not measured.
+cached and reused by export) and measured against the original (``engine.enhance.guard``). The
+quality before and after and their difference (``measured_gain``) are stored on the recipe. A
+gain <= 0 is reported ("did not help"); a single enhance keeps it (the user asked and can
+undo), a batch leaves the photo as it was and stores the recipe as ``rejected``. A gain that
+could not be measured is stored as NULL and the result says so.
 """
 
 from __future__ import annotations
@@ -34,13 +31,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-from engine.batch import BatchQueue, QueuedJob
-from engine.jobs import CancelToken, ProgressFn
-from engine.recipes import Recipe, RecipeError, from_json
-from engine.render import PREVIEW_SIDE, Renderer, to_uint8
+from engine.core.batch import BatchQueue, QueuedJob
+from engine.core.jobs import CancelToken, ProgressFn
+from engine.enhance.guard import Guard, guard_message, measure
+from engine.enhance.recipes import Recipe, RecipeError, from_json
+from engine.enhance.render import PREVIEW_SIDE, Renderer, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +50,6 @@ ENHANCE_JOB = "enhance"
 
 class EditError(Exception):
     """An edit that cannot be made (photo gone, changed, unreadable; model missing)."""
-
-
-@dataclass(frozen=True)
-class Guard:
-    """Quality of the original and of the result, as measured by the assessor."""
-
-    quality_before: float | None
-    quality_after: float | None
-    note: str = ""
-
-    @property
-    def gain(self) -> float | None:
-        if self.quality_before is None or self.quality_after is None:
-            return None
-        return self.quality_after - self.quality_before
 
 
 @dataclass(frozen=True)
@@ -94,6 +76,11 @@ class EnhanceResult:
                 "message": self.message, "recipe": self.summary, "error": self.error}
 
 
+def failed_result(photo_id: int, why: str) -> EnhanceResult:
+    """The result of a photo of a batch that could not be enhanced (the batch goes on)."""
+    return EnhanceResult(photo_id, None, None, False, None, None, None, f"could not enhance: {why}", error=why)
+
+
 @dataclass(frozen=True)
 class HistoryState:
     photo_id: int
@@ -116,65 +103,6 @@ class RecipeInfo:
     quality_after: float | None
 
 
-def _scorer_or_reason() -> tuple[Any | None, str]:
-    try:
-        from engine.scoring import get_scorer
-    except ImportError as e:
-        return None, f"quality not measured: the assessor is not available ({e})"
-    try:
-        return get_scorer(), ""
-    except FileNotFoundError as e:
-        return None, f"quality not measured: no assessor model ({e})"
-    except Exception as e:  # a broken model file must not block editing
-        return None, f"quality not measured: the assessor failed to load ({e})"
-
-
-def same_size_views(before: np.ndarray, after: np.ndarray, reduce: int) -> tuple[np.ndarray, np.ndarray]:
-    """Both images at the same size made the same way (area resize by ``reduce``)."""
-    if before.shape != after.shape:
-        after = cv2.resize(after, (before.shape[1], before.shape[0]), interpolation=cv2.INTER_AREA)
-    if reduce > 1:
-        size = (max(1, before.shape[1] // reduce), max(1, before.shape[0] // reduce))
-        before = cv2.resize(before, size, interpolation=cv2.INTER_AREA)
-        after = cv2.resize(after, size, interpolation=cv2.INTER_AREA)
-    return before, after
-
-
-def measure(before_u8: np.ndarray, after_u8: np.ndarray) -> Guard:
-    """Quality of the original and of the result (full-resolution uint8 arrays of the same photo).
-
-    With the quality model Q installed (``engine.quality``), Q itself on both at the same reduced
-    size: the gain the method is defined by. Without it, the assessor's quality head (a cheaper
-    approximation of Q) on the scorer's views; without either, not measured."""
-    h, w = before_u8.shape[:2]
-    try:
-        from engine.quality import get_quality_model, measure_reduce
-
-        q = get_quality_model()
-        if q is not None:
-            b, a = same_size_views(before_u8, after_u8, measure_reduce(w, h))
-            return Guard(q(b), q(a), "")
-    except Exception as e:  # noqa: BLE001 - a broken model file falls back to the assessor
-        log.warning("quality model failed, measuring with the assessor: %s", e)
-    scorer, reason = _scorer_or_reason()
-    if scorer is None:
-        return Guard(None, None, reason)
-    b, a = same_size_views(before_u8, after_u8, int(scorer.reduce_for(w, h)))
-    qb = float(scorer.assess(b).quality)
-    qa = float(scorer.assess(a).quality)
-    return Guard(qb, qa, "")
-
-
-def guard_message(g: Guard, applied: bool) -> str:
-    if g.gain is None:
-        return f"enhanced; {g.note or 'quality not measured'}"
-    if g.gain > 0:
-        return f"enhanced: quality {g.quality_before:.3f} -> {g.quality_after:.3f} ({g.gain:+.3f})"
-    tail = "kept, undo to go back" if applied else "not applied"
-    return (f"the enhancement did not help: quality {g.quality_before:.3f} -> {g.quality_after:.3f} "
-            f"({g.gain:+.3f}); {tail}")
-
-
 def render_and_measure(renderer: Renderer, path: Path, fp: str, names: Sequence[str], strength: float,
                        progress: ProgressFn | None = None, cancel: CancelToken | None = None,
                        check_source: bool = False, defects: dict[str, Any] | None = None) -> tuple[Recipe, Guard]:
@@ -182,14 +110,14 @@ def render_and_measure(renderer: Renderer, path: Path, fp: str, names: Sequence[
     render cache for export), store the preview, and measure before and after (:func:`measure`).
     ``fp`` is the original's fingerprint; ``check_source`` checks it first (a cluster worker
     does, the file may have changed since the job was queued). ``defects``: the photo's
-    ``defects`` stage parameters (``engine.defects.stage_params``; without them that stage is left
+    ``defects`` stage parameters (``engine.enhance.defects.stage_params``; without them that stage is left
     out). Raises :class:`EditError`."""
-    from engine.export import current_fingerprint
-    from engine.imageio import ImageError, load_image
+    from engine.ingest.imageio import ImageError, load_image
+    from engine.ingest.indexer import fingerprint
 
     if check_source:
         try:
-            now = current_fingerprint(path)
+            now = fingerprint(path)
         except OSError as e:
             raise EditError(f"cannot read the original {path}: {e.strerror or e}") from e
         if now != fp:
@@ -200,12 +128,14 @@ def render_and_measure(renderer: Renderer, path: Path, fp: str, names: Sequence[
         recipe = replace(recipe, source=fp)
         if cancel is not None:
             cancel.raise_if_cancelled()
-        rendered = renderer.full(path, fp, recipe, progress=progress, cancel=cancel)
+        loaded = load_image(path)  # the one full-resolution decode: rendered from, and measured against
+        rendered = renderer.full(path, fp, recipe, progress=progress, cancel=cancel, original=loaded)
+        original = loaded.rgb
+        del loaded
         if cancel is not None:
             cancel.raise_if_cancelled()
         after = to_uint8(rendered.rgb)
         del rendered  # the float copy is the biggest; keep only 8-bit from here
-        original = load_image(path).rgb
         renderer.store_preview(path, fp, recipe, after)
     except ImageError as e:
         raise EditError(f"cannot read the original: {e.reason}") from e
@@ -231,9 +161,9 @@ class Editor:
     def __init__(self, catalog: Any, renderer: Renderer | None = None) -> None:
         self.catalog = catalog
         if renderer is None:
-            from engine.diskcache import limits
-            from engine.paths import cache_dir_for
-            from engine.render import RenderCache
+            from engine.core.diskcache import limits
+            from engine.core.paths import cache_dir_for
+            from engine.enhance.render import RenderCache
 
             renderer = Renderer(cache=RenderCache(cache_dir_for(catalog.url), limits(catalog).render_bytes))
         self.renderer = renderer
@@ -287,12 +217,12 @@ class Editor:
 
     def _checked_source(self, p: _Photo) -> str:
         """The current fingerprint of the original; ``EditError`` if it is gone or changed."""
-        from engine.export import current_fingerprint
+        from engine.ingest.indexer import fingerprint
 
         if p.status == "missing" or not os.path.exists(p.fs_path):
             raise EditError(f"the original is gone: {p.path}")
         try:
-            fp = current_fingerprint(p.fs_path)
+            fp = fingerprint(p.fs_path)
         except OSError as e:
             raise EditError(f"cannot read the original {p.path}: {e.strerror or e}") from e
         if p.fingerprint is not None and fp != p.fingerprint:
@@ -326,8 +256,8 @@ class Editor:
         else the recipe rendered on the thumbnail itself (tens of ms). Call from a worker."""
         from db.schema import Photo
         from db.schema import Recipe as RecipeRow
-        from engine.recipes import recipe_hash
-        from engine.render import resize_to
+        from engine.enhance.recipes import recipe_hash
+        from engine.enhance.render import resize_to
 
         # one short read on this hot path (every grid cell asks): most photos have no edit
         with self.catalog.session() as s:
@@ -380,17 +310,17 @@ class Editor:
                 apply_if_no_gain: bool = True, job_id: int | None = None) -> EnhanceResult:
         """Plan, render at full resolution, measure, and record a new edit of one photo.
 
-        Raises :class:`EditError` (photo gone/changed/unreadable), ``engine.pipeline.StageUnavailable``
+        Raises :class:`EditError` (photo gone/changed/unreadable), ``engine.enhance.pipeline.StageUnavailable``
         (a model is missing), ``ValueError`` (bad ops or strength), ``JobCancelled``.
         """
-        from engine.pipeline import parse_ops
+        from engine.enhance.pipeline import parse_ops
 
         names = parse_ops(ops)
         p = self._photo(photo_id)
         fp = self._checked_source(p)
         defects = None
-        if "defects" in names:  # the photo's camera-defect corrections (engine.defects), if any
-            from engine.defects import stage_params
+        if "defects" in names:  # the photo's camera-defect corrections (engine.enhance.defects), if any
+            from engine.enhance.defects import stage_params
 
             defects = stage_params(self.catalog, p.id)
         recipe, guard = render_and_measure(self.renderer, Path(p.fs_path), fp, names, strength, progress, cancel,
@@ -440,20 +370,25 @@ class Editor:
         return self.catalog.write(fn)
 
     # -- batches --------------------------------------------------------------------------------
-    def queue_enhance(self, photo_ids: Sequence[int], ops: str | Sequence[str] | None = None,
-                      strength: float = 1.0, apply_if_no_gain: bool = False) -> str:
-        """Queue an enhance batch in the catalog (survives a restart); returns its batch id."""
-        from engine.pipeline import parse_ops
+    @staticmethod
+    def _checked_options(ops: str | Sequence[str] | None, strength: float) -> list[str]:
+        from engine.enhance.pipeline import parse_ops
 
         names = parse_ops(ops)
         if not 0.0 <= float(strength) <= 1.0:
             raise ValueError(f"strength must be between 0 and 1, got {strength}")
+        return names
+
+    def queue_enhance(self, photo_ids: Sequence[int], ops: str | Sequence[str] | None = None,
+                      strength: float = 1.0, apply_if_no_gain: bool = False) -> str:
+        """Queue an enhance batch in the catalog (survives a restart); returns its batch id."""
+        names = self._checked_options(ops, strength)
         return self.queue.enqueue(ENHANCE_JOB, list(photo_ids), {"ops": names, "strength": float(strength),
                                                                  "apply_if_no_gain": bool(apply_if_no_gain)})
 
-    def run_queue(self, progress: ProgressFn | None = None, cancel: CancelToken | None = None,
-                  batch: str | None = None) -> Iterator[EnhanceResult]:
-        """Run queued enhance jobs (all, or one batch), including those a crash left behind."""
+    def run_queue(self, batch: str, progress: ProgressFn | None = None,
+                  cancel: CancelToken | None = None) -> Iterator[EnhanceResult]:
+        """Run the queued enhance jobs of one batch."""
 
         def handler(job: QueuedJob, tok: CancelToken | None) -> EnhanceResult:
             assert job.photo_id is not None
@@ -461,28 +396,62 @@ class Editor:
                                 cancel=tok, apply_if_no_gain=bool(job.params.get("apply_if_no_gain", False)),
                                 job_id=job.id)
 
-        for out in self.queue.run(ENHANCE_JOB, handler, progress, cancel, batch, what="enhancing"):
-            if out.result is not None:
-                yield out.result
-            else:
-                yield EnhanceResult(out.photo_id or -1, None, None, False, None, None, None,
-                                    f"could not enhance: {out.error}", error=out.error)
+        for out in self.queue.run(ENHANCE_JOB, handler, batch, progress, cancel, what="enhancing"):
+            yield out.result if out.result is not None else failed_result(out.photo_id or -1, out.error or "")
 
     def enhance_batch(self, photo_ids: Sequence[int], ops: str | Sequence[str] | None = None,
                       strength: float = 1.0, progress: ProgressFn | None = None,
                       cancel: CancelToken | None = None, apply_if_no_gain: bool | None = None,
                       cluster: Any = None) -> Iterator[EnhanceResult]:
-        """Queue and run an enhance batch. A batch of more than one photo does not apply
-        results that did not help (``apply_if_no_gain`` overrides; a single photo keeps it).
-        ``cluster`` (:class:`engine.cluster.Cluster`): each photo is rendered and measured by a
-        task there; this process records the results."""
+        """Enhance photos; one result per photo, a photo that fails is an error result. A batch
+        of more than one photo does not apply results that did not help (``apply_if_no_gain``
+        overrides; a single photo keeps it). More than one photo is a batch queued in the
+        catalog, resumed after a crash (:meth:`resume_interrupted`); one photo (the one-click
+        button) is enhanced directly, with no queue rows. ``cluster``
+        (:class:`engine.cluster.Cluster`): each photo is rendered and measured by a task there;
+        this process records the results."""
+        ids = list(dict.fromkeys(int(p) for p in photo_ids))
+        keep = len(ids) == 1 if apply_if_no_gain is None else apply_if_no_gain
+        names = self._checked_options(ops, strength)  # bad options fail now, not at the first photo
+        if len(ids) == 1 and cluster is None:
+            return self._enhance_one(ids[0], names, strength, progress, cancel, keep)
+        batch = self.queue_enhance(ids, names, strength, keep)
         if cluster is not None:
-            from engine.cluster import enhance_photos
+            return cluster.enhance_queued(self, batch, progress, cancel)
+        return self.run_queue(batch, progress, cancel)
 
-            return enhance_photos(cluster, self, photo_ids, ops, strength, progress, cancel, apply_if_no_gain)
-        keep = len(photo_ids) == 1 if apply_if_no_gain is None else apply_if_no_gain
-        batch = self.queue_enhance(photo_ids, ops, strength, keep)
-        return self.run_queue(progress, cancel, batch)
+    def _enhance_one(self, photo_id: int, names: list[str], strength: float, progress: ProgressFn | None,
+                     cancel: CancelToken | None, keep: bool) -> Iterator[EnhanceResult]:
+        from engine.core.jobs import Eta, JobCancelled
+
+        eta = Eta(1, progress, "enhancing")
+        eta.report(0)
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        try:
+            result = self.enhance(photo_id, names, strength, cancel=cancel, apply_if_no_gain=keep)
+        except JobCancelled:
+            raise
+        except Exception as e:  # as in a batch: the photo's error is its result
+            result = failed_result(photo_id, f"{e}")
+        yield result
+        eta.report(1)
+
+    def interrupted(self) -> int:
+        """How many enhance jobs of batches whose process is gone are waiting to be resumed."""
+        return self.queue.interrupted(ENHANCE_JOB)
+
+    def resume_interrupted(self, progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+                           cluster: Any = None) -> Iterator[EnhanceResult]:
+        """Finish the enhance batches that a crash, kill or power cut interrupted (their process
+        is gone; ``engine.core.batch``): each photo not done yet is enhanced once, with its batch's
+        options. The GUI runs this at start-up. Yields nothing when there is nothing to resume."""
+        batch = self.queue.adopt_interrupted(ENHANCE_JOB)
+        if batch is None:
+            return iter(())
+        if cluster is not None:
+            return cluster.enhance_queued(self, batch, progress, cancel)
+        return self.run_queue(batch, progress, cancel)
 
     def pending_batches(self) -> dict[str, int]:
         return self.queue.counts(ENHANCE_JOB)
@@ -575,99 +544,4 @@ class Editor:
         return self.catalog.write(fn)
 
 
-__all__ = ["EditError", "Editor", "EnhanceResult", "Guard", "HistoryState", "measure"]
-
-
-# -- files outside the catalog (``photolift enhance FILE... --out DIR``) --------------------------
-
-@dataclass(frozen=True)
-class FileResult:
-    path: str
-    status: str  # 'ok' | 'skipped' | 'error'
-    out_path: str | None = None
-    error: str | None = None
-    measured_gain: float | None = None
-    quality_before: float | None = None
-    quality_after: float | None = None
-    message: str = ""
-    recipe: str = ""
-    warnings: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "status": self.status, "out_path": self.out_path, "error": self.error,
-                "measured_gain": self.measured_gain, "quality_before": self.quality_before,
-                "quality_after": self.quality_after, "message": self.message, "recipe": self.recipe,
-                "warnings": list(self.warnings)}
-
-
-def enhance_file(path: Path, out_dir: Path, renderer: Renderer, ops: Sequence[str] | None = None,
-                 strength: float = 1.0, fmt: str = "jpeg", quality: int = 92, bits: int = 8,
-                 template: str = "{name}_enhanced", force: bool = False,
-                 cancel: CancelToken | None = None, defects: dict[str, Any] | None = None) -> FileResult:
-    """Render the one-click enhancement of one file to a new file in ``out_dir``.
-
-    The same plan, full render, guard and atomic export as the catalog path. A result whose
-    measured gain is <= 0 is not written unless ``force``. ``out_dir`` must have been checked
-    with ``engine.export.check_out_dir``. Raises ``StageUnavailable`` for a missing model (a
-    failure of the whole command); other problems are returned as an ``error`` result.
-    ``defects``: the file's ``defects`` stage parameters when it is in the catalog
-    (``engine.defects.stage_params``); without them that stage is left out.
-    """
-    from engine.export import (
-        EnvironmentFailure,
-        ExportError,
-        current_fingerprint,
-        display,
-        render_name,
-        write_export,
-    )
-    from engine.imageio import ImageError, is_supported, load_image
-
-    shown = display(path)
-    if os.path.isdir(path):
-        return FileResult(shown, "error", error="a folder, not a photo: enhance takes photo files "
-                                                "(for a folder, use photolift export DIR --to OUT --all)")
-    if not os.path.lexists(path) or (os.path.islink(path) and not os.path.exists(path)):
-        from engine.indexer import missing_reason
-
-        return FileResult(shown, "error", error=missing_reason(path))
-    if not is_supported(path):
-        return FileResult(shown, "error", error=f"not a supported photo format ({path.suffix or 'no extension'}); "
-                                                "photolift reads JPEG, PNG, TIFF, WebP, BMP, HEIC and camera RAW")
-    try:
-        fp = current_fingerprint(path)
-        view = renderer.load_view(path, PREVIEW_SIDE)
-        recipe = renderer.pipeline.plan(view.astype(np.float32) / 255.0, ops, strength, defects=defects)
-        rendered = renderer.full(path, fp, recipe, cancel=cancel, store=False)
-        loaded = load_image(path)
-        original, decode_warning = loaded.rgb, loaded.warning
-        del loaded
-    except ImageError as e:
-        return FileResult(shown, "error", error=e.reason)
-    except OSError as e:
-        return FileResult(shown, "error", error=f"cannot read {shown}: {e.strerror or e}")
-    guard = measure(original, to_uint8(rendered.rgb))
-    del original
-    gain = guard.gain
-    common: dict[str, Any] = {"measured_gain": gain, "quality_before": guard.quality_before,
-                              "quality_after": guard.quality_after, "recipe": recipe.summary()}
-    if gain is not None and gain <= 0 and not force:
-        return FileResult(shown, "skipped", message=guard_message(guard, False) + " (use --force to write it)",
-                          **common)
-    try:
-        stem = render_name(template, {"name": path.stem, "stem": path.stem, "id": "",
-                                      "gain": f"{gain:+.2f}" if gain is not None else "na",
-                                      "ext": path.suffix.lstrip(".").lower(), "date": "", "camera": ""})
-        written, warnings = write_export(rendered, out_dir, stem, fmt, quality, bits, recipe)
-    except EnvironmentFailure:
-        raise
-    except ExportError as e:
-        return FileResult(shown, "error", error=str(e), **common)
-    if decode_warning:
-        warnings.insert(0, decode_warning)
-    if written.reused:  # a rerun: the same result is already there
-        return FileResult(shown, "skipped", out_path=display(written.path),
-                          message=f"an identical result is already in the folder ({display(written.path)}); "
-                                  "not written again", warnings=tuple(warnings), **common)
-    return FileResult(shown, "ok", out_path=display(written.path), message=guard_message(guard, True),
-                      warnings=tuple(warnings), **common)
+__all__ = ["EditError", "Editor", "EnhanceResult", "HistoryState", "render_and_measure"]

@@ -1,4 +1,5 @@
-"""Per-user locations: the catalog (data dir) and caches (thumbnails).
+"""Paths: how one is shown to people, and the per-user locations of the catalog (data dir) and
+caches (thumbnails).
 
 ``PHOTOLIFT_CATALOG`` overrides the catalog location (a path or SQLAlchemy URL) and
 ``PHOTOLIFT_CACHE`` the cache folder. A catalog given explicitly as a SQLite file gets its cache
@@ -15,7 +16,14 @@ import platformdirs
 
 from db.catalog import APP_NAME, data_dir, default_catalog_location, sqlite_file, to_url
 
-__all__ = ["cache_dir", "cache_dir_for", "data_dir", "default_catalog_location", "thumbnail_dir"]
+__all__ = ["cache_dir", "cache_dir_for", "data_dir", "default_catalog_location", "display_path", "thumbnail_dir"]
+
+
+def display_path(path: str | bytes | os.PathLike[str]) -> str:
+    """A path as people (and JSON, and the catalog's text columns) see it: always valid UTF-8,
+    bytes that are not are shown as ``\\xNN``. Open files by the exact name, never by this."""
+    b = path if isinstance(path, bytes) else os.fsencode(path)
+    return b.decode("utf-8", "backslashreplace")
 
 
 def cache_dir() -> Path:

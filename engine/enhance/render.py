@@ -1,7 +1,7 @@
 """Rendering recipes: a fast screen-size preview and the full-resolution render for export.
 
 * **Preview** decodes the original at reduced scale (JPEG DCT scaling through
-  ``engine.imageio.load_image(max_side=...)``), resizes to the screen size and runs the stages
+  ``engine.ingest.imageio.load_image(max_side=...)``), resizes to the screen size and runs the stages
   on that small copy. It is what the GUI's before/after shows; it is not used for export.
   Once a full render of the recipe exists (``Editor.enhance`` makes one to measure the gain,
   export makes one), the preview is its area-downscale instead: cheaper than running the stages
@@ -31,22 +31,26 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from engine.diskcache import touch
-from engine.jobs import CancelToken, ProgressFn
-from engine.pipeline import Pipeline, get_pipeline
-from engine.recipes import Recipe, recipe_hash
+from engine.core.diskcache import touch
+from engine.core.jobs import CancelToken, ProgressFn
+from engine.enhance.pipeline import Pipeline, get_pipeline
+from engine.enhance.recipes import Recipe, recipe_hash
+
+if TYPE_CHECKING:
+    from engine.ingest.imageio import LoadedImage
 
 PREVIEW_SIDE = 1600
-DEFAULT_CACHE_BYTES = 3 * 1024**3  # engine.diskcache: 0.75 of the default 4 GB limit
+DEFAULT_CACHE_BYTES = 3 * 1024**3  # engine.core.diskcache: 0.75 of the default 4 GB limit
 
 
 def cache_root() -> Path:
-    """``PHOTOLIFT_CACHE`` or the per-user cache folder (``engine.paths.cache_dir``)."""
-    from engine.paths import cache_dir
+    """``PHOTOLIFT_CACHE`` or the per-user cache folder (``engine.core.paths.cache_dir``)."""
+    from engine.core.paths import cache_dir
 
     return cache_dir()
 
@@ -124,7 +128,7 @@ class RenderCache:
             self._evict()
 
     def _evict(self) -> None:
-        from engine.diskcache import trim
+        from engine.core.diskcache import trim
 
         with self._lock:
             trim(self.root, self.max_bytes)
@@ -177,7 +181,7 @@ class Renderer:
     @staticmethod
     def load_view(path: Path, max_side: int | None) -> np.ndarray:
         """The original, upright, uint8, long side at most ``max_side`` (None: full size)."""
-        from engine.imageio import load_image
+        from engine.ingest.imageio import load_image
 
         img = load_image(path, max_side=max_side)
         rgb = np.ascontiguousarray(img.rgb)
@@ -235,16 +239,18 @@ class Renderer:
     # -- full resolution ----------------------------------------------------------------------
     def full(self, path: Path, fingerprint: str, recipe: Recipe | None,
              progress: ProgressFn | None = None, cancel: CancelToken | None = None,
-             store: bool = True) -> Rendered:
+             store: bool = True, original: LoadedImage | None = None) -> Rendered:
         """Render ``recipe`` on the full-resolution original (the original if ``recipe`` is
         None). ``store=False`` does not keep the result in the cache (one-shot renders).
-        Raises ``engine.imageio.ImageError`` for an unreadable original and
-        ``engine.recipes.ModelGone`` when a model the recipe needs is gone."""
-        from engine.imageio import load_image
+        ``original``: the file already decoded at full resolution (``load_image(path)``) by a
+        caller that needs its pixels too (the regression guard), so it is not decoded twice.
+        Raises ``engine.ingest.imageio.ImageError`` for an unreadable original and
+        ``engine.enhance.recipes.ModelGone`` when a model the recipe needs is gone."""
+        from engine.ingest.imageio import load_image
 
         if recipe is not None and not recipe.is_identity:
             self.pipeline.check(recipe)  # fail before the (slow) decode when a model is gone
-        img = load_image(path)
+        img = original if original is not None else load_image(path)
         orientation = int(img.orientation or 1)
         if recipe is None or recipe.is_identity:
             return Rendered(np.asarray(img.rgb, np.float32) / 255.0, img.icc, img.exif, orientation, False)
@@ -254,7 +260,7 @@ class Renderer:
             return Rendered(cached.astype(np.float32) / 65535.0, img.icc, img.exif, orientation, True)
         icc, exif = img.icc, img.exif
         src = np.asarray(img.rgb, np.float32) / 255.0
-        del img  # keep one full-size copy alive, not two
+        del img  # keep one full-size copy alive, not two (unless the caller keeps ``original``)
         out = self.pipeline.apply(recipe, src, progress=progress, cancel=cancel)
         del src
         if store:

@@ -4,7 +4,7 @@ Q is the measure the method is defined by: a photo's gain is ``Q(enhanced) - Q(o
 assessor's labels, models/assessor.md). The assessor predicts that gain cheaply for every photo;
 its quality head only mimics Q from four crops and a 128 px view and can miss what Q sees in the
 whole frame. The regression guard therefore measures a result with Q itself when the model file
-is installed (``engine.edits.measure``), on the original and the result at the same reduced size
+is installed (``engine.enhance.guard.measure``), on the original and the result at the same reduced size
 (long side at most ``MAX_SIDE``), which Q then looks at with a long side of ``VIEW_SIDE``
 (768 px, the scale it was fitted at). Q version 3 (models/quality.md) was fitted to human opinion
 scores of real photos and to pairs whose order is known, including every way our own enhancer
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.views import _pad_to as pad_to
+from engine.assess.views import _pad_to as pad_to
 
 MODEL_NAME = "quality"
 MIN_SIDE = 64
@@ -39,7 +39,7 @@ VIEW_SIDE = 768
 
 
 def default_model_path() -> Path:
-    from engine.runtime import models_dir
+    from engine.core.runtime import models_dir
 
     return models_dir() / f"{MODEL_NAME}.onnx"
 
@@ -62,10 +62,10 @@ def to_view(rgb: np.ndarray, side: int = VIEW_SIDE) -> np.ndarray:
 
 
 class QualityModel:
-    """Q over one shared ONNX session (``engine.runtime.get_session``). Thread-safe."""
+    """Q over one shared ONNX session (``engine.core.runtime.get_session``). Thread-safe."""
 
     def __init__(self, path: Path) -> None:
-        from engine.runtime import model_version
+        from engine.core.runtime import model_version
 
         self.path = Path(path)
         if not self.path.is_file():
@@ -75,7 +75,7 @@ class QualityModel:
     def __call__(self, rgb_u8: np.ndarray) -> float:
         """Q of an RGB uint8 image of any size: seen at ``VIEW_SIDE`` at most, reflect-padded up to
         ``MIN_SIDE``."""
-        from engine.runtime import get_session
+        from engine.core.runtime import get_session
 
         a = np.asarray(rgb_u8)
         if a.ndim != 3 or a.shape[2] < 3 or a.dtype != np.uint8:
@@ -97,7 +97,7 @@ def get_quality_model(path: Path | None = None) -> QualityModel | None:
     p = Path(path) if path is not None else default_model_path()
     if not p.is_file():
         return None
-    from engine.runtime import model_version
+    from engine.core.runtime import model_version
 
     key = f"{p.resolve()}|{model_version(p)}"
     with _lock:

@@ -2,7 +2,7 @@
 
 For each photo the current recipe (``photos.current_recipe_id``; none = the original pixels) is
 rendered at full resolution from the original, encoded (JPEG with a quality, PNG or TIFF, 8 or 16
-bit), given the original's EXIF (see :mod:`engine.exifout`) and ICC profile, and written:
+bit), given the original's EXIF (see :mod:`engine.export.exifout`) and ICC profile, and written:
 
 1. to a temporary file *in the target folder* (``.photolift-<pid>-<random>.part``; hidden, and
    not an image extension, so no indexer picks it up), write, flush, ``fsync``;
@@ -41,7 +41,6 @@ import os
 import re
 import secrets
 import string
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -50,10 +49,13 @@ from typing import Any
 
 import numpy as np
 
-from engine import exifout
-from engine.jobs import CancelToken, JobCancelled, Progress, ProgressFn
-from engine.recipes import Recipe, RecipeError, from_json
-from engine.render import Rendered, Renderer, to_uint8, to_uint16
+from engine.core.jobs import CancelToken, Eta, JobCancelled, ProgressFn
+from engine.core.paths import display_path
+from engine.core.processes import pid_alive
+from engine.enhance.recipes import Recipe, RecipeError, from_json
+from engine.enhance.render import Rendered, Renderer, to_uint8, to_uint16
+from engine.export import exifout
+from engine.ingest.indexer import fingerprint
 
 FORMATS: dict[str, str] = {"jpeg": ".jpg", "png": ".png", "tiff": ".tif"}
 FORMAT_ALIASES = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "tif": "tiff", "tiff": "tiff"}
@@ -192,18 +194,6 @@ def _mkstemp(folder: Path) -> tuple[int, str]:
     return fd, path
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 _TMP_RE = re.compile(re.escape(TMP_PREFIX) + r"(\d+)-[0-9a-f]+" + re.escape(TMP_SUFFIX) + "$")
 _JOURNAL_RE = re.compile(re.escape(TMP_PREFIX) + r"(\d+)-[0-9a-f]+\.journal$")
 
@@ -217,7 +207,7 @@ def clean_stale_temps(folder: Path) -> int:
         return 0
     for e in entries:
         m = _TMP_RE.match(e.name)
-        if m and not _pid_alive(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1))):
             with contextlib.suppress(OSError):
                 os.unlink(e.path)
                 n += 1
@@ -475,7 +465,7 @@ def recover_folder(folder: Path) -> list[Adoptable]:
         return out
     for e in entries:
         m = _JOURNAL_RE.match(e.name)
-        if not m or _pid_alive(int(m.group(1))):
+        if not m or pid_alive(int(m.group(1))):
             continue
         jpath = Path(e.path)
         try:
@@ -518,56 +508,6 @@ def _small(rgb: np.ndarray, side: int = 320) -> np.ndarray:
     return cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
 
 
-def display(path: str | os.PathLike[str]) -> str:
-    """A path as people (and JSON, and the catalog's text columns) see it: always valid UTF-8,
-    bytes that are not shown as ``\\xNN``."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
-def current_fingerprint(path: str | os.PathLike[str]) -> str:
-    """The content fingerprint as the indexer computes it (``engine.indexer.fingerprint``)."""
-    from engine.indexer import fingerprint
-
-    return str(fingerprint(Path(path)))
-
-
-# -- ETA -----------------------------------------------------------------------------------------
-
-class Eta:
-    """Progress with a time estimate (mean time per finished item x items left)."""
-
-    def __init__(self, total: int, progress: ProgressFn | None, what: str) -> None:
-        self.total = total
-        self.progress = progress
-        self.what = what
-        self.t0 = time.monotonic()
-
-    def seconds_left(self, done: int) -> float | None:
-        if done <= 0:
-            return None
-        return (time.monotonic() - self.t0) / done * (self.total - done)
-
-    def report(self, done: int, note: str = "") -> None:
-        if self.progress is None:
-            return
-        left = self.seconds_left(done)
-        msg = f"{self.what} {done}/{self.total}"
-        if note:
-            msg += f" ({note})"
-        if left is not None and done < self.total:
-            msg += f", about {format_seconds(left)} left"
-        self.progress(Progress(done, self.total, msg))
-
-
-def format_seconds(s: float) -> str:
-    s = max(0, round(s))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
-
-
 def library_roots(catalog: Any) -> list[Path]:
     """The library folders of a catalog (exports must not go inside them)."""
     from sqlalchemy import select
@@ -604,13 +544,13 @@ def render_and_write(renderer: Renderer, task: ExportTask, cancel: CancelToken |
     """Render ``task`` at full resolution from the original and write it atomically
     (:func:`write_export`, with the journal). ``check_source``: first check that the original
     still has the fingerprint the task was made with (a worker far from the driver does)."""
-    from engine.imageio import ImageError
-    from engine.pipeline import StageUnavailable
-    from engine.recipes import ModelGone
+    from engine.enhance.pipeline import StageUnavailable
+    from engine.enhance.recipes import ModelGone
+    from engine.ingest.imageio import ImageError
 
     if check_source:
         try:
-            fp = current_fingerprint(task.fs_path)
+            fp = fingerprint(task.fs_path)
         except OSError as e:
             raise ExportError(f"cannot read the original {task.path}: {e.strerror or e}") from e
         if fp != task.fingerprint:
@@ -651,9 +591,9 @@ class Exporter:
     def __init__(self, catalog: Any, renderer: Renderer | None = None) -> None:
         self.catalog = catalog
         if renderer is None:
-            from engine.diskcache import limits
-            from engine.paths import cache_dir_for
-            from engine.render import RenderCache
+            from engine.core.diskcache import limits
+            from engine.core.paths import cache_dir_for
+            from engine.enhance.render import RenderCache
 
             renderer = Renderer(cache=RenderCache(cache_dir_for(catalog.url), limits(catalog).render_bytes))
         self.renderer = renderer
@@ -706,10 +646,8 @@ class Exporter:
         root_out = check_out_dir(Path(out_dir), self.library_roots())
         ids = list(dict.fromkeys(int(i) for i in photo_ids))  # a photo listed twice is exported once
         if cluster is not None:
-            from engine.cluster import export_photos
-
-            return export_photos(cluster, self, ids, root_out, fmt, int(quality), template, progress, cancel, bits,
-                                 mirror, only_enhanced, skip_done)
+            return cluster.export_photos(self, ids, root_out, fmt, int(quality), template, progress, cancel, bits,
+                                         mirror, only_enhanced, skip_done)
         return self._run(ids, root_out, fmt, int(quality), template, progress, cancel, bits, mirror,
                          only_enhanced, skip_done)
 
@@ -793,7 +731,7 @@ class Exporter:
         if row.status == "missing" or not os.path.exists(row.fs_path):
             raise ExportError(f"the original is gone: {row.path}")
         try:
-            fp = current_fingerprint(row.fs_path)
+            fp = fingerprint(row.fs_path)
         except OSError as e:
             raise ExportError(f"cannot read the original {row.path}: {e.strerror or e}") from e
         if row.fingerprint is None or fp != row.fingerprint:
@@ -823,11 +761,11 @@ class Exporter:
         path = written.path
         warnings = list(warnings)
         if written.reused:
-            warnings.append(f"an identical file was already there ({display(path)}); it was kept, not written again")
+            warnings.append(f"an identical file was already there ({display_path(path)}); it was kept, not written again")
         if not (written.reused and (str(path), task.recipe_id, task.kind) in task.done_before):
             self._record(task.photo_id, task.recipe_id, path, task.kind)
         finish_journal(written)
-        return ExportResult(task.photo_id, task.path, "ok", out_path=display(path), recipe_id=task.recipe_id,
+        return ExportResult(task.photo_id, task.path, "ok", out_path=display_path(path), recipe_id=task.recipe_id,
                             enhanced=task.recipe_json is not None, warnings=tuple(warnings),
                             measured_gain=task.measured_gain)
 
@@ -835,7 +773,7 @@ class Exporter:
         from db.schema import Export
 
         def fn(s: Any) -> None:
-            s.add(Export(photo_id=photo_id, recipe_id=recipe_id, out_path=display(path),
+            s.add(Export(photo_id=photo_id, recipe_id=recipe_id, out_path=display_path(path),
                          out_path_bytes=os.fsencode(path), format=fmt, created_at=datetime.now()))
 
         self.catalog.write(fn)
@@ -856,7 +794,7 @@ class Exporter:
             if s.get(Photo, pid) is None:
                 return
             if s.scalars(select(Export.id).where(Export.out_path_bytes == raw)).first() is None:
-                s.add(Export(photo_id=pid, recipe_id=rid, out_path=display(a.path), out_path_bytes=raw,
+                s.add(Export(photo_id=pid, recipe_id=rid, out_path=display_path(a.path), out_path_bytes=raw,
                              format=kind, created_at=datetime.now()))
 
         self.catalog.write(fn)

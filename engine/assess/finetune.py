@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.scoring import LastLayer
+from engine.assess.scoring import LastLayer
 
 RATING_TARGETS = {2: 2.5, 1: 1.25, 0: 0.0, -1: -0.5}  # point targets, times the recommendation threshold
 RATING_INTERVALS = {2: (2.0, np.inf), 1: (1.1, 2.0), 0: (-0.25, 0.9), -1: (-np.inf, -0.25)}  # times T

@@ -455,11 +455,11 @@ def apply_params(rgb: Image, params: Mapping[str, Any], strength: float = 1.0) -
 
 def default_model_path() -> Path:
     try:
-        from engine.runtime import models_dir
+        from engine.core.runtime import models_dir
 
         return Path(models_dir()) / "tone.onnx"
     except ImportError:  # runtime module not present yet
-        return Path(__file__).resolve().parents[1] / "models" / "tone.onnx"
+        return Path(__file__).resolve().parents[2] / "models" / "tone.onnx"
 
 
 _lock = threading.Lock()
@@ -468,7 +468,7 @@ _sessions: dict[Path, Any] = {}
 
 def _session(path: Path) -> Any:
     try:
-        from engine.runtime import get_session
+        from engine.core.runtime import get_session
 
         return get_session(path)
     except ImportError:

@@ -22,7 +22,7 @@ of 8 and returns ``restored``, see docs/ARCHITECTURE.md):
   equals a single pass over the whole canvas (tested with a 3x3 fixture graph).
 * ``strength`` blends: ``out = rgb + strength * (restored - rgb)``; 0 returns the input unchanged
   (without running the model), 1 the network output. The result is clipped to 0..1.
-* One shared onnxruntime session per model file (``engine.runtime``); ``workers`` tiles run at
+* One shared onnxruntime session per model file (``engine.core.runtime``); ``workers`` tiles run at
   once (default: one per core, at most 4), the session with ``thread_budget(workers)`` intra-op
   threads (2 x 1 beat 1 x 2 by 1.3 to 1.7 times on 2 cores).
 * ``progress`` gets ``Progress(done_tiles, total_tiles)`` after every tile; ``cancel`` is checked
@@ -40,8 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import runtime
-from engine.jobs import CancelToken, JobCancelled, Progress, ProgressFn
+from engine.core import runtime
+from engine.core.jobs import CancelToken, JobCancelled, Progress, ProgressFn
 
 MULTIPLE = 8
 DEFAULT_TILE = 512

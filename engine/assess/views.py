@@ -1,6 +1,6 @@
 """The assessor's views of a photo: K native-resolution crops plus one global view.
 
-Shared by training (models/training) and inference (engine.scoring), so both see exactly the
+Shared by training (models/training) and inference (engine.assess.scoring), so both see exactly the
 same pixels. Noise and JPEG blocking vanish when a photo is shrunk, so the crops are taken at
 the resolution the photo was decoded at (full, or half scale for large JPEGs); exposure,
 contrast, cast and haze are global properties, seen in the downscaled global view.

@@ -3,18 +3,18 @@
 Stages, always run in this order whatever order the user lists them in:
 
 ``defects``
-    the camera-defect correction (``engine.defects``): dust and smudges divided out by their
+    the camera-defect correction (``engine.enhance.defects``): dust and smudges divided out by their
     estimated attenuation maps, opaque lines and obstructions inpainted, hot pixels repaired,
     per-camera biases corrected. Its parameters come from the photo's camera series (detected
     beforehand, ``photolift defects`` or the GUI) and are stored in the recipe in the photo's own
     frame (0..1), so replay needs nothing else; planned only when the caller passes them (a photo
     whose series has no undismissed defect gets no ``defects`` stage).
 ``restore``
-    the restoration network (``engine.restore``, ``models/restorer*.onnx``): blur, noise and
+    the restoration network (``engine.enhance.restore``, ``models/restorer*.onnx``): blur, noise and
     compression removal, tiled at full resolution. A recipe stores the model's version; replay
-    needs that exact file (see :func:`engine.recipes.find_model`).
+    needs that exact file (see :func:`engine.enhance.recipes.find_model`).
 ``tone``
-    the tone operators (``engine.tone``). Their parameters are predicted once by
+    the tone operators (``engine.enhance.tone``). Their parameters are predicted once by
     ``models/tone.onnx`` when the recipe is *planned* and stored in the recipe, so replay needs
     only the operators (the model version is kept as provenance).
 
@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.jobs import CancelToken, Progress, ProgressFn
-from engine.recipes import (
+from engine.core.jobs import CancelToken, Progress, ProgressFn
+from engine.enhance.recipes import (
     RECIPE_SCHEMA,
     ModelGone,
     Recipe,
@@ -91,7 +91,7 @@ class Pipeline:
     def models_dir(self) -> Path:
         if self._models_dir is not None:
             return self._models_dir
-        from engine.runtime import models_dir
+        from engine.core.runtime import models_dir
 
         return models_dir()
 
@@ -105,7 +105,7 @@ class Pipeline:
     def _restorer(path: Path) -> Any:
         """The shared restorer of that model file (one ORT session per file, process-wide)."""
         try:
-            from engine.restore import get_restorer
+            from engine.enhance.restore import get_restorer
         except ImportError as e:  # pragma: no cover - the module is part of the app
             raise StageUnavailable(f"the 'restore' stage is not available: {e}") from e
         return get_restorer(path)
@@ -116,7 +116,7 @@ class Pipeline:
         """Make the recipe for ``view`` (float32 HxWx3 0..1, a screen-size copy of the photo).
 
         Records the version of every model involved and the tone parameters predicted now.
-        ``defects``: the photo's ``defects`` stage parameters (``engine.defects.stage_params``);
+        ``defects``: the photo's ``defects`` stage parameters (``engine.enhance.defects.stage_params``);
         without them the stage is left out (nothing known to correct).
         Raises :class:`StageUnavailable` naming the missing model.
         """
@@ -133,7 +133,7 @@ class Pipeline:
             elif name == "tone":
                 path, ver = self._current_model("tone", TONE_MODEL)
                 try:
-                    from engine import tone
+                    from engine.enhance import tone
                 except ImportError as e:  # pragma: no cover
                     raise StageUnavailable(f"the 'tone' stage is not available: {e}") from e
                 params = tone.predict_params(np.ascontiguousarray(view, dtype=np.float32), model_path=path)
@@ -175,14 +175,14 @@ class Pipeline:
             if st.strength <= 0.0:
                 continue
             if st.name == "defects":
-                from engine import defects
+                from engine.enhance import defects
 
                 out = defects.apply_correction(out, st.params, strength=float(st.strength))
             elif st.name == "restore":
                 restorer = self._restorer(self._restore_path(st))
                 out = restorer.run(out, strength=float(st.strength), progress=progress, cancel=cancel)
             elif st.name == "tone":
-                from engine import tone
+                from engine.enhance import tone
 
                 out = tone.apply_params(out, st.params, strength=float(st.strength))
             out = np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
@@ -209,7 +209,7 @@ _shared_lock = threading.Lock()
 
 
 def get_pipeline() -> Pipeline:
-    """The process-wide pipeline (models from ``engine.runtime.models_dir()``)."""
+    """The process-wide pipeline (models from ``engine.core.runtime.models_dir()``)."""
     global _shared
     with _shared_lock:
         if _shared is None:

@@ -555,13 +555,12 @@ def test_defects_stage_on_the_cluster_equals_the_local_one(cluster: Any, tmp_pat
     assert _sha(tmp_path / "a") == _sha(tmp_path / "b")
 
     # catalog photos: Editor.enhance_batch on the cluster plans the same defects stage
-    from engine.cluster import enhance_photos
     from engine.enhance.edits import Editor
 
     with Catalog.open(cat) as c:
         with c.session() as s:
             ids = [int(i) for i in s.scalars(select(Photo.id).order_by(Photo.path)).all()][:2]
-        got = list(enhance_photos(cluster, Editor(c), ids, ["defects"], 1.0, apply_if_no_gain=True))
+        got = list(Editor(c).enhance_batch(ids, ["defects"], 1.0, apply_if_no_gain=True, cluster=cluster))
         assert [r.error for r in got] == [None, None]
         with c.session() as s:
             stages = [json.loads(j)["stages"] for j in s.scalars(select(Recipe.recipe_json)).all()]

@@ -174,3 +174,21 @@ def write_restorer(path: Path | str, kind: str = "blur", **kw: float) -> Path:
 def write_assessor(path: Path | str, **kw: int) -> Path:
     """Shortcut: ``write_model(assessor_model(**kw), path)``."""
     return write_model(assessor_model(**kw), path)
+
+
+def inpaint_model(fill: float = 0.5) -> onnx.ModelProto:
+    """The learned inpainter's contract (``models/inpaint.onnx``): inputs ``image`` float32
+    ``[1,3,H,W]`` (hidden pixels 0) and ``mask`` ``[1,1,H,W]`` (1 = fill), output ``inpainted``:
+    here ``image * (1 - mask) + fill * mask``, so a test can see which pixels it filled."""
+    inits = [numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+             numpy_helper.from_array(np.array(fill, np.float32), "fill")]
+    nodes = [helper.make_node("Sub", ["one", "mask"], ["keep"]),
+             helper.make_node("Mul", ["image", "keep"], ["known"]),
+             helper.make_node("Mul", ["mask", "fill"], ["filled"]),
+             helper.make_node("Add", ["known", "filled"], ["inpainted"])]
+    graph = helper.make_graph(
+        nodes, "inpaint",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, "H", "W"]),
+         helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 1, "H", "W"])],
+        [helper.make_tensor_value_info("inpainted", TensorProto.FLOAT, [1, 3, "H", "W"])], inits)
+    return _finish(graph)

@@ -372,3 +372,42 @@ def test_a_burst_of_one_scene_is_not_a_defect(tmp_path: Path) -> None:
 
     res = D.detect_series(series, loader=loader, workers=1)
     assert [d.kind for d in res.detections] == []
+
+
+def test_learned_inpainter_is_used_when_the_recipe_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """With models/inpaint.onnx installed, a recipe records its version and fills holes with it;
+    a recipe without it (made before) or naming another version replays with OpenCV's
+    Navier-Stokes, as it was made, with a warning for the missing version."""
+    from engine.core.runtime import clear_sessions
+    from tests.onnx_fixtures import inpaint_model, write_model
+
+    clear_sessions()
+    models = tmp_path / "models"
+    monkeypatch.setenv("PHOTOLIFT_MODELS", str(models))
+    assert D.inpainter_version() is None
+    write_model(inpaint_model(fill=0.5), models / "inpaint.onnx")
+    ver = D.inpainter_version()
+    assert ver is not None
+    rng = np.random.default_rng(7)
+    clean = scene(rng, 200, 120)
+    mask = np.zeros((120, 200), np.uint8)
+    mask[60, 40:160] = 1
+    bad = clean.copy()
+    bad[mask > 0] = 5
+    region = [0.2, 0.45, 0.8, 0.55]
+    sub = mask[54:66, 40:160]
+    item = {"kind": "line", "method": "inpaint", "region": region, "shape": list(sub.shape),
+            "patch": D._encode(np.zeros(sub.shape), np.float16),
+            "mask": D._encode(np.packbits(sub), np.uint8), "bbox": region}
+    x = bad.astype(np.float32) / 255
+    learned = D.apply_correction(x, {"items": [item], "inpainter": {"model": "inpaint", "version": ver}})
+    ns = D.apply_correction(x, {"items": [item]})
+    assert np.allclose(learned[60, 40:160], 0.5, atol=1e-6)  # the fixture's fill: the model ran
+    changed = np.abs(learned - x).max(axis=2) > 1e-6
+    assert changed[60, 40:160].all() and changed.sum() <= 3 * 3 * 120 + 200  # the dilated hole only
+    assert not np.allclose(ns[60, 40:160], 0.5, atol=0.02)
+    with caplog.at_level("WARNING"):
+        other = D.apply_correction(x, {"items": [item], "inpainter": {"model": "inpaint", "version": "0000"}})
+    assert np.array_equal(other, ns) and "not installed" in caplog.text
+    clear_sessions()

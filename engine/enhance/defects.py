@@ -1103,16 +1103,22 @@ def apply_correction(rgb: np.ndarray, params: dict[str, Any], strength: float = 
     for it in items:  # biases first: the spot maps were measured relative to the series' mean tone
         if it.get("kind") == "bias":
             out = _apply_bias(out, it["correct"], strength)
+    learned = params.get("inpainter") is not None
+    if learned and inpainter_version() != params["inpainter"].get("version"):
+        log.warning("the recipe's inpainter %s is not installed (now %s); OpenCV's inpainting fills instead",
+                    params["inpainter"].get("version"), inpainter_version())
+        learned = False
     for it in items:
         kind = it.get("kind")
         if kind in ("dust", "smudge", "line", "obstruction"):
-            _apply_spot(out, it, strength, w, h)
+            _apply_spot(out, it, strength, w, h, learned)
         elif kind == "hot_pixel":
             _apply_hot(out, it, strength, w, h)
     return np.clip(out, 0.0, 1.0)
 
 
-def _apply_spot(out: np.ndarray, it: dict[str, Any], strength: float, w: int, h: int) -> None:
+def _apply_spot(out: np.ndarray, it: dict[str, Any], strength: float, w: int, h: int,
+                learned: bool = False) -> None:
     x0, y0, x1, y1 = _region_px(it["region"], w, h)
     rw, rh = x1 - x0, y1 - y0
     patch = _decode_arr(it["patch"], it["shape"], np.float16).astype(np.float32)
@@ -1127,10 +1133,13 @@ def _apply_spot(out: np.ndarray, it: dict[str, Any], strength: float, w: int, h:
         ax0, ay0, ax1, ay1 = max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad)
         big = np.zeros((ay1 - ay0, ax1 - ax0), np.uint8)
         big[y0 - ay0:y1 - ay0, x0 - ax0:x1 - ax0] = m
-        src = np.clip(out[ay0:ay1, ax0:ax1] * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        # Navier-Stokes: 1.3 dB above Telea inside line and blob holes (models/training/eval_inpaint.py)
-        fixed = cv2.inpaint(src, big, max(3, 2 * k), cv2.INPAINT_NS).astype(np.float32) / 255.0
         sel = big > 0
+        if learned:  # the recipe was made with models/inpaint.onnx (models/inpaint.md)
+            fixed = learned_inpaint(np.clip(out[ay0:ay1, ax0:ax1], 0.0, 1.0), sel)
+        else:
+            src = np.clip(out[ay0:ay1, ax0:ax1] * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            # Navier-Stokes: 1.3 dB above Telea inside line and blob holes (models/training/eval_inpaint.py)
+            fixed = cv2.inpaint(src, big, max(3, 2 * k), cv2.INPAINT_NS).astype(np.float32) / 255.0
         region = out[ay0:ay1, ax0:ax1]
         region[sel] = region[sel] * (1 - strength) + fixed[sel] * strength
         return
@@ -1389,7 +1398,40 @@ def stage_params(catalog: Any, photo_id: int) -> dict[str, Any] | None:
     items = [display_params(d, orientation) for d in defs if d.kind in KINDS]
     if not items:
         return None
-    return {"version": DETECTOR_VERSION, "items": items, "defect_ids": [d.id for d in defs]}
+    params: dict[str, Any] = {"version": DETECTOR_VERSION, "items": items, "defect_ids": [d.id for d in defs]}
+    if any(it.get("method") == "inpaint" for it in items):
+        ver = inpainter_version()
+        if ver is not None:  # recorded, so the recipe replays with the inpainter it was made with
+            params["inpainter"] = {"model": INPAINT_MODEL, "version": ver}
+    return params
+
+
+INPAINT_MODEL = "inpaint"  # models/inpaint.onnx (models/training/train_inpaint.py, models/inpaint.md)
+
+
+def inpainter_version() -> str | None:
+    """The installed learned inpainter's version, or None (OpenCV's Navier-Stokes then fills)."""
+    from engine.core.runtime import model_version, models_dir
+
+    path = models_dir() / f"{INPAINT_MODEL}.onnx"
+    return model_version(path) if path.is_file() else None
+
+
+def learned_inpaint(rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """Fill ``hole`` (bool HxW) of ``rgb`` (float32 HxWx3 0..1) with models/inpaint.onnx; the
+    known pixels come back unchanged. Padded to a multiple of 8 by reflection."""
+    from engine.core.runtime import get_session, models_dir
+
+    sess = get_session(models_dir() / f"{INPAINT_MODEL}.onnx", 1)
+    h, w = hole.shape
+    m = hole.astype(np.float32)
+    ph, pw = (-h) % 8, (-w) % 8
+    x = np.pad(rgb * (1.0 - m[..., None]), ((0, ph), (0, pw), (0, 0)), mode="reflect")
+    mm = np.pad(m, ((0, ph), (0, pw)), mode="reflect")
+    out = sess.run(None, {"image": np.ascontiguousarray(x.transpose(2, 0, 1)[None], np.float32),
+                          "mask": np.ascontiguousarray(mm[None, None], np.float32)})[0]
+    filled = out[0].transpose(1, 2, 0)[:h, :w]
+    return np.where(hole[..., None], filled, rgb).astype(np.float32)
 
 
 def reasons_for_photo(catalog: Any, photo_ids: Sequence[int]) -> dict[int, list[str]]:

@@ -220,9 +220,9 @@ def test_correction_gains_psnr_inside_the_spots(tmp_catalog: object, library: Pa
     assert psnr(f2[r2], clean2[r2]) > psnr(half[r2], clean2[r2]) + 3
 
 
-def test_inpaint_method_fills_an_opaque_line() -> None:
-    rng = np.random.default_rng(7)
-    clean = scene(rng, 200, 120)
+def opaque_line() -> tuple[np.ndarray, np.ndarray, dict[str, object]]:
+    """(clean scene, the scene with an opaque 1-px line, the ``inpaint`` item that covers it)."""
+    clean = scene(np.random.default_rng(7), 200, 120)
     mask = np.zeros((120, 200), np.uint8)
     mask[60, 40:160] = 1
     bad = clean.copy()
@@ -232,6 +232,11 @@ def test_inpaint_method_fills_an_opaque_line() -> None:
     item = {"kind": "line", "method": "inpaint", "region": region, "shape": list(sub.shape),
             "patch": D._encode(np.zeros(sub.shape), np.float16),
             "mask": D._encode(np.packbits(sub), np.uint8), "bbox": region}
+    return clean, bad, item
+
+
+def test_inpaint_method_fills_an_opaque_line() -> None:
+    clean, bad, item = opaque_line()
     out = D.apply_correction(bad.astype(np.float32) / 255, {"items": [item]})
     err_before = np.abs(bad[60, 40:160].astype(float) - clean[60, 40:160]).mean()
     err_after = np.abs(out[60, 40:160] * 255 - clean[60, 40:160]).mean()
@@ -389,17 +394,7 @@ def test_learned_inpainter_is_used_when_the_recipe_names_it(tmp_path: Path, monk
     write_model(inpaint_model(fill=0.5), models / "inpaint.onnx")
     ver = D.inpainter_version()
     assert ver is not None
-    rng = np.random.default_rng(7)
-    clean = scene(rng, 200, 120)
-    mask = np.zeros((120, 200), np.uint8)
-    mask[60, 40:160] = 1
-    bad = clean.copy()
-    bad[mask > 0] = 5
-    region = [0.2, 0.45, 0.8, 0.55]
-    sub = mask[54:66, 40:160]
-    item = {"kind": "line", "method": "inpaint", "region": region, "shape": list(sub.shape),
-            "patch": D._encode(np.zeros(sub.shape), np.float16),
-            "mask": D._encode(np.packbits(sub), np.uint8), "bbox": region}
+    _clean, bad, item = opaque_line()
     x = bad.astype(np.float32) / 255
     learned = D.apply_correction(x, {"items": [item], "inpainter": {"model": "inpaint", "version": ver}})
     ns = D.apply_correction(x, {"items": [item]})

@@ -29,9 +29,10 @@ import hashlib
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import cv2
 import numpy as np
@@ -57,11 +58,17 @@ def cache_root() -> Path:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: temp file beside it, fsync, rename."""
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Call ``write(file)`` on a temp file beside ``path``, fsync, rename over ``path``; the temp
+    file is removed on any failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -104,18 +111,7 @@ class RenderCache:
     def put(self, key: str, arr: np.ndarray) -> None:
         p = self._path(key)
         try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=p.parent)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, p)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            atomic_write(p, lambda f: np.save(f, np.ascontiguousarray(arr), allow_pickle=False))
         except OSError:
             return  # a cache that cannot be written is a slower cache, not an error
         with self._lock:

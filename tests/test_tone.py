@@ -183,6 +183,45 @@ def test_predict_params_contract(tmp_path: Path) -> None:
     assert out.shape == img.shape and np.isfinite(out).all()
 
 
+def test_gate_drops_small_changes_keeps_large_and_is_continuous() -> None:
+    dz = {"exposure": 0.2, "contrast": 0.1}
+    p = T.gate_params({"exposure": 0.15, "contrast": -0.05, "saturation": 0.04}, dz)
+    assert p["exposure"] == 0.0 and p["contrast"] == 0.0  # inside the dead zone: no change
+    assert p["saturation"] == pytest.approx(0.04)  # no dead zone for it: kept
+    assert T.gate_params({"exposure": 0.5}, dz)["exposure"] == pytest.approx(0.5)  # beyond 2t: whole
+    assert T.gate_params({"exposure": -0.3}, dz)["exposure"] == pytest.approx(-0.15)  # on the ramp, sign kept
+    # continuous across both ends of the ramp; "white" is measured from its neutral value 1.0
+    for t in (0.2, 0.4):
+        lo, hi = (T.gate_params({"exposure": t + e}, dz)["exposure"] for e in (-1e-6, 1e-6))
+        assert abs(hi - lo) < 1e-4
+    assert T.gate_params({"white": 0.95}, {"white": 0.1})["white"] == 1.0
+
+
+def test_predict_params_applies_the_calibration_made_for_that_model_only(tmp_path: Path) -> None:
+    import hashlib
+
+    vals = [0.0, 0.0, 0.0, 0.1, 0.0, 1.0, 0.0, 0.0, 0.3, 0.0, 0.0]
+    path = tmp_path / "tone.onnx"
+    _const_model(path, vals)
+    img = _photo(120, 160)
+    side = path.with_suffix(".json")
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    side.write_text(json.dumps({"model_sha256": sha, "deadzone": {"exposure": 0.2, "contrast": 0.1}}))
+    T._calibrations.clear()
+    p = T.predict_params(img, model_path=path)
+    assert p["exposure"] == 0.0  # 0.1 is inside its dead zone
+    assert p["contrast"] == pytest.approx(0.3, abs=1e-6)  # 0.3 is beyond 2 x 0.1
+    assert T.predict_params(img, model_path=path, gate=False)["exposure"] == pytest.approx(0.1, abs=1e-6)
+    # a calibration made for another model file is not applied
+    side.write_text(json.dumps({"model_sha256": "0" * 64, "deadzone": {"exposure": 0.2}}))
+    T._calibrations.clear()
+    assert T.predict_params(img, model_path=path)["exposure"] == pytest.approx(0.1, abs=1e-6)
+    side.write_text("{not json")
+    T._calibrations.clear()
+    assert T.predict_params(img, model_path=path)["exposure"] == pytest.approx(0.1, abs=1e-6)
+    T._calibrations.clear()
+
+
 def test_committed_model_runs_and_leaves_clean_photo_nearly_alone() -> None:
     path = T.default_model_path()
     if not path.exists():

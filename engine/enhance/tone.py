@@ -35,9 +35,11 @@ through pointwise work, and a preview and a full render agree.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,7 @@ import cv2
 import numpy as np
 
 Image = np.ndarray
+log = logging.getLogger(__name__)
 
 # Order of the network's output vector (also written into the ONNX metadata, key "params").
 PARAM_NAMES: tuple[str, ...] = (
@@ -493,11 +496,113 @@ def net_view(rgb: Image) -> np.ndarray:
     return np.ascontiguousarray(v.transpose(2, 0, 1)[None], dtype=np.float32)
 
 
-def predict_params(rgb: Image, model_path: Path | None = None) -> dict[str, Any]:
+def gate_params(params: Mapping[str, Any], deadzone: Mapping[str, float]) -> dict[str, float]:
+    """Leave out changes too small to need making (the "change only what needs changing" gate).
+
+    For each parameter with a dead zone ``t > 0`` the predicted change ``d`` from neutral is
+    multiplied by ``clip((|d| - t) / t, 0, 1)``: changes up to ``t`` are dropped, changes of
+    ``2t`` or more are kept whole, and the ramp between is continuous (no jump when a photo
+    crosses the threshold). The network's small corrections to photos without a tonal problem
+    are what the dead zones remove; ``deadzone`` comes from the model's calibration file.
+    """
+    p = clean_params(params)
+    for k in PARAM_NAMES:
+        t = float(deadzone.get(k, 0.0))
+        if t <= 0.0:
+            continue
+        d = p[k] - NEUTRAL[k]
+        g = min(max((abs(d) - t) / t, 0.0), 1.0)
+        p[k] = NEUTRAL[k] + d * g
+    return p
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What ``<model>.json`` says about one tone model file (``models/training/calibrate_tone.py``).
+
+    ``deadzone``: per-parameter dead zones for :func:`gate_params`. ``q_margin``: the tone stage is
+    kept only where the quality model Q rates the toned photo more than this above the photo
+    (:func:`keep_by_quality`); None = no such check.
+    """
+
+    deadzone: dict[str, float] = field(default_factory=dict)
+    q_margin: float | None = None
+
+
+_calib_lock = threading.Lock()
+_calibrations: dict[Path, Calibration] = {}
+
+
+def calibration_for(model_path: Path) -> Calibration:
+    """The calibration made for this model file (``<model>.json``).
+
+    The file names the sha256 of the model it was made for; for any other file (a different
+    or retrained network) nothing applies, with a warning, since its figures would be wrong.
+    Missing file: nothing applies.
+    """
+    path = Path(model_path)
+    with _calib_lock:
+        hit = _calibrations.get(path)
+        if hit is not None:
+            return hit
+        cal = Calibration()
+        side = path.with_suffix(".json")
+        if side.is_file():
+            import hashlib
+            import json
+
+            try:
+                raw = json.loads(side.read_text(encoding="utf-8"))
+                sha = hashlib.sha256(path.read_bytes()).hexdigest()
+                if raw.get("model_sha256") == sha:
+                    dz = {k: float(v) for k, v in dict(raw.get("deadzone", {})).items() if k in NEUTRAL}
+                    m = raw.get("q_margin")
+                    cal = Calibration(dz, None if m is None else float(m))
+                else:
+                    log.warning("%s was calibrated for another model; tone changes are not gated", side.name)
+            except (OSError, ValueError, TypeError, AttributeError) as e:
+                log.warning("unreadable tone calibration %s (%s); tone changes are not gated", side, e)
+        _calibrations[path] = cal
+        return cal
+
+
+def gate_for(model_path: Path) -> dict[str, float]:
+    """The dead zones calibrated for this model file (:func:`calibration_for`)."""
+    return calibration_for(model_path).deadzone
+
+
+QUALITY_SIDE = 768  # long side of the copy the quality check renders and judges
+
+
+def keep_by_quality(view: Image, params: Mapping[str, Any], margin: float,
+                    quality: Callable[[np.ndarray], float]) -> tuple[bool, float, float]:
+    """Whether the tone change is worth making, by the judge: ``quality`` (Q of an RGB uint8
+    image) on ``view`` reduced to ``QUALITY_SIDE`` and on the same copy with ``params`` applied.
+    Returns (keep, Q before, Q after); keep when Q gains more than ``margin``."""
+    img = np.clip(np.asarray(view, np.float32), 0.0, 1.0)
+    h, w = img.shape[:2]
+    if max(h, w) > QUALITY_SIDE:
+        s = QUALITY_SIDE / max(h, w)
+        img = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    before = (img * 255.0 + 0.5).astype(np.uint8)
+    after = (np.clip(apply_params(img, params), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    qb, qa = float(quality(before)), float(quality(after))
+    return qa - qb > margin, qb, qa
+
+
+def neutral_like(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with every operator at its neutral value (the stage then changes nothing);
+    other keys (``airlight``, ``version``, notes) kept."""
+    return {**dict(params), **NEUTRAL}
+
+
+def predict_params(rgb: Image, model_path: Path | None = None, gate: bool = True) -> dict[str, Any]:
     """Predict the operator parameters for a float32 RGB image (any size, 0..1).
 
     Returns a JSON-serialisable dict: every name of ``PARAM_NAMES``, the estimated
-    ``airlight`` and ``version``.
+    ``airlight`` and ``version``. With ``gate`` (the default), changes below the model's
+    calibrated dead zones are dropped (:func:`gate_params`); the stored parameters are the
+    gated ones, so a recipe replays exactly what was shown.
     """
     path = Path(model_path) if model_path is not None else default_model_path()
     sess = _session(path)
@@ -506,7 +611,8 @@ def predict_params(rgb: Image, model_path: Path | None = None) -> dict[str, Any]
     if out.size != len(PARAM_NAMES):
         raise ValueError(f"{path.name}: expected {len(PARAM_NAMES)} outputs, got {out.size}")
     params: dict[str, Any] = {k: float(v) for k, v in zip(PARAM_NAMES, out, strict=True)}
-    params = dict(clean_params(params))
+    dz = gate_for(path) if gate else {}
+    params = dict(gate_params(params, dz)) if dz else dict(clean_params(params))
     params["airlight"] = estimate_airlight(rgb)
     params["version"] = PARAMS_VERSION
     return params

@@ -72,6 +72,49 @@ def ciede_fast(a: np.ndarray, b: np.ndarray) -> float:
 
 # ----------------------------------------------------------------------------- the run
 
+TECH_KINDS = ("blur", "noise", "jpeg")
+
+
+def technical_case(u: np.ndarray, i: int, seed: int) -> tuple[np.ndarray, str]:
+    """Photo ``i`` with one technical degradation only (no tonal problem), seeded by (seed, i)."""
+    rng = np.random.default_rng([seed, i, 1])
+    kind = TECH_KINDS[i % len(TECH_KINDS)]
+    if kind == "blur":
+        x = dg.apply_blur(u, rng, strength=float(rng.uniform(0.15, 0.6)))[0]
+    elif kind == "noise":
+        x = dg.apply_noise(u, rng, kind="gaussian_noise", strength=float(rng.uniform(0.1, 0.5)))[0]
+    else:
+        x = dg.apply_jpeg(u, rng, quality=int(rng.integers(15, 60)))[0]
+    return np.clip(x, 0.0, 1.0).astype(np.float32), kind
+
+
+def planned(x: np.ndarray, path: Path, version: int, flag: str) -> dict[str, Any]:
+    """The tone parameters the app would plan for ``x``: the model's calibrated dead zones and its
+    quality check (``<model>.json``), as ``engine.enhance.pipeline.Pipeline.plan`` applies them.
+    ``flag`` "nogate": neither; "noq": dead zones only."""
+    p = {**T.predict_params(x, model_path=path, gate=flag != "nogate"), "version": version}
+    margin = T.calibration_for(path).q_margin
+    if flag in ("", None) and margin is not None:
+        from engine.assess.quality import get_quality_model
+
+        q = get_quality_model()
+        if q is not None and not T.keep_by_quality(x, p, margin, q)[0]:
+            p = T.neutral_like(p)
+    return p
+
+
+_restorer: Any = None
+
+
+def restorer() -> Any:
+    global _restorer
+    if _restorer is None:
+        from engine.enhance.restore import get_restorer
+
+        _restorer = get_restorer()
+    return _restorer
+
+
 
 def degrade_case(u: np.ndarray, i: int, seed: int) -> tuple[np.ndarray, str]:
     rng = np.random.default_rng([seed, i])
@@ -88,20 +131,26 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", action="append", default=[],
                     help="name=path of a tone ONNX (repeatable); name=path@1 renders with parameter version 1 "
-                         "(before the white-protecting shoulder), to compare both in one run")
+                         "(before the white-protecting shoulder), to compare both in one run; name=path#nogate "
+                         "leaves out the calibration (<model>.json), name=path#noq its quality check only")
     ap.add_argument("--quality", type=Path, default=None,
                     help="Q for the Q column: a QualityNet checkpoint or models/quality.onnx")
     ap.add_argument("--max-side", type=int, default=512)
     ap.add_argument("--limit", type=int, default=0, help="first N val photos only (0 = all)")
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--technical", action="store_true",
+                    help="also photos with only technical degradations (blur, noise or JPEG): the one-click "
+                         "order restore -> tone (tone parameters predicted from the degraded photo, as the "
+                         "pipeline plans them), to count how often the tone stage lowers PSNR there")
     args = ap.parse_args(argv)
 
-    models: dict[str, tuple[Path, int]] = {}
+    models: dict[str, tuple[Path, int, str]] = {}
     for spec in args.model or [f"tone=({T.default_model_path()})"]:
         name, _, path = spec.partition("=")
+        path, _, flag = path.partition("#")
         path, _, ver = path.partition("@")
-        models[name] = (Path(path.strip("()")), int(ver or T.PARAMS_VERSION))
+        models[name] = (Path(path.strip("()")), int(ver or T.PARAMS_VERSION), flag)
 
     qnet = None
     if args.quality is not None:
@@ -115,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
 
     methods: dict[str, Any] = {"nothing": lambda x: x, "auto-levels": auto_levels, "autocontrast": autocontrast,
                                "CLAHE": clahe, "gray-world": gray_world}
-    for name, (path, ver) in models.items():
-        methods[name] = lambda x, p=path, v=ver: T.apply_params(x, {**T.predict_params(x, model_path=p), "version": v})
+    for name, (path, ver, flag) in models.items():
+        methods[name] = lambda x, p=path, v=ver, f=flag: T.apply_params(x, planned(x, p, v, f))
 
     photos = discover("val")
     if args.limit:
@@ -124,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     # rows[(case, method)] -> list of metric dicts
     rows: dict[tuple[str, str], list[dict[str, float]]] = defaultdict(list)
+    tech: dict[str, list[float]] = defaultdict(list)
+    tech_de: dict[str, list[float]] = defaultdict(list)
+    tech_kind: dict[tuple[str, str], list[float]] = defaultdict(list)
     secs: dict[str, float] = defaultdict(float)
     for i, ph in enumerate(photos):
         u = dg.to_float(load_rgb(ph, args.max_side))
@@ -139,6 +191,18 @@ def main(argv: list[str] | None = None) -> int:
                 rows[(case, mname)].append(rec)
                 if case != "clean":
                     rows[("all degraded", mname)].append(rec)
+        if args.technical:
+            xt, tkind = technical_case(u, i, args.seed)
+            r = restorer().run(xt)
+            base = {"input": min(psnr(xt, u), 60.0), "restore": min(psnr(r, u), 60.0)}
+            tech["input"].append(base["input"])
+            tech["restore"].append(base["restore"])
+            for name, (path, ver, flag) in models.items():
+                out = T.apply_params(r, planned(xt, path, ver, flag))
+                v = min(psnr(out, u), 60.0)
+                tech[name].append(v)
+                tech_de[name].append(ciede_fast(out, r))
+                tech_kind[(tkind, name)].append(v - base["restore"])
         if (i + 1) % 20 == 0:
             print(f"{i + 1}/{len(photos)} photos, {time.time() - t0:.0f}s", flush=True)
 
@@ -170,10 +234,29 @@ def main(argv: list[str] | None = None) -> int:
     print("\nclean photos: PSNR of output vs input (the clean photo is the input), per method above ('clean' row)")
     print("seconds per photo (both cases, incl. prediction): " +
           ", ".join(f"{k} {v / (2 * len(photos)):.3f}" for k, v in secs.items()))
+    technical: dict[str, dict[str, float]] = {}
+    if args.technical:
+        print("\nTechnical degradations only (blur, noise or JPEG), restore -> tone; PSNR dB to the clean photo\n")
+        print("| method | mean PSNR | vs restore alone, mean dB | photos where tone lowers PSNR by > 0.1 dB "
+              "| photos below the input | tone's change, CIEDE2000 |")
+        print("|---|---|---|---|---|---|")
+        inp, rst = np.array(tech["input"]), np.array(tech["restore"])
+        print(f"| input (nothing) | {inp.mean():.2f} | | | | |")
+        print(f"| restore | {rst.mean():.2f} | 0 | | {int((rst < inp - 0.1).sum())}/{len(inp)} | |")
+        for name in models:
+            v = np.array(tech[name])
+            technical[name] = {"psnr": float(v.mean()), "vs_restore": float((v - rst).mean()),
+                               "lowered": int((v < rst - 0.1).sum()), "below_input": int((v < inp - 0.1).sum()),
+                               "de00": float(np.mean(tech_de[name])), "n": len(v)}
+            t = technical[name]
+            print(f"| restore -> {name} | {t['psnr']:.2f} | {t['vs_restore']:+.2f} | {t['lowered']}/{len(v)} "
+                  f"| {t['below_input']}/{len(v)} | {t['de00']:.2f} |")
+        for (k, name), d in sorted(tech_kind.items()):
+            print(f"  {k:>6} {name}: tone vs restore {np.mean(d):+.2f} dB (n={len(d)})")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"summary": summary, "photos": len(photos), "max_side": args.max_side,
-                                         "seed": args.seed, "models": {k: f"{v[0]}@{v[1]}" for k, v in models.items()}},
+        args.json.write_text(json.dumps({"summary": summary, "technical": technical, "photos": len(photos), "max_side": args.max_side,
+                                         "seed": args.seed, "models": {k: f"{v[0]}@{v[1]}{'#' + v[2] if v[2] else ''}" for k, v in models.items()}},
                                         indent=1))
     return 0
 

@@ -77,7 +77,9 @@ class Enhancer:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         y = np.clip(self._restore.run(x), 0, 1).astype(np.float32)
         if self._tone is not None:
-            y = np.clip(self._tone.apply_params(y, self._tone.predict_params(y)), 0, 1).astype(np.float32)
+            # planned from the original, as engine.enhance.pipeline plans the tone stage (the restorer
+            # does not move global tone); the calibrated dead zones apply, as in the app
+            y = np.clip(self._tone.apply_params(y, self._tone.predict_params(x)), 0, 1).astype(np.float32)
         return y
 
 

@@ -69,6 +69,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-side", type=int, default=768)
     ap.add_argument("--thumb", type=int, default=300, help="height of each image on the sheet")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "review_real")
+    ap.add_argument("--candidate", type=Path, default=None,
+                    help="a candidate tone ONNX: a third column, restore -> the candidate's tone (its "
+                         "calibrated dead zones applied when <candidate>.json is made for it)")
+    ap.add_argument("--typical", type=int, default=0, help="also N photos from the middle of VAL (every k-th)")
     args = ap.parse_args(argv)
     photos = discover("val")
     items = []
@@ -78,7 +82,12 @@ def main(argv: list[str] | None = None) -> None:
     q = QModel(_default_quality())
     pipe = Pipeline()
     rows, summary = [], []
-    for why, d in pick(items, args.per):
+    chosen = pick(items, args.per)
+    if args.typical:
+        names = {d["name"] for _, d in chosen}
+        rest = [d for d in items if d["name"] not in names]
+        chosen += [("typical", d) for d in rest[:: max(1, len(rest) // args.typical)][: args.typical]]
+    for why, d in chosen:
         u8 = load_rgb(d["photo"], max_side=args.max_side)
         x = u8.astype(np.float32) / 255.0
         recipe = pipe.plan(x, "restore,tone")
@@ -96,16 +105,30 @@ def main(argv: list[str] | None = None) -> None:
         b = cv2.resize(y8, (w, h), interpolation=cv2.INTER_AREA)
         a = label(a, f"{why}: {d['name'][:28]}  Q {rec['q_before']}")
         b = label(b, f"one-click  Q {rec['q_after']}  median {rec['before']['median']}->{rec['after']['median']}")
-        rows.append(np.hstack([a, np.full((h, 6, 3), 255, np.uint8), b]))
+        cells = [a, np.full((h, 6, 3), 255, np.uint8), b]
+        if args.candidate is not None:
+            from engine.enhance import tone as T
+
+            yr = pipe.apply(pipe.plan(x, "restore"), x)
+            pc = T.predict_params(x, model_path=args.candidate)
+            yc8 = (np.clip(T.apply_params(yr, pc), 0, 1) * 255 + 0.5).astype(np.uint8)
+            rec["q_candidate"] = round(q(yc8.astype(np.float32) / 255.0), 2)
+            rec["after_candidate"] = stats(yc8)
+            c = cv2.resize(yc8, (w, h), interpolation=cv2.INTER_AREA)
+            cells += [np.full((h, 6, 3), 255, np.uint8),
+                      label(c, f"candidate  Q {rec['q_candidate']}  median {rec['after_candidate']['median']}")]
+        rows.append(np.hstack(cells))
         print(json.dumps({k: v for k, v in rec.items() if k != "tone"}), flush=True)
     width = max(r.shape[1] for r in rows)
     rows = [np.hstack([r, np.full((r.shape[0], width - r.shape[1], 3), 255, np.uint8)]) for r in rows]
-    cols = 2
+    cols = 1 if args.candidate is not None else 2
     half = -(-len(rows) // cols)
     left = np.vstack([np.vstack([r, np.full((6, width, 3), 255, np.uint8)]) for r in rows[:half]])
-    right_rows = rows[half:] + [np.full_like(rows[0], 255)] * (half - len(rows[half:]))
-    right = np.vstack([np.vstack([r, np.full((6, width, 3), 255, np.uint8)]) for r in right_rows])
-    sheet = np.hstack([left, np.full((left.shape[0], 12, 3), 255, np.uint8), right])
+    sheet = left
+    if cols == 2:
+        right_rows = rows[half:] + [np.full_like(rows[0], 255)] * (half - len(rows[half:]))
+        right = np.vstack([np.vstack([r, np.full((6, width, 3), 255, np.uint8)]) for r in right_rows])
+        sheet = np.hstack([left, np.full((left.shape[0], 12, 3), 255, np.uint8), right])
     args.out.mkdir(parents=True, exist_ok=True)
     Image.fromarray(sheet).save(args.out / "sheet.png")
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -205,12 +205,13 @@ class Services:
     def available_ops() -> list[str]:
         """The one-click stages whose model file is installed, in pipeline order."""
         from engine.core.runtime import models_dir
-        from engine.enhance.pipeline import RESTORER_MODEL, STAGE_ORDER, TONE_MODEL
+        from engine.enhance.pipeline import DEFAULT_STAGES, RESTORER_MODEL, TONE_MODEL
 
         model_of = {"restore": RESTORER_MODEL, "tone": TONE_MODEL}
         d = models_dir()
-        # defects: no model, its parameters come from the photo's camera series
-        return [st for st in STAGE_ORDER if st == "defects" or (d / f"{model_of.get(st, st)}.onnx").is_file()]
+        # defects: no model, its parameters come from the photo's camera series; faces: opt-in
+        # (not in DEFAULT_STAGES) until it pays on real photos
+        return [st for st in DEFAULT_STAGES if st == "defects" or (d / f"{model_of.get(st, st)}.onnx").is_file()]
 
     def enhance_job(self, photo_ids: list[int], strength: float, ops: list[str] | None = None
                     ) -> JobFn[EnhanceResult]:

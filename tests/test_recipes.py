@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from engine.core.runtime import model_version
-from engine.enhance.pipeline import STAGE_ORDER, Pipeline, StageUnavailable, parse_ops
+from engine.enhance.pipeline import DEFAULT_STAGES, STAGE_ORDER, Pipeline, StageUnavailable, parse_ops
 from engine.enhance.recipes import (
     RECIPE_SCHEMA,
     ModelGone,
@@ -80,7 +80,9 @@ def test_summary_and_identity() -> None:
 
 
 def test_parse_ops_orders_and_validates() -> None:
-    assert parse_ops(None) == list(STAGE_ORDER)
+    assert parse_ops(None) == list(DEFAULT_STAGES)
+    assert "faces" in STAGE_ORDER and "faces" not in DEFAULT_STAGES  # opt-in until it pays
+    assert parse_ops("tone,faces,restore") == ["restore", "faces", "tone"]
     assert parse_ops("tone,restore") == ["restore", "tone"]
     assert parse_ops(["tone"]) == ["tone"]
     with pytest.raises(ValueError, match="unknown stage"):

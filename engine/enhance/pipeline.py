@@ -13,6 +13,16 @@ Stages, always run in this order whatever order the user lists them in:
     the restoration network (``engine.enhance.restore``, ``models/restorer*.onnx``): blur, noise and
     compression removal, tiled at full resolution. A recipe stores the model's version; replay
     needs that exact file (see :func:`engine.enhance.recipes.find_model`).
+``faces``
+    the face restorer (``engine.enhance.faces``, ``models/face_restorer.onnx``): faces found by
+    ``models/face_detector.onnx`` on the screen view when the recipe is *planned* (boxes stored in
+    the recipe in the photo's frame, 0..1, with the detector's version as provenance) are cropped,
+    restored with a learned codebook and pasted back under a soft mask with their colour kept. The
+    stage's strength is the fidelity weight ``w`` (0 faithful .. 1 generated), so unlike the other
+    stages strength 0 is not "off"; it is planned at ``faces.DEFAULT_W`` unless the caller gives
+    ``face_w``. Replay needs that exact restorer file. On a photo without faces the stage is kept
+    (with no boxes: detection ran and found none) and changes nothing. Not in the default one-click
+    set (``DEFAULT_STAGES``) until it pays on real photos: ask for it by name.
 ``tone``
     the tone operators (``engine.enhance.tone``). Their parameters are predicted once by
     ``models/tone.onnx`` when the recipe is *planned* and stored in the recipe, so replay needs
@@ -48,8 +58,12 @@ from engine.enhance.recipes import (
     find_model,
 )
 
-STAGE_ORDER: tuple[str, ...] = ("defects", "restore", "tone")
+STAGE_ORDER: tuple[str, ...] = ("defects", "restore", "faces", "tone")
+# what a one-click enhance runs when no stage is named (``faces`` is opt-in until it pays)
+DEFAULT_STAGES: tuple[str, ...] = ("defects", "restore", "tone")
 RESTORER_MODEL = "restorer"
+FACE_RESTORER_MODEL = "face_restorer"
+FACE_DETECTOR_MODEL = "face_detector"
 TONE_MODEL = "tone"
 
 
@@ -58,12 +72,12 @@ class StageUnavailable(RuntimeError):
 
 
 def parse_ops(ops: str | Sequence[str] | None) -> list[str]:
-    """``'restore,tone'`` or a list -> stage names in pipeline order; ``None`` = all stages.
+    """``'restore,tone'`` or a list -> stage names in pipeline order; ``None`` = ``DEFAULT_STAGES``.
 
     Raises ``ValueError`` for an unknown stage name (a usage error in the CLI).
     """
     if ops is None:
-        return list(STAGE_ORDER)
+        return list(DEFAULT_STAGES)
     names = [s.strip() for s in ops.split(",")] if isinstance(ops, str) else [s.strip() for s in ops]
     names = [n for n in names if n]
     unknown = [n for n in names if n not in STAGE_ORDER]
@@ -112,12 +126,13 @@ class Pipeline:
 
     # -- planning -----------------------------------------------------------------------------
     def plan(self, view: np.ndarray, ops: str | Sequence[str] | None = None, strength: float = 1.0,
-             defects: dict[str, Any] | None = None) -> Recipe:
+             defects: dict[str, Any] | None = None, face_w: float | None = None) -> Recipe:
         """Make the recipe for ``view`` (float32 HxWx3 0..1, a screen-size copy of the photo).
 
         Records the version of every model involved and the tone parameters predicted now.
         ``defects``: the photo's ``defects`` stage parameters (``engine.enhance.defects.stage_params``);
         without them the stage is left out (nothing known to correct).
+        ``face_w``: the ``faces`` stage's fidelity weight (its strength; default ``faces.DEFAULT_W``).
         Raises :class:`StageUnavailable` naming the missing model.
         """
         names = parse_ops(ops)
@@ -130,6 +145,8 @@ class Pipeline:
             elif name == "restore":
                 _, ver = self._current_model("restore", RESTORER_MODEL)
                 stages.append(StageSpec("restore", strength, RESTORER_MODEL, ver, {}))
+            elif name == "faces":
+                stages.append(self._plan_faces(view, face_w))
             elif name == "tone":
                 path, ver = self._current_model("tone", TONE_MODEL)
                 try:
@@ -142,6 +159,19 @@ class Pipeline:
                 stages.append(StageSpec("tone", strength, TONE_MODEL, ver, _jsonable(params)))
         return Recipe(stages=tuple(stages), strength=strength, schema=RECIPE_SCHEMA,
                       app=f"photolift {app_version()}")
+
+    def _plan_faces(self, view: np.ndarray, face_w: float | None) -> StageSpec:
+        det_path, det_ver = self._current_model("faces", FACE_DETECTOR_MODEL)
+        _, ver = self._current_model("faces", FACE_RESTORER_MODEL)
+        try:
+            from engine.enhance import faces
+        except ImportError as e:  # pragma: no cover
+            raise StageUnavailable(f"the 'faces' stage is not available: {e}") from e
+        w = _check_strength(faces.DEFAULT_W if face_w is None else face_w)
+        found = faces.detect(np.ascontiguousarray(view, dtype=np.float32), det_path)
+        params = {"faces": [f.to_dict() for f in found], "detector": det_ver,
+                  "threshold": faces.DEFAULT_THRESHOLD}
+        return StageSpec("faces", w, FACE_RESTORER_MODEL, ver, params)
 
     @staticmethod
     def _tone_quality_check(tone: Any, view: np.ndarray, params: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -167,7 +197,7 @@ class Pipeline:
     def check(self, recipe: Recipe) -> None:
         """Raise :class:`ModelGone` / :class:`StageUnavailable` if ``recipe`` cannot render here."""
         for st in recipe.stages:
-            if st.name == "restore":
+            if st.name in ("restore", "faces"):
                 self._restore_path(st)
             elif st.name in ("tone", "defects"):
                 pass  # replays from stored parameters; no model needed
@@ -175,9 +205,11 @@ class Pipeline:
                 raise StageUnavailable(f"unknown stage {st.name!r} in recipe (known: {', '.join(STAGE_ORDER)})")
 
     def _restore_path(self, st: StageSpec) -> Path:
+        """The exact network file a ``restore`` or ``faces`` stage was made with."""
         if not st.model_version:
-            raise StageUnavailable("the recipe's 'restore' stage names no model version")
-        return find_model("restore", st.model or RESTORER_MODEL, st.model_version, self.models_dir())
+            raise StageUnavailable(f"the recipe's {st.name!r} stage names no model version")
+        default = FACE_RESTORER_MODEL if st.name == "faces" else RESTORER_MODEL
+        return find_model(st.name, st.model or default, st.model_version, self.models_dir())
 
     def apply(self, recipe: Recipe, rgb: np.ndarray, progress: ProgressFn | None = None,
               cancel: CancelToken | None = None) -> np.ndarray:
@@ -194,7 +226,7 @@ class Pipeline:
                 cancel.raise_if_cancelled()
             if progress is not None:
                 progress(Progress(i, n, f"{st.name}"))
-            if st.strength <= 0.0:
+            if st.strength <= 0.0 and st.name != "faces":  # a faces stage's strength is w; 0 = faithful
                 continue
             if st.name == "defects":
                 from engine.enhance import defects
@@ -203,6 +235,10 @@ class Pipeline:
             elif st.name == "restore":
                 restorer = self._restorer(self._restore_path(st))
                 out = restorer.run(out, strength=float(st.strength), progress=progress, cancel=cancel)
+            elif st.name == "faces":
+                from engine.enhance import faces
+
+                out = faces.apply_faces(out, st.params, float(st.strength), self._restore_path(st))
             elif st.name == "tone":
                 from engine.enhance import tone
 
@@ -239,4 +275,4 @@ def get_pipeline() -> Pipeline:
         return _shared
 
 
-__all__ = ["STAGE_ORDER", "ModelGone", "Pipeline", "StageUnavailable", "get_pipeline", "parse_ops"]
+__all__ = ["DEFAULT_STAGES", "STAGE_ORDER", "ModelGone", "Pipeline", "StageUnavailable", "get_pipeline", "parse_ops"]

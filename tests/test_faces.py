@@ -177,3 +177,12 @@ def test_cli_enhance_with_faces_leaves_a_face_free_photo_as_restore_alone(
         with Image.open(d["out_path"]) as im:
             outs[ops] = np.asarray(im.convert("RGB"))
     assert np.array_equal(outs["restore"], outs["restore,faces"])
+
+
+def test_cli_face_w_out_of_range_is_a_usage_error(tmp_path: Path, make_image: ImageFactory,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from app.cli import main
+
+    src = make_image("a.png", 32, 32)
+    assert main(["enhance", str(src), "--out", str(tmp_path / "o"), "--ops", "faces", "--face-w", "1.5"]) == 2
+    assert "--face-w" in capsys.readouterr().err

@@ -27,9 +27,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help="photos to enhance")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the enhanced copies (created if needed)")
     p.add_argument("--ops", default=None, metavar="LIST",
-                   help="comma-separated stages of the pipeline: defects, restore, tone (default: all; "
-                        "defects corrects what `photolift defects` found for the file's camera)")
+                   help="comma-separated stages of the pipeline: defects, restore, faces, tone (default: "
+                        "defects,restore,tone; defects corrects what `photolift defects` found for the file's "
+                        "camera; faces restores detected faces and is opt-in)")
     p.add_argument("--strength", type=float, default=1.0, metavar="S", help="0..1, default 1")
+    p.add_argument("--face-w", type=float, default=None, metavar="W",
+                   help="the faces stage: 0 faithful .. 1 generated (default 0)")
     p.add_argument("--format", default="jpeg", choices=["jpeg", "jpg", "png", "tiff", "tif"])
     p.add_argument("--quality", type=int, default=92, metavar="Q", help="JPEG quality 1..100 (default 92)")
     p.add_argument("--bits", type=int, default=8, choices=[8, 16], help="bits per channel (16: png/tiff only)")
@@ -118,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
         return _usage(str(e))
     if not 0.0 <= args.strength <= 1.0:
         return _usage(f"--strength must be between 0 and 1, got {args.strength}")
+    if args.face_w is not None and not 0.0 <= args.face_w <= 1.0:
+        return _usage(f"--face-w must be between 0 and 1, got {args.face_w}")
+    if args.face_w is not None and getattr(args, "cluster", None):
+        return _usage("--face-w is not supported with --cluster yet (the cluster uses the default)")
     if fmt == "jpeg" and args.bits != 8:
         return _usage("JPEG is 8 bit only; use --format png or tiff with --bits 16")
     if not 1 <= args.quality <= 100:
@@ -157,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         renderer = Renderer(cache=RenderCache())
         results = (enhance_file(path, out, renderer, ops, args.strength, fmt, args.quality, args.bits,
-                                args.template, args.force, defects=defect_params.get(str(f)))
+                                args.template, args.force, defects=defect_params.get(str(f)), face_w=args.face_w)
                    for path, f in zip(paths, args.files, strict=True))
     n_ok = n_bad = 0
     try:

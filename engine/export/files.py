@@ -48,7 +48,8 @@ class FileResult:
 def enhance_file(path: Path, out_dir: Path, renderer: Renderer, ops: Sequence[str] | None = None,
                  strength: float = 1.0, fmt: str = "jpeg", quality: int = 92, bits: int = 8,
                  template: str = "{name}_enhanced", force: bool = False,
-                 cancel: CancelToken | None = None, defects: dict[str, Any] | None = None) -> FileResult:
+                 cancel: CancelToken | None = None, defects: dict[str, Any] | None = None,
+                 face_w: float | None = None) -> FileResult:
     """Render the one-click enhancement of one file to a new file in ``out_dir``.
 
     The same plan, full render, guard and atomic export as the catalog path. A result whose
@@ -57,6 +58,7 @@ def enhance_file(path: Path, out_dir: Path, renderer: Renderer, ops: Sequence[st
     failure of the whole command); other problems are returned as an ``error`` result.
     ``defects``: the file's ``defects`` stage parameters when it is in the catalog
     (``engine.enhance.defects.stage_params``); without them that stage is left out.
+    ``face_w``: the ``faces`` stage's fidelity weight (0 faithful .. 1 generated; None = its default).
     """
     from engine.ingest.imageio import ImageError, is_supported, load_image
 
@@ -72,7 +74,8 @@ def enhance_file(path: Path, out_dir: Path, renderer: Renderer, ops: Sequence[st
     try:
         fp = fingerprint(path)
         view = renderer.load_view(path, PREVIEW_SIDE)
-        recipe = renderer.pipeline.plan(view.astype(np.float32) / 255.0, ops, strength, defects=defects)
+        recipe = renderer.pipeline.plan(view.astype(np.float32) / 255.0, ops, strength, defects=defects,
+                                        face_w=face_w)
         loaded = load_image(path)  # the one full-resolution decode: rendered from, and measured against
         rendered = renderer.full(path, fp, recipe, cancel=cancel, store=False, original=loaded)
         original, decode_warning = loaded.rgb, loaded.warning

@@ -8,6 +8,8 @@
   transaction (:mod:`engine.assess.scoring`, :mod:`engine.assess.finetune`, :mod:`engine.ingest.indexer`); readers
   join ``scores.id = photos.current_score_id`` and never recompute it. Deleting a score row sets
   the column to NULL (foreign key ``ON DELETE SET NULL``) until the refresh.
+* **The faces of a photo** (schema 5): :func:`store_faces` replaces a photo's ``faces`` rows and
+  sets ``photos.face_count`` in one transaction; :func:`faces_of` reads them back.
 * **Photos under a folder**: :func:`under`, one byte range over ``path_bytes`` (an index range
   scan; exact also for non-UTF-8 names).
 """
@@ -21,7 +23,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, String, and_, cast, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from db.schema import Head, Photo, Score
+from db.schema import FaceBox, Head, Photo, Score
 
 CHUNK = 500
 
@@ -62,4 +64,26 @@ def under(column: Any, folder: str | os.PathLike[str]) -> ColumnElement[bool]:
     return and_(column >= lo, column < hi)
 
 
-__all__ = ["current_score_id", "folder_range", "refresh_current_scores", "under"]
+def store_faces(s: Session, photo_id: int, fingerprint: str, model: str,
+                boxes: Iterable[tuple[float, float, float, float, float]]) -> int:
+    """Replace the faces of ``photo_id`` with ``boxes`` ((x0, y0, x1, y1, score), 0..1) found in the
+    content ``fingerprint`` by detector version ``model``; sets ``photos.face_count``. Returns the count."""
+    from datetime import datetime
+
+    s.query(FaceBox).filter(FaceBox.photo_id == photo_id).delete(synchronize_session=False)
+    now = datetime.now()
+    n = 0
+    for x0, y0, x1, y1, score in boxes:
+        s.add(FaceBox(photo_id=photo_id, fingerprint=fingerprint, model=model, x0=float(x0), y0=float(y0),
+                      x1=float(x1), y1=float(y1), score=float(score), detected_at=now))
+        n += 1
+    s.execute(update(Photo).where(Photo.id == photo_id).values(face_count=n))
+    return n
+
+
+def faces_of(s: Session, photo_id: int) -> list[FaceBox]:
+    """The stored faces of a photo, best score first."""
+    return list(s.scalars(select(FaceBox).where(FaceBox.photo_id == photo_id).order_by(FaceBox.score.desc())))
+
+
+__all__ = ["current_score_id", "faces_of", "folder_range", "refresh_current_scores", "store_faces", "under"]

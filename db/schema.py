@@ -32,7 +32,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # The integer stamp of the newest revision (``catalog_info['schema_version']``): what the
 # hand-written migrations of photolift <= 0.1 read, so they refuse catalogs migrated past them.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # 64-bit integers: file sizes above 2 GiB and mtimes in ns. SQLite's INTEGER is 64 bit already
 # (and what catalogs of schema version 1 and 2 declare); PostgreSQL's is 32 bit.
@@ -124,6 +124,8 @@ class Photo(Base):
     # 4); NULL = not yet examined. No foreign key: series rows are kept by key, never deleted
     # while photos point at them, and a stale id only means "examine again".
     series_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Faces found in the photo (schema 5; rows in ``faces``); NULL = not examined for faces yet.
+    face_count: Mapped[int | None] = mapped_column(Integer, default=None)
 
     __table_args__ = (
         Index("ix_photos_folder", "folder_id"),
@@ -288,3 +290,26 @@ class Defect(Base):
     detected_at: Mapped[datetime] = mapped_column(DateTime)
 
     __table_args__ = (Index("ix_defects_series", "series_id", "dismissed"),)
+
+
+class FaceBox(Base):
+    """One face found in a photo by ``models/face_detector.onnx`` (engine.enhance.faces; schema 5).
+
+    The box is in the photo's frame after EXIF orientation, 0..1; ``fingerprint`` is the content
+    it was found in and ``model`` the detector's version, so a changed photo or a new detector
+    means "detect again", not a migration. ``photos.face_count`` is the number of rows."""
+
+    __tablename__ = "faces"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    photo_id: Mapped[int] = mapped_column(ForeignKey("photos.id", ondelete="CASCADE"))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(64))
+    x0: Mapped[float] = mapped_column(Float)
+    y0: Mapped[float] = mapped_column(Float)
+    x1: Mapped[float] = mapped_column(Float)
+    y1: Mapped[float] = mapped_column(Float)
+    score: Mapped[float] = mapped_column(Float)
+    detected_at: Mapped[datetime] = mapped_column(DateTime)
+
+    __table_args__ = (Index("ix_faces_photo", "photo_id"),)

@@ -186,3 +186,26 @@ def test_cli_face_w_out_of_range_is_a_usage_error(tmp_path: Path, make_image: Im
     src = make_image("a.png", 32, 32)
     assert main(["enhance", str(src), "--out", str(tmp_path / "o"), "--ops", "faces", "--face-w", "1.5"]) == 2
     assert "--face-w" in capsys.readouterr().err
+
+
+def test_enhance_with_faces_stores_the_face_count(tmp_catalog: object, make_image: ImageFactory, tmp_path: Path,
+                                                  models: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An enhance whose recipe has a faces stage records what the detector found: a face-free
+    photo gets face_count 0 (examined), a photo never enhanced with faces keeps NULL."""
+    from db.catalog import Catalog
+    from db.schema import Photo
+    from engine.enhance.edits import Editor
+    from tests.pipeline_fixtures import index, install_no_scorer
+
+    assert isinstance(tmp_catalog, Catalog)
+    monkeypatch.setenv("PHOTOLIFT_MODELS", str(models))
+    monkeypatch.setenv("PHOTOLIFT_CACHE", str(tmp_path / "cache"))
+    install_no_scorer(monkeypatch)
+    make_image("a.jpg", 64, 48, seed=1)
+    make_image("b.jpg", 64, 48, seed=2)
+    ids = index(tmp_catalog, tmp_path / "photos")
+    res = Editor(tmp_catalog).enhance(ids[0], ops="faces")
+    assert res.applied
+    with tmp_catalog.session() as s:
+        counts = {pid: s.get(Photo, pid).face_count for pid in ids}  # type: ignore[union-attr]
+    assert counts == {ids[0]: 0, ids[1]: None}

@@ -249,3 +249,40 @@ def test_opening_a_catalog_at_head_does_not_import_alembic(tmp_path: Path) -> No
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_faces_revision_upgrades_a_schema_4_catalog(tmp_path: Path) -> None:
+    """Revision 0005 (faces): a catalog at 0004 with a photo is upgraded; the photo keeps its row,
+    ``face_count`` starts NULL (not examined), and faces can be stored and read back."""
+    from alembic import command
+
+    from db.queries import faces_of, store_faces
+
+    f = tmp_path / "c.sqlite"
+    Catalog.open(str(f)).close()
+    engine = create_engine(to_url(str(f)))
+    try:
+        with engine.begin() as conn:
+            command.downgrade(migrations._config(conn, None), "0004")
+            conn.execute(text(
+                "INSERT INTO photos (path, path_bytes, size, mtime_ns, has_gps, status, indexed_at, fingerprint) "
+                "VALUES ('/p/a.jpg', x'2f702f612e6a7067', 1, 1, 0, 'ok', '2026-01-01', 'fp1')"))
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+            assert conn.execute(text("SELECT name FROM sqlite_master WHERE name='faces'")).fetchall() == []
+    finally:
+        engine.dispose()
+    with Catalog.open(str(f)) as cat:
+        with cat.session() as s:
+            p = s.scalars(select(Photo)).one()
+            assert p.path == "/p/a.jpg" and p.face_count is None
+        pid = p.id
+        n = cat.write(lambda s: store_faces(s, pid, "fp1", "det1", [(0.1, 0.2, 0.3, 0.4, 0.9),
+                                                                    (0.5, 0.5, 0.6, 0.7, 0.6)]))
+        assert n == 2
+        cat.write(lambda s: store_faces(s, pid, "fp1", "det1", [(0.5, 0.5, 0.6, 0.7, 0.7)]))  # replaced
+        with cat.session() as s:
+            assert s.get(Photo, pid).face_count == 1  # type: ignore[union-attr]
+            assert [(r.x0, r.score) for r in faces_of(s, pid)] == [(0.5, 0.7)]
+    assert schema_differences(to_url(str(f))) == []
+    assert list(tmp_path.glob("c.sqlite.v4-*.bak"))  # backed up before the step

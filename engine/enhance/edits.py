@@ -103,6 +103,17 @@ class RecipeInfo:
     quality_after: float | None
 
 
+def _store_faces_of(s: Any, photo: Any, recipe: Recipe) -> None:
+    """A recipe with a ``faces`` stage carries what the detector found in the photo (planned on its
+    screen view): keep it in the catalog (``faces``, ``photos.face_count``)."""
+    from db.queries import store_faces
+
+    for st in recipe.stages:
+        if st.name == "faces" and photo.fingerprint:
+            boxes = [(*(float(v) for v in f["box"]), float(f.get("score", 1.0))) for f in st.params.get("faces", [])]
+            store_faces(s, photo.id, recipe.source or photo.fingerprint, str(st.params.get("detector", "")), boxes)
+
+
 def render_and_measure(renderer: Renderer, path: Path, fp: str, names: Sequence[str], strength: float,
                        progress: ProgressFn | None = None, cancel: CancelToken | None = None,
                        check_source: bool = False, defects: dict[str, Any] | None = None) -> tuple[Recipe, Guard]:
@@ -358,6 +369,7 @@ class Editor:
                             status=APPLIED if apply else REJECTED)
             s.add(row)
             s.flush()
+            _store_faces_of(s, photo, recipe)
             if apply:
                 photo.current_recipe_id = row.id
             if job_id is not None:  # the job is done in the same transaction as its result

@@ -143,15 +143,11 @@ class FaceDetector:
         small = cv2.resize(img, (dw, dh), interpolation=cv2.INTER_AREA) if scale < 1.0 else img
         ph = -(-dh // DETECT_MULTIPLE) * DETECT_MULTIPLE
         pw = -(-dw // DETECT_MULTIPLE) * DETECT_MULTIPLE
-        pad = cv2.copyMakeBorder(np.ascontiguousarray(small), 0, ph - dh, 0, pw - dw, cv2.BORDER_REFLECT_101) \
-            if (ph, pw) != (dh, dw) and min(dh, dw) > 1 else \
-            cv2.copyMakeBorder(np.ascontiguousarray(small), 0, ph - dh, 0, pw - dw, cv2.BORDER_REPLICATE)
+        pad = cv2.copyMakeBorder(np.ascontiguousarray(small), 0, ph - dh, 0, pw - dw, cv2.BORDER_REPLICATE)
         x = np.ascontiguousarray(np.clip(pad, 0, 1).transpose(2, 0, 1)[None], dtype=np.float32)
         sess = runtime.get_session(self.path, mem_arena=False)
         maps = np.asarray(sess.run(None, {sess.get_inputs()[0].name: x})[0])[0]
-        sx = dw / w
-        faces = decode_maps(maps, sx, w, h, threshold)
-        return faces
+        return decode_maps(maps, dw / w, w, h, threshold)
 
 
 # ------------------------------------------------------------------------------------ restoring

@@ -138,36 +138,60 @@ def eval_detector(rows: dict[str, object], n: int = 300) -> None:
     scenes = fc.load_scenes("val", 900)
     _, faces = fd.load_faces_raw("val")
     rng = np.random.default_rng(99)
-    bins = {"16-24": [0, 0], "24-48": [0, 0], ">=48": [0, 0]}
-    fps = 0
+    ths = (0.3, 0.4, 0.5, 0.6)
+    bins = {t: {"16-24": [0, 0], "24-48": [0, 0], ">=48": [0, 0]} for t in ths}
+    fps = dict.fromkeys(ths, 0)
     for _ in range(n):
         k = int(rng.integers(0, 5))
         img, boxes = fc.composite(scenes, faces, rng, 512, 384, k, 16, 200, decoys=0)
-        found = det.detect(img)
-        fb = np.array([[f.x0 * 512, f.y0 * 384, f.x1 * 512, f.y1 * 384] for f in found]).reshape(-1, 4)
-        matched = np.zeros(len(fb), bool)
-        for b in boxes:
-            bw = b[2] - b[0]
-            key = ">=48" if bw >= 48 else ("24-48" if bw >= 24 else "16-24")
-            bins[key][1] += 1
-            if len(fb):
-                iou = F._iou(np.array(b), fb)
-                j = int(iou.argmax())
-                if iou[j] >= 0.4 and not matched[j]:
-                    matched[j] = True
-                    bins[key][0] += 1
-        fps += int((~matched).sum())
-    rows["detector_recall"] = {k: v[0] / max(1, v[1]) for k, v in bins.items()}
-    rows["detector_faces"] = {k: v[1] for k, v in bins.items()}
-    rows["detector_false_per_composite"] = fps / n
+        found_all = det.detect(img, threshold=min(ths))
+        for t in ths:
+            found = [f for f in found_all if f.score >= t]
+            fb = np.array([[f.x0 * 512, f.y0 * 384, f.x1 * 512, f.y1 * 384] for f in found]).reshape(-1, 4)
+            matched = np.zeros(len(fb), bool)
+            for b in boxes:
+                bw = b[2] - b[0]
+                key = ">=48" if bw >= 48 else ("24-48" if bw >= 24 else "16-24")
+                bins[t][key][1] += 1
+                if len(fb):
+                    iou = F._iou(np.array(b), fb)
+                    iou[matched] = 0.0
+                    j = int(iou.argmax())
+                    if iou[j] >= 0.4:
+                        matched[j] = True
+                        bins[t][key][0] += 1
+            fps[t] += int((~matched).sum())
     t0 = time.time()
-    false = [len(det.detect(s)) for s in scenes]
+    free = [det.detect(s, threshold=min(ths)) for s in scenes]
     rows["detect_seconds_per_scene"] = (time.time() - t0) / len(scenes)
-    rows["false_per_face_free_photo"] = float(np.mean(false))
     rows["face_free_photos"] = len(scenes)
-    rows["face_free_photos_with_a_detection"] = int(sum(1 for f in false if f))
-    print({k: rows[k] for k in ("detector_recall", "detector_faces", "detector_false_per_composite",
-                                "false_per_face_free_photo", "face_free_photos_with_a_detection")}, flush=True)
+    sweep = {}
+    for t in ths:
+        false = [sum(1 for f in fl if f.score >= t) for fl in free]
+        sweep[str(t)] = {"recall": {k: v[0] / max(1, v[1]) for k, v in bins[t].items()},
+                         "false_per_composite": fps[t] / n,
+                         "false_per_face_free_photo": float(np.mean(false)),
+                         "face_free_photos_with_a_detection": int(sum(1 for f in false if f))}
+    rows["detector_faces"] = {k: v[1] for k, v in bins[ths[0]].items()}
+    rows["detector"] = sweep
+    print(json.dumps(sweep, indent=1), rows["detector_faces"], flush=True)
+    # the face-free photos with a detection at the stage's threshold, to look at
+    hits = [(s, fl) for s, fl in zip(scenes, free, strict=True) if any(f.score >= F.DEFAULT_THRESHOLD for f in fl)]
+    tiles = []
+    for s, fl in hits[:12]:
+        im = Image.fromarray(dg.to_uint8(s))
+        d = ImageDraw.Draw(im)
+        h, w = s.shape[:2]
+        for f in fl:
+            if f.score >= F.DEFAULT_THRESHOLD:
+                d.rectangle([f.x0 * w, f.y0 * h, f.x1 * w, f.y1 * h], outline=(255, 0, 0), width=3)
+        im.thumbnail((320, 320))
+        tiles.append(im)
+    if tiles:
+        sheet = Image.new("RGB", (320 * 4, 320 * ((len(tiles) + 3) // 4)), (255, 255, 255))
+        for i, t in enumerate(tiles):
+            sheet.paste(t, ((i % 4) * 320, (i // 4) * 320))
+        sheet.save(OUT / "sheet_false_detections.png")
 
 
 def cost(rows: dict[str, object]) -> None:

@@ -96,7 +96,7 @@ def apply(u: np.ndarray, d: FaceDegrade, rng: np.random.Generator) -> np.ndarray
     sw, sh = max(4, round(w / d.scale)), max(4, round(h / d.scale))
     small = cv2.resize(img, (sw, sh), interpolation=cv2.INTER_AREA)
     if d.noise > 0:
-        small = small + rng.normal(0, d.noise / 255.0, small.shape).astype(np.float32)
+        small = small + np.asarray(rng.normal(0, d.noise / 255.0, small.shape), np.float32)
     small = np.clip(small, 0, 1)
     if d.jpeg_q < 100:
         small = dg.jpeg(small, d.jpeg_q)

@@ -2,8 +2,8 @@
 
     python -m models.training.train_face_id --minutes 8
 
-UTKFace has no identity labels, so each TRAIN face is its own identity (instance discrimination
-with a normalised softmax): two views of one face (flip, small shift/rotation/scale, colour jitter,
+UTKFace has no identity labels, so each TRAIN face is its own identity (contrastive instance
+discrimination, InfoNCE over the batch at temperature 0.1): two views of one face (flip, small shift/rotation/scale, colour jitter,
 and the face degradation at random strengths) must embed close, other faces far. The embedding
 therefore measures "is this still the same face" under the changes a restorer may make, which is
 what the identity check needs; it is not a face-recognition model across different photos of a
@@ -53,7 +53,7 @@ def load() -> IdentityNet:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=8.0)
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=48, help="faces per batch (two views each)")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -70,9 +70,16 @@ def main() -> None:
         frac = (time.time() - t0) / (a.minutes * 60)
         for g in opt.param_groups:
             g["lr"] = 2e-3 * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
-        idx = rng.integers(0, len(faces), a.batch)
-        x = torch.from_numpy(np.stack([view(faces[i], rng) for i in idx]).transpose(0, 3, 1, 2).copy()).float()
-        loss = F.cross_entropy(net.logits(net.embed(x)), torch.from_numpy(idx).long())
+        idx = rng.choice(len(faces), a.batch, replace=False)
+        v1 = np.stack([view(faces[i], rng) for i in idx])
+        v2 = np.stack([view(faces[i], rng) for i in idx])
+        x = torch.from_numpy(np.concatenate([v1, v2]).transpose(0, 3, 1, 2).copy()).float()
+        e = net.embed(x)
+        sim = e @ e.t() / 0.1
+        sim.fill_diagonal_(-1e4)
+        n = a.batch
+        target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
+        loss = F.cross_entropy(sim, target)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -199,12 +199,17 @@ class FaceRestorer:
 
     def restore(self, crop: np.ndarray, w: float, seed: int = 0) -> np.ndarray:
         """Restore one 128x128 float32 face crop at fidelity weight ``w``."""
-        x = np.ascontiguousarray(np.clip(crop, 0, 1).transpose(2, 0, 1)[None], dtype=np.float32)
-        noise = np.random.default_rng(seed).standard_normal((1, 1, FACE_SIZE, FACE_SIZE)).astype(np.float32)
+        return self.restore_many(crop[None], w, [seed])[0]
+
+    def restore_many(self, crops: np.ndarray, w: float, seeds: list[int]) -> np.ndarray:
+        """Restore N 128x128 crops (N, 128, 128, 3) at one ``w``; one noise seed per crop."""
+        x = np.ascontiguousarray(np.clip(crops, 0, 1).transpose(0, 3, 1, 2), dtype=np.float32)
+        noise = np.concatenate([np.random.default_rng(s).standard_normal((1, 1, FACE_SIZE, FACE_SIZE))
+                                for s in seeds]).astype(np.float32)
         sess = runtime.get_session(self.path, mem_arena=False)
         names = [i.name for i in sess.get_inputs()]
-        y = sess.run(None, {names[0]: x, names[1]: np.array([w], np.float32), names[2]: noise})[0]
-        return np.asarray(y[0].transpose(1, 2, 0), np.float32)
+        y = sess.run(None, {names[0]: x, names[1]: np.full((len(x),), w, np.float32), names[2]: noise})[0]
+        return np.asarray(y.transpose(0, 2, 3, 1), np.float32)
 
 
 def restore_face(img: np.ndarray, face: Face, restorer: FaceRestorer, w: float) -> tuple[np.ndarray, int, int]:

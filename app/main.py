@@ -33,9 +33,10 @@ def make_app(argv: list[str] | None = None) -> QApplication:
     QCoreApplication.setApplicationName(APP)
     app = QApplication(argv if argv is not None else sys.argv[:1])
     app.setApplicationDisplayName("photolift")
-    from app.qtfix import guard_none_refcount
+    from app.qtfix import collect_on_gui_thread, guard_none_refcount
 
     guard_none_refcount()
+    collect_on_gui_thread()
     return app
 
 

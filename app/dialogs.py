@@ -257,6 +257,9 @@ class PreferencesDialog(QDialog):
         self.threshold.setValue(float(settings.get(S.THRESHOLD)) if own or default_threshold is None
                                 else default_threshold)
         self.own_threshold.setChecked(own)
+        self.own_threshold.setToolTip("Mark and filter photos as recommended from this improvability instead of "
+                                      "the assessor's calibrated threshold. The command line (rank, score, "
+                                      "export --recommended) always uses the calibrated one.")
         self.threshold.setEnabled(own)
         self.own_threshold.toggled.connect(self.threshold.setEnabled)
         model_thr = f"{default_threshold:.2f}" if default_threshold is not None else "not loaded"

@@ -483,9 +483,10 @@ class MainWindow(QMainWindow):
         return float(self.settings.get(S.THRESHOLD)) if self.settings.get(S.OWN_THRESHOLD) else None
 
     def recommended_filter(self) -> dict[str, Any]:
-        """'Recommended' in the library's filter terms: the model's own flag, or the user's threshold."""
-        thr = self.own_threshold()
-        return {"min_improvability": thr} if thr is not None else {"recommended": True}
+        """'Recommended' in the library's filter terms, by the façade's one rule (the assessor's
+        calibrated flag, as ``rank``, ``score`` and ``export --recommended`` read it), or by the
+        user's own threshold when *Preferences* says so."""
+        return self.services.recommended_filter(self.own_threshold())
 
     def current_filters(self) -> dict[str, Any]:
         f: dict[str, Any] = {}

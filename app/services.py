@@ -221,14 +221,14 @@ class Services:
         root = cache_dir_for(self.catalog.url)
         return usage(root / "renders") + usage(root / "thumbnails")
 
-    def set_cache_limit_mb(self, mb: int) -> int:
-        """Store the limit (:class:`UsageError` under the minimum); the caches of this process
-        follow it at once, and the caches on disk are trimmed to it now."""
+    def set_cache_limit_mb(self, mb: int, strict: bool = False) -> int:
+        """Store the limit (raised to the minimum; with ``strict``, :class:`UsageError` under it);
+        the caches of this process follow it at once, and the caches on disk are trimmed to it now."""
         from engine.core.diskcache import MIN_LIMIT_MB, set_limit
         from engine.core.paths import cache_dir_for
         from engine.enhance.render import RenderCache
 
-        if mb < MIN_LIMIT_MB:
+        if strict and mb < MIN_LIMIT_MB:
             raise UsageError(f"the cache limit must be at least {MIN_LIMIT_MB} MB")
         lim = set_limit(self.catalog, mb)
         self.library.thumbs.max_bytes = lim.thumbnail_bytes

@@ -71,7 +71,7 @@ def _cache(args: argparse.Namespace) -> int:
     try:
         if args.limit is not None:
             try:
-                services.set_cache_limit_mb(args.limit)
+                services.set_cache_limit_mb(args.limit, strict=True)
             except UsageError as e:
                 print(f"photolift catalog: --limit: {e}", file=sys.stderr)
                 return 2

@@ -45,9 +45,9 @@ from app.details import RATING_NAMES, DetailsPane
 from app.dialogs import ExportChoice, ExportDialog, PreferencesDialog
 from app.library_model import PhotoListModel, Roles
 from app.photo_page import PhotoPage
+from app.services import Progress
 from app.settings import Settings
 from app.workers import Job, JobManager, ThumbnailLoader, eta_seconds, format_eta
-from engine.core.jobs import Progress
 
 log = logging.getLogger(__name__)
 
@@ -782,13 +782,13 @@ class MainWindow(QMainWindow):
             default_thr = self.services.default_threshold()
         except Exception:
             pass
-        from db.catalog import default_catalog_location
+        from app.services import CatalogCare
 
         try:
             limit, used = self.services.cache_limit_mb(), self.services.cache_used_bytes()
         except Exception:
             limit = used = None
-        dlg = PreferencesDialog(self.settings, default_thr, default_catalog_location(), self,
+        dlg = PreferencesDialog(self.settings, default_thr, CatalogCare.location(None), self,
                                 cache_limit_mb=limit, cache_used_bytes=used)
         dlg.accepted.connect(self._apply_filters)
 

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from db.catalog import Catalog, CatalogError
-from engine.core.jobs import CancelToken, Progress, ProgressFn
+from db.catalog import Catalog, CatalogDamaged, CatalogError
+from engine.core.jobs import CancelToken, JobCancelled, Progress, ProgressFn
 
 if TYPE_CHECKING:  # the services load their engines lazily (each loads a model or two)
     from engine.assess.finetune import FinetuneResult
@@ -34,6 +34,13 @@ if TYPE_CHECKING:  # the services load their engines lazily (each loads a model 
     from engine.ingest.indexer import IndexEvent
     from engine.library import PhotoInfo
 
+
+# What the GUI and the commands use of the engine's and the catalog's own names, re-exported here.
+__all__ = ["CancelToken", "CatalogCare", "CatalogDamaged", "CatalogError", "CommandFailed", "ExportOptions",
+           "JobCancelled", "JobFn", "Progress", "ProgressFn", "Services", "UsageError", "WriteFailed",
+           "check_cluster_installed", "cluster_support", "connect_cluster", "display_path", "enhance_files",
+           "enhance_stages", "explain_error", "export_options", "files_defect_params", "files_out_dir",
+           "known_failures", "min_cache_mb", "template_fields"]
 
 T = TypeVar("T")
 # A long job for app.workers.Job: ``fn(progress, cancel)`` yields one result per item.
@@ -124,6 +131,38 @@ def connect_cluster(address: str) -> Cluster:
     except ClusterError as e:
         raise CommandFailed(str(e)) from None
     return cluster
+
+
+def known_failures() -> tuple[type[BaseException], ...]:
+    """"The environment failed" (a missing model, an unusable folder, a photo that changed, a full
+    disk): the exceptions a job reports in one line, not as a bug with a traceback."""
+    from engine.enhance.edits import EditError
+    from engine.enhance.pipeline import StageUnavailable
+    from engine.enhance.recipes import ModelGone
+    from engine.export.exporter import ExportError
+
+    return (OSError, EditError, ExportError, StageUnavailable, ModelGone, CommandFailed, UsageError)
+
+
+def cluster_support() -> tuple[bool, str]:
+    """(Ray installed, the command that installs it)."""
+    from engine.cluster import INSTALL_HINT, ray_installed
+
+    return ray_installed(), INSTALL_HINT
+
+
+def min_cache_mb() -> int:
+    """The smallest cache limit the caches accept."""
+    from engine.core.diskcache import MIN_LIMIT_MB
+
+    return MIN_LIMIT_MB
+
+
+def template_fields() -> tuple[str, ...]:
+    """The fields an export name template may use."""
+    from engine.export.exporter import TEMPLATE_FIELDS
+
+    return tuple(TEMPLATE_FIELDS)
 
 
 def explain_error(e: BaseException, location: str | None) -> str | None:
@@ -609,6 +648,27 @@ class Services:
         except KeyError:
             raise UsageError(f"no defect with id {defect_id}") from None
 
+    @staticmethod
+    def defect_summary(report: SeriesReport) -> str:
+        """One line of what one camera gets wrong."""
+        from engine.enhance.defects import summary
+
+        return summary(report)
+
+    @staticmethod
+    def defect_map(report: SeriesReport, side: int) -> np.ndarray:
+        """A picture of where one camera's defects are (RGB, ``side`` pixels long)."""
+        from engine.enhance.defects import defect_map
+
+        return defect_map(report, side)
+
+    @staticmethod
+    def defect_bbox(defect: Detection, orientation: int) -> list[float]:
+        """A defect's box (sensor frame) in 0..1 of a photo shown with ``orientation``."""
+        from engine.enhance.defects import bbox_to_display
+
+        return bbox_to_display(defect.bbox, orientation)
+
     def defect_examples(self, report: SeriesReport, defect: Detection, n: int = 3) -> list[np.ndarray]:
         """Crops of a few photos around one defect. Decodes photos: call it from a worker."""
         from engine.enhance.defects import example_crops
@@ -775,6 +835,14 @@ class CatalogCare:
         if "://" in loc and not loc.startswith("sqlite"):
             return None
         return sqlite_file(to_url(loc)) if "://" in loc else Path(loc).expanduser().absolute()
+
+    @staticmethod
+    def newest_good_backup(db_file: Path) -> str | None:
+        """The newest backup that passes its check, described; None when there is none."""
+        from db.backup import newest_good_backup
+
+        best = newest_good_backup(db_file)
+        return None if best is None else best.describe()
 
     @staticmethod
     def backups(db_file: Path) -> list[tuple[str, list[str]]]:

@@ -46,6 +46,17 @@ def _by_name(recs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {Path(r["path"]).name: r for r in recs}
 
 
+def _assert_thumbnails(cat: str, root: Path, n: int) -> None:
+    """Every photo under ``root`` has its grid thumbnail on disk (made while it was indexed)."""
+    services = Services.open(cat)
+    try:
+        fps = [services.photo(i).fingerprint for i in services.ids(str(root), {})]
+        assert len(fps) == n
+        assert all(fp and services.library.thumbs.path_for(fp).is_file() for fp in fps)
+    finally:
+        services.close()
+
+
 def _between(values: list[float]) -> float:
     """A threshold in the middle of ``values``: some photos over it, some under."""
     v = sorted(values)
@@ -59,6 +70,7 @@ def test_rank_score_export_recommended_and_the_grid_agree_on_every_photo(
     cat = str(tmp_path / "c.sqlite")
     first = _by_name(_run(capsys, "score", str(library_dir), "--json", "--catalog", cat)[0])
     assert len(first) == N
+    _assert_thumbnails(cat, library_dir, N)  # score indexes as the GUI does: with thumbnails
     # calibrated thresholds in the middle of this library: an improvability one, and per degradation
     # one for the two degradations whose severities vary most here (the others far apart from them)
     spread = sorted(SEVERITY_NAMES, key=lambda n: -(max(r["severity"][n] for r in first.values())
@@ -163,6 +175,7 @@ def test_a_re_export_to_the_same_folder_counts_skipped_photos_as_skipped(
     cat, out = str(tmp_path / "c.sqlite"), tmp_path / "out"
     first, err1 = _run(capsys, "export", str(library_dir), "--to", str(out), "--all", "--catalog", cat)
     written = [r for r in first if r["status"] == "ok"]
+    _assert_thumbnails(cat, library_dir, 3)  # export indexes as the GUI does: with thumbnails
     assert written and f"export: {len(written)} written, " in err1, (first, err1)
     again, err2 = _run(capsys, "export", str(library_dir), "--to", str(out), "--all", "--catalog", cat)
     assert {r["path"] for r in again if r["status"] == "skipped"} >= {r["path"] for r in written}

@@ -20,13 +20,12 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
 
 from app.commands.index_cmd import StderrProgress, index_folder, open_services, stdout_closed
 from app.services import UsageError
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("defects", help="find the camera defects (dust, lines, hot pixels, biases) of DIR's cameras",
                               description="Group the photos of DIR's cameras into series and find what each camera "
                                           "gets wrong in every photo. Prints one JSON object per defect with --json.")

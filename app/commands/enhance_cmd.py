@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
 from app.commands.cluster_opt import add_cluster_option, check_cluster_option, open_cluster
 from app.services import (
@@ -30,7 +29,7 @@ from app.services import (
 )
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("enhance", help="render the one-click enhancement of files to new files",
                        description="Render the one-click enhancement of each FILE to a new file in --out. "
                                    "Originals are never modified. Prints one JSON object per file.")

@@ -30,10 +30,18 @@ from typing import Any
 
 from app.commands.cluster_opt import add_cluster_option, check_cluster_option, open_cluster
 from app.commands.index_cmd import open_services
-from app.services import CommandFailed, Services, UsageError, enhance_stages, export_options
+from app.services import (
+    CommandFailed,
+    ExportOptions,
+    Progress,
+    Services,
+    UsageError,
+    enhance_stages,
+    export_options,
+)
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("export", help="export enhanced copies of a folder's photos",
                        description="Export enhanced copies of photos of DIR to --to (never overwriting; "
                                    "originals untouched). Prints one JSON object per photo.")
@@ -65,7 +73,7 @@ def _fail(msg: str) -> int:
     return 1
 
 
-def _stderr_progress(p: Any) -> None:
+def _stderr_progress(p: Progress) -> None:
     if p.total:
         print(f"\r{p.message[:100]:<100}", end="", file=sys.stderr, flush=True)
 
@@ -110,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         services.close()
 
 
-def _export(args: argparse.Namespace, services: Services, root: str, opts: Any, ops: list[str]) -> int:
+def _export(args: argparse.Namespace, services: Services, root: str, opts: ExportOptions, ops: list[str]) -> int:
     out = services.export_dir(args.to, root)
     for _ in services.index(root):  # rows, EXIF and thumbnails, as the GUI's index
         pass

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from app.services import CatalogError, Progress, Services
 
@@ -28,11 +28,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
 
-def open_services(args: argparse.Namespace, **kw: Any) -> Services | None:
+def open_services(args: argparse.Namespace) -> Services | None:
     """The engine's façade on the catalog named by ``--catalog``/env/default, or print why it
     cannot be opened and return None."""
     try:
-        return Services.open(getattr(args, "catalog", None), **kw)
+        return Services.open(getattr(args, "catalog", None))
     except CatalogError as e:
         print(f"photolift: {e}", file=sys.stderr)
         return None
@@ -85,7 +85,7 @@ def event_json(ev: IndexEvent) -> dict[str, Any]:
     return d
 
 
-def index_folder(services: Services, folder: str, as_json: bool, quiet: bool, out: Any = None,
+def index_folder(services: Services, folder: str, as_json: bool, quiet: bool, out: TextIO | None = None,
                  score: bool = False) -> dict[str, int] | None:
     """Run the indexer (rows, EXIF, thumbnails; with ``score``, new and changed photos are scored
     from the same decode), reporting events; returns the counts, or None if the folder is unusable."""

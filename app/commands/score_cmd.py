@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from app.commands.cluster_opt import add_cluster_option, check_cluster_option, open_cluster
-from app.services import CatalogError, CommandFailed, Services
+from app.services import CatalogError, CommandFailed, Progress, ProgressFn, Services
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -30,8 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     add_cluster_option(p)
 
 
-def _progress_printer(enabled: bool) -> Any:
-    def show(p: Any) -> None:
+def _progress_printer(enabled: bool) -> ProgressFn:
+    def show(p: Progress) -> None:
         if enabled and p.total:
             print(f"\rscoring {p.done}/{p.total}", end="", file=sys.stderr, flush=True)
 

@@ -187,6 +187,12 @@ def test_tone_is_planned_only_where_the_judge_says_it_helps(tmp_path: Path, monk
         note = refused["quality_check"]
         assert note["kept"] is False and 1.0 <= note["q_before"] <= 10.0 and 1.0 <= note["q_after"] <= 10.0
         assert all(refused[k] == v for k, v in T.NEUTRAL.items())
+        assert "left as is" in Pipeline(d).plan(view, "tone", 1.0).summary()
+        (d / "tone.json").write_text(json.dumps({"model_sha256": sha, "q_margin": -50.0}))
+        T._calibrations.clear()
+        assert "left as is" not in Pipeline(d).plan(view, "tone", 1.0).summary()
+        (d / "tone.json").write_text(json.dumps({"model_sha256": sha, "q_margin": 50.0}))
+        T._calibrations.clear()
         # the refused recipe changes nothing when applied
         out = Pipeline(d).apply(Recipe(stages=(Pipeline(d).plan(view, "tone", 1.0).stages[0],)), view)
         np.testing.assert_allclose(out, view, atol=1e-5)

@@ -155,6 +155,12 @@ class ImageCanvas(QWidget):
     # -- painting
     def paintEvent(self, _ev: QPaintEvent) -> None:
         p = QPainter(self)
+        try:
+            self._paint(p)
+        finally:
+            p.end()  # ended here, not whenever Python collects it
+
+    def _paint(self, p: QPainter) -> None:
         p.fillRect(self.rect(), QColor(38, 38, 40))
         if self._main is None or self.state.image_size.isEmpty():
             self._paint_message(p, self.message or "")

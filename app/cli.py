@@ -62,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         # A catalog problem a user can act on (busy, disk full, damaged) is a message, not a
         # traceback, wherever it surfaces; anything else is a bug and keeps its traceback.
-        from db.catalog import default_catalog_location, explain
+        from app.services import explain_error
 
-        err = explain(e, getattr(args, "catalog", None) or default_catalog_location())
+        err = explain_error(e, getattr(args, "catalog", None))
         if err is None:
             raise
         print(f"photolift {command}: {err}", file=sys.stderr)

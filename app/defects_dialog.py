@@ -98,14 +98,12 @@ class DefectsDialog(QDialog):
     # -- data ------------------------------------------------------------------------------------
     def reload(self) -> None:
         """Read the stored detections (cheap: one query) and show them."""
-        from engine.enhance.defects import summary
-
         keep = self.cameras.currentRow()
         self.reports = self.services.defect_reports()
         self.cameras.blockSignals(True)
         self.cameras.clear()
         for rep in self.reports:
-            it = QListWidgetItem(f"{rep.camera}\n{summary(rep)}")
+            it = QListWidgetItem(f"{rep.camera}\n{self.services.defect_summary(rep)}")
             live = [d for d in rep.defects if not d.dismissed]
             if not live:
                 it.setForeground(Qt.GlobalColor.gray)
@@ -128,13 +126,12 @@ class DefectsDialog(QDialog):
         self._crop_labels = {}
 
     def _show_camera(self, row: int) -> None:
-        from engine.enhance.defects import defect_map, summary
 
         if not 0 <= row < len(self.reports):
             return
         rep = self.reports[row]
-        self.title.setText(f"{rep.camera}: {summary(rep)}")
-        self.map.setPixmap(_pixmap(defect_map(rep, 420)))
+        self.title.setText(f"{rep.camera}: {self.services.defect_summary(rep)}")
+        self.map.setPixmap(_pixmap(self.services.defect_map(rep, 420)))
         self._clear_list()
         if not rep.defects:
             self.list_layout.addWidget(QLabel("Nothing this camera does wrong in every photo was found."))
@@ -147,12 +144,11 @@ class DefectsDialog(QDialog):
         self.examples.submit(crops)
 
     def _defect_row(self, rep: Any, i: int, d: Any) -> QWidget:
-        from engine.enhance.defects import bbox_to_display
 
         w = QWidget()
         lay = QHBoxLayout(w)
         lay.setContentsMargins(2, 2, 2, 2)
-        b = bbox_to_display(d.bbox, rep.orientation)
+        b = self.services.defect_bbox(d, rep.orientation)
         where = "whole frame" if d.kind == "bias" else f"at {100 * (b[0] + b[2]) / 2:.0f}% x, {100 * (b[1] + b[3]) / 2:.0f}% y"
         extra = ""
         if d.kind == "bias":

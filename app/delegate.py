@@ -13,6 +13,7 @@ from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPainterPath, Q
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
 from app.library_model import Roles, display_name
+from app.services import Services
 
 SEVERITY_LABELS = {
     "motion_blur": "motion blur",
@@ -28,12 +29,10 @@ SEVERITY_LABELS = {
 }
 
 def severity_threshold(name: str) -> float:
-    """A severity below this is not worth naming as "what is wrong": the assessor's calibrated
+    """A degradation is named (badge, details bar) when its severity reaches the assessor's calibrated
     threshold for that degradation (models/assessor.json), the same number the CLI's reasons,
-    ``export --recommended`` and the library's degradation filter use."""
-    from engine.assess.scoring import DEFAULT_SEVERITY_THRESHOLD, shipped_thresholds
-
-    return shipped_thresholds().severity.get(name, DEFAULT_SEVERITY_THRESHOLD)
+    ``export --recommended`` and the library's degradation filter use (through the façade)."""
+    return Services.severity_threshold(name)
 
 
 # Shorter names for the badge on a thumbnail.
@@ -106,10 +105,9 @@ class PhotoDelegate(QStyledItemDelegate):
         self._bold.setBold(True)
 
     def is_recommended(self, row: Any) -> bool:
-        imp = getattr(row, "improvability", None)
-        if self.threshold is not None:
-            return imp is not None and float(imp) >= self.threshold
-        return bool(getattr(row, "recommended", False))
+        """The grid's mark: the façade's rule, as the Recommended filter and the commands apply it."""
+        return Services.is_recommended(getattr(row, "improvability", None), getattr(row, "recommended", None),
+                                       self.threshold)
 
     def set_thumb_size(self, size: int) -> None:
         self.thumb_size = size

@@ -29,9 +29,9 @@ from PySide6.QtWidgets import (
 )
 
 from app import settings as S
+from app.services import Progress
 from app.settings import Settings
 from app.workers import Job, eta_seconds, format_eta
-from engine.core.jobs import Progress
 
 FORMATS = (("JPEG", "jpeg"), ("PNG", "png"), ("TIFF", "tiff"))
 
@@ -231,13 +231,13 @@ def _bad_template(template: str) -> str:
     """The unknown fields of an export name template ('' when all are known)."""
     import string
 
-    from engine.export.exporter import TEMPLATE_FIELDS
+    from app.services import template_fields
 
     try:
         names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
     except ValueError as e:
         return str(e)
-    return ", ".join(sorted(names - set(TEMPLATE_FIELDS)))
+    return ", ".join(sorted(names - set(template_fields())))
 
 
 class PreferencesDialog(QDialog):
@@ -257,6 +257,9 @@ class PreferencesDialog(QDialog):
         self.threshold.setValue(float(settings.get(S.THRESHOLD)) if own or default_threshold is None
                                 else default_threshold)
         self.own_threshold.setChecked(own)
+        self.own_threshold.setToolTip("Mark and filter photos as recommended from this improvability instead of "
+                                      "the assessor's calibrated threshold. The command line (rank, score, "
+                                      "export --recommended) always uses the calibrated one.")
         self.threshold.setEnabled(own)
         self.own_threshold.toggled.connect(self.threshold.setEnabled)
         model_thr = f"{default_threshold:.2f}" if default_threshold is not None else "not loaded"
@@ -275,11 +278,12 @@ class PreferencesDialog(QDialog):
         self.cluster = QLineEdit(settings.get(S.CLUSTER))
         self.cluster.setPlaceholderText("this computer (thread pool)")
         self.cluster.setToolTip(S.CLUSTER.description)
-        from engine.cluster import INSTALL_HINT, ray_installed
+        from app.services import cluster_support
 
+        has_ray, install_hint = cluster_support()
         self.cluster_note = QLabel("'auto', ray://HOST:PORT or HOST:PORT: scoring, batch enhance and export run "
-                                   "on that Ray cluster" if ray_installed() else
-                                   f"Ray is not installed; to use a cluster: {INSTALL_HINT}")
+                                   "on that Ray cluster" if has_ray else
+                                   f"Ray is not installed; to use a cluster: {install_hint}")
         self.cluster_note.setStyleSheet("color: gray")
         self.catalog = QLineEdit(settings.get(S.CATALOG))
         self.catalog.setPlaceholderText(default_catalog or "per-user catalog")
@@ -323,10 +327,12 @@ class PreferencesDialog(QDialog):
         f2.addRow("", note)
         self.cache_limit: QSpinBox | None = None
         if cache_limit_mb is not None:
-            from engine.core.diskcache import MIN_LIMIT_MB
+            from app.services import min_cache_mb
+
+            min_mb = min_cache_mb()
 
             self.cache_limit = QSpinBox()
-            self.cache_limit.setRange(MIN_LIMIT_MB, 1024 * 1024)
+            self.cache_limit.setRange(min_mb, 1024 * 1024)
             self.cache_limit.setSingleStep(512)
             self.cache_limit.setSuffix(" MB")
             self.cache_limit.setValue(cache_limit_mb)

@@ -33,20 +33,19 @@ def make_app(argv: list[str] | None = None) -> QApplication:
     QCoreApplication.setApplicationName(APP)
     app = QApplication(argv if argv is not None else sys.argv[:1])
     app.setApplicationDisplayName("photolift")
-    from app.qtfix import guard_none_refcount
+    from app.qtfix import collect_on_gui_thread, guard_none_refcount
 
     guard_none_refcount()
+    collect_on_gui_thread()
     return app
 
 
 def offer_restore(location: str | None, error: Exception) -> Services | None:
     """The catalog is damaged: say so, and offer to put its newest good backup back."""
-    from app.services import Services
-    from db import backup
-    from db.catalog import CatalogError, default_catalog_location, sqlite_file, to_url
+    from app.services import CatalogCare, CatalogError, Services
 
-    db_file = sqlite_file(to_url(location or default_catalog_location()))
-    best = backup.newest_good_backup(db_file) if db_file is not None else None
+    db_file = CatalogCare.sqlite_file(location)
+    best = CatalogCare.newest_good_backup(db_file) if db_file is not None else None
     box = QMessageBox(QMessageBox.Icon.Critical, "photolift", f"The catalog cannot be opened:\n{error}")
     restore_btn = box.addButton("Restore backup", QMessageBox.ButtonRole.AcceptRole) if best else None
     box.addButton(QMessageBox.StandardButton.Close)
@@ -54,7 +53,7 @@ def offer_restore(location: str | None, error: Exception) -> Services | None:
     if restore_btn is None or box.clickedButton() is not restore_btn or db_file is None:
         return None
     try:
-        backup.restore(db_file)
+        CatalogCare.restore(db_file)
         return Services.open(location)
     except (CatalogError, OSError) as e:
         QMessageBox.critical(None, "photolift", f"The backup could not be restored:\n{e}")
@@ -64,8 +63,7 @@ def offer_restore(location: str | None, error: Exception) -> Services | None:
 def run_gui(folder: str | None = None, catalog: str | None = None) -> int:
     """Open the main window (on ``folder``, or on the last library) and run the event loop."""
     from app.main_window import MainWindow
-    from app.services import Services
-    from db.catalog import CatalogDamaged, CatalogError
+    from app.services import CatalogDamaged, CatalogError, Services
 
     app = make_app()
     settings = S.Settings()

@@ -45,9 +45,9 @@ from app.details import RATING_NAMES, DetailsPane
 from app.dialogs import ExportChoice, ExportDialog, PreferencesDialog
 from app.library_model import PhotoListModel, Roles
 from app.photo_page import PhotoPage
+from app.services import Progress
 from app.settings import Settings
 from app.workers import Job, JobManager, ThumbnailLoader, eta_seconds, format_eta
-from engine.core.jobs import Progress
 
 log = logging.getLogger(__name__)
 
@@ -483,9 +483,10 @@ class MainWindow(QMainWindow):
         return float(self.settings.get(S.THRESHOLD)) if self.settings.get(S.OWN_THRESHOLD) else None
 
     def recommended_filter(self) -> dict[str, Any]:
-        """'Recommended' in the library's filter terms: the model's own flag, or the user's threshold."""
-        thr = self.own_threshold()
-        return {"min_improvability": thr} if thr is not None else {"recommended": True}
+        """'Recommended' in the library's filter terms, by the façade's one rule (the assessor's
+        calibrated flag, as ``rank``, ``score`` and ``export --recommended`` read it), or by the
+        user's own threshold when *Preferences* says so."""
+        return self.services.recommended_filter(self.own_threshold())
 
     def current_filters(self) -> dict[str, Any]:
         f: dict[str, Any] = {}
@@ -781,13 +782,13 @@ class MainWindow(QMainWindow):
             default_thr = self.services.default_threshold()
         except Exception:
             pass
-        from db.catalog import default_catalog_location
+        from app.services import CatalogCare
 
         try:
             limit, used = self.services.cache_limit_mb(), self.services.cache_used_bytes()
         except Exception:
             limit = used = None
-        dlg = PreferencesDialog(self.settings, default_thr, default_catalog_location(), self,
+        dlg = PreferencesDialog(self.settings, default_thr, CatalogCare.location(None), self,
                                 cache_limit_mb=limit, cache_used_bytes=used)
         dlg.accepted.connect(self._apply_filters)
 

@@ -52,3 +52,52 @@ def guard_none_refcount() -> bool:
                 "Install pyside6-essentials 6.11 to avoid this.", PySide6.__version__, lost)
     ctypes.c_ssize_t.from_address(id(None)).value += 1 << 40
     return True
+
+
+class MainThreadCollector:
+    """Python's cyclic garbage collector run only on the GUI thread, between events.
+
+    Left automatic, a collection starts wherever an allocation crosses the threshold: inside a
+    ``paintEvent`` (where collecting a cycle that holds a widget or pixmap deletes a paint device
+    that Qt is painting: "QPaintDevice: Cannot destroy paint device that is being painted", then a
+    segmentation fault, seen with PySide6 6.11.3 on Python 3.11) or on a worker thread (where
+    Qt objects must not be deleted). So automatic collection is switched off and a timer on the
+    GUI thread collects each generation when its count passes the usual threshold, the way
+    pyqtgraph's ``GarbageCollector`` does. Reference counting still frees everything not in a cycle
+    at once."""
+
+    def __init__(self, interval_ms: int = 1000) -> None:
+        import gc
+
+        from PySide6.QtCore import QTimer
+
+        self._gc = gc
+        self.threshold = gc.get_threshold()
+        gc.disable()
+        self.timer = QTimer()
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self.check)
+        self.timer.start()
+
+    def check(self) -> int:
+        """Collect the oldest generation whose count passed its threshold; objects collected."""
+        counts = self._gc.get_count()
+        for gen in (2, 1, 0):
+            if counts[gen] > self.threshold[gen]:
+                return self._gc.collect(gen)
+        return 0
+
+    def stop(self) -> None:
+        self.timer.stop()
+        self._gc.enable()
+
+
+_collector: MainThreadCollector | None = None
+
+
+def collect_on_gui_thread() -> MainThreadCollector:
+    """Install the :class:`MainThreadCollector` once (after the QApplication exists)."""
+    global _collector
+    if _collector is None:
+        _collector = MainThreadCollector()
+    return _collector

@@ -26,10 +26,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 from PySide6.QtGui import QImage
 
-from engine.core.jobs import CancelToken, JobCancelled, Progress, ProgressFn
-from engine.enhance.edits import EditError
-from engine.enhance.pipeline import StageUnavailable
-from engine.export.exporter import ExportError
+from app.services import CancelToken, JobCancelled, Progress, ProgressFn, known_failures
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +34,7 @@ JobFn = Callable[[ProgressFn, CancelToken], Iterable[Any]]
 
 # "The environment failed" (qutebrowser's KnownError): a missing model, an unusable folder, a
 # photo that changed: reported in one line, not as a bug with a traceback.
-ENVIRONMENT_ERRORS: tuple[type[BaseException], ...] = (OSError, EditError, ExportError, StageUnavailable)
+ENVIRONMENT_ERRORS: tuple[type[BaseException], ...] = known_failures()
 
 # Every pool this module makes, so tests can fail when one is left running.
 _POOLS: weakref.WeakSet[QThreadPool] = weakref.WeakSet()

@@ -5,6 +5,7 @@ Kept small on purpose; area-specific fixtures live in the area's own test files.
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 from collections.abc import Callable, Iterator
@@ -34,6 +35,16 @@ BOTH_BACKENDS = {"test_catalog", "test_migrations", "test_read_model", "test_sco
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "catalog_url" in metafunc.fixturenames and metafunc.module.__name__.split(".")[-1] in BOTH_BACKENDS:
         metafunc.parametrize("catalog_url", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def _collect_cycles_between_tests() -> Iterator[None]:
+    """As the app does (``app.qtfix.MainThreadCollector``): no automatic cyclic collection in the
+    middle of a test, where it could land inside a Qt paint event and delete a widget or pixmap being
+    painted (a segmentation fault with PySide6 6.11.3); cycles are collected between tests."""
+    gc.disable()
+    yield
+    gc.collect()
 
 
 @pytest.fixture

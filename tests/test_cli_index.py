@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from app.cli import main
+from app.services import Services
 from db.catalog import Catalog
 from db.queries import refresh_current_scores
 from db.schema import Photo, Score
@@ -152,7 +153,7 @@ def test_rank_scores_unscored_photos_through_the_hook(make_image: ImageFactory, 
     (root / "bad.jpg").write_bytes(b"")
     asked: list[list[int]] = []
 
-    def hook(cat: Catalog, ids: list[int], quiet: bool) -> str | None:
+    def hook(services: Services, ids: list[int], quiet: bool) -> str | None:
         asked.append(list(ids))
 
         def fn(s):  # type: ignore[no-untyped-def]
@@ -162,7 +163,7 @@ def test_rank_scores_unscored_photos_through_the_hook(make_image: ImageFactory, 
                             improvability=float(pid), quality=5.0, severity_json="{}", recommended=False,
                             scored_at=datetime.now()))
             refresh_current_scores(s)
-        cat.write(fn)
+        services.catalog.write(fn)
         return None
 
     args = argparse.Namespace(catalog=str(tmp_path / "c.sqlite"), dir=str(root), top=None, json=True,

@@ -357,3 +357,36 @@ def test_export_dialog_counts_skipped_photos_apart_from_failures(qtbot, tmp_path
     text = dlg.status.text()
     assert "1 written" in text and "1 skipped (already exported with this edit)" in text
     assert "1 failed" in text and "c.jpg" in text and "b.jpg" not in text
+
+
+def test_cycles_are_collected_on_the_gui_thread_only(qapp) -> None:
+    """app.qtfix.MainThreadCollector: automatic collection off, a GUI-thread timer collects."""
+    import gc
+
+    from app.qtfix import MainThreadCollector
+
+    class Node:
+        def __init__(self) -> None:
+            self.me = self
+
+    c = MainThreadCollector(interval_ms=10)
+    try:
+        assert not gc.isenabled()
+        gc.collect()
+        probe = Node()
+        import weakref
+
+        ref = weakref.ref(probe)
+        del probe
+        for _ in range(c.threshold[0] + 10):  # push generation 0 past its threshold
+            Node()
+        assert ref() is not None  # nothing collected behind the GUI thread's back
+        deadline = time.monotonic() + 5.0
+        while ref() is not None and time.monotonic() < deadline:
+            qapp.processEvents()
+            time.sleep(0.02)
+        assert ref() is None  # the timer on the GUI thread collected the cycle
+    finally:
+        c.stop()
+    assert gc.isenabled()
+    gc.disable()  # as the suite's fixture left it

@@ -160,3 +160,60 @@ def test_strength_out_of_range_is_refused(tmp_path: Path, monkeypatch: pytest.Mo
     d = setup_models(tmp_path, monkeypatch)
     with pytest.raises(ValueError, match="strength"):
         Pipeline(d).plan(np.zeros((8, 8, 3), np.float32), None, 1.5)
+
+
+def test_tone_is_planned_only_where_the_judge_says_it_helps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a calibrated Q margin in ``tone.json`` (made for that very model file) and Q installed,
+    the tone stage keeps its prediction only when Q gains more than the margin; otherwise it is
+    planned neutral, and what Q said is stored either way. Without Q the prediction stands."""
+    import hashlib
+    import shutil
+
+    from engine.enhance import tone as T
+
+    d = setup_models(tmp_path, monkeypatch, "gain", gain=0.5)
+    view = np.random.default_rng(3).random((64, 80, 3), dtype=np.float32) * 0.5 + 0.25
+    sha = hashlib.sha256((d / "tone.onnx").read_bytes()).hexdigest()
+
+    def plan_with(margin: float) -> dict:
+        (d / "tone.json").write_text(json.dumps({"model_sha256": sha, "q_margin": margin}))
+        T._calibrations.clear()
+        return dict(Pipeline(d).plan(view, "tone", 1.0).stages[0].params)
+
+    try:
+        assert "quality_check" not in plan_with(-50.0)  # no Q installed in d: the prediction stands
+        shutil.copy(Path(__file__).resolve().parents[1] / "models" / "quality.onnx", d / "quality.onnx")
+        kept = plan_with(-50.0)  # any change passes a margin of -50 points
+        assert kept["quality_check"]["kept"] is True and kept["exposure"] == pytest.approx(0.3, abs=1e-5)
+        refused = plan_with(50.0)  # no change gains 50 points on a 1..10 scale
+        note = refused["quality_check"]
+        assert note["kept"] is False and 1.0 <= note["q_before"] <= 10.0 and 1.0 <= note["q_after"] <= 10.0
+        assert all(refused[k] == v for k, v in T.NEUTRAL.items())
+        assert "left as is" in Pipeline(d).plan(view, "tone", 1.0).summary()
+        (d / "tone.json").write_text(json.dumps({"model_sha256": sha, "q_margin": -50.0}))
+        T._calibrations.clear()
+        assert "left as is" not in Pipeline(d).plan(view, "tone", 1.0).summary()
+        (d / "tone.json").write_text(json.dumps({"model_sha256": sha, "q_margin": 50.0}))
+        T._calibrations.clear()
+        # the refused recipe changes nothing when applied
+        out = Pipeline(d).apply(Recipe(stages=(Pipeline(d).plan(view, "tone", 1.0).stages[0],)), view)
+        np.testing.assert_allclose(out, view, atol=1e-5)
+    finally:
+        T._calibrations.clear()
+
+
+def test_keep_by_quality_compares_the_same_reduced_copy() -> None:
+    from engine.enhance import tone as T
+
+    seen: list[tuple[int, ...]] = []
+
+    def brightness(img: np.ndarray) -> float:  # a judge that likes brighter photos
+        seen.append(img.shape)
+        return float(img.mean()) / 25.5
+
+    dark = np.full((1200, 1600, 3), 0.2, np.float32)
+    keep, qb, qa = T.keep_by_quality(dark, {"exposure": 0.5}, 0.0, brightness)
+    assert keep and qa > qb
+    assert seen == [(576, 768, 3), (576, 768, 3)]  # both at the judge's 768-px scale
+    keep, qb, qa = T.keep_by_quality(dark, {"exposure": -0.5}, 0.0, brightness)
+    assert not keep and qa < qb

@@ -22,6 +22,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from app.services import CatalogCare, CatalogError, Services, UsageError
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("catalog", help="check, back up or restore the catalog",
@@ -41,13 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def _db_file(args: argparse.Namespace) -> Path | None:
-    from db.catalog import default_catalog_location, sqlite_file, to_url
-
-    loc = getattr(args, "catalog", None) or default_catalog_location()
-    if "://" in loc and not loc.startswith("sqlite"):
-        return None
-    f = sqlite_file(to_url(loc)) if "://" in loc else Path(loc).expanduser().absolute()
-    return f
+    return CatalogCare.sqlite_file(getattr(args, "catalog", None))
 
 
 def _in_use(db_file: Path) -> bool:
@@ -71,35 +67,23 @@ def _in_use(db_file: Path) -> bool:
 
 
 def _cache(args: argparse.Namespace) -> int:
-    from db.catalog import Catalog
-    from engine.core import diskcache
-    from engine.core.paths import cache_dir_for
-    from engine.enhance.render import RenderCache
-    from engine.ingest.thumbnails import ThumbnailCache
-
-    with Catalog.open(getattr(args, "catalog", None)) as cat:
-        lim = diskcache.limits(cat)
-        root = cache_dir_for(cat.url)
+    services = Services.open(getattr(args, "catalog", None))
+    try:
         if args.limit is not None:
-            if args.limit < diskcache.MIN_LIMIT_MB:
-                print(f"photolift catalog: --limit must be at least {diskcache.MIN_LIMIT_MB} MB", file=sys.stderr)
+            try:
+                services.set_cache_limit_mb(args.limit, strict=True)
+            except UsageError as e:
+                print(f"photolift catalog: --limit: {e}", file=sys.stderr)
                 return 2
-            lim = diskcache.set_limit(cat, args.limit)
-            RenderCache(root, lim.render_bytes)._evict()
-            ThumbnailCache(root / "thumbnails", lim.thumbnail_bytes).trim()
-    renders = diskcache.usage(root / "renders")
-    thumbs = diskcache.usage(root / "thumbnails")
-    print(f"cache {root}: previews/renders {renders / 2**20:,.1f} MB of {lim.render_bytes / 2**20:,.0f} MB, "
-          f"thumbnails {thumbs / 2**20:,.1f} MB of {lim.thumbnail_bytes / 2**20:,.0f} MB "
-          f"(limit {lim.total_mb} MB{'' if args.limit is None else ', set now'})")
+        print(services.cache_report() + ("" if args.limit is None else ", set now") + ")")
+    finally:
+        services.close()
     return 0
 
 
 def _server_catalog(args: argparse.Namespace) -> int:
     """``catalog`` on a database server (PostgreSQL): what each action means there."""
-    from db.catalog import Catalog, CatalogError, default_catalog_location, safe_url
-
-    where = safe_url(getattr(args, "catalog", None) or default_catalog_location())
+    where = CatalogCare.shown(getattr(args, "catalog", None))
     if args.action in ("backup", "list", "restore"):
         dump = "pg_dump --format=custom --file=photolift.dump" if args.action == "backup" else "pg_restore"
         print(f"photolift catalog: {where} is on a database server; photolift backs up and restores SQLite "
@@ -112,14 +96,13 @@ def _server_catalog(args: argparse.Namespace) -> int:
         except CatalogError as e:
             print(f"photolift catalog: {e}", file=sys.stderr)
             return 1
-    from db.migrations import read_state
-    from engine.library import Library
-
     try:  # check: opening runs the schema checks; the server checks its own pages (data checksums)
-        with Catalog.open(getattr(args, "catalog", None)) as cat:
-            with cat.engine.connect() as conn:
-                rev = read_state(conn).revision
-            n = Library(cat).count(None, {"include_missing": True})
+        services = Services.open(getattr(args, "catalog", None))
+        try:
+            rev = services.schema_revision()
+            n = services.count(None, {"include_missing": True})
+        finally:
+            services.close()
     except CatalogError as e:
         print(f"photolift catalog: {e}", file=sys.stderr)
         return 1
@@ -129,31 +112,27 @@ def _server_catalog(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from db import backup
-    from db.catalog import CatalogError
-
     db_file = _db_file(args)
     if db_file is None:
         return _server_catalog(args)
     action = args.action
     try:
         if action == "list":
-            items = backup.list_backups(db_file)
+            items = CatalogCare.backups(db_file)
             if not items:
-                print(f"no backups of {db_file} (they go to {backup.backups_dir(db_file)})")
-            for b in items:
-                probs = backup.check_file(b.path)
-                print(f"{b.describe()}  {'ok' if not probs else 'DAMAGED: ' + probs[0]}")
+                print(f"no backups of {db_file} (they go to {CatalogCare.backups_dir(db_file)})")
+            for describe, probs in items:
+                print(f"{describe}  {'ok' if not probs else 'DAMAGED: ' + probs[0]}")
             return 0
         if action == "restore":
             if db_file.exists() and _in_use(db_file):
                 print(f"photolift catalog: {db_file} is in use by another photolift; close it first",
                       file=sys.stderr)
                 return 1
-            res = backup.restore(db_file, Path(args.backup) if args.backup else None)
-            print(f"restored {db_file} from {res.source.describe()}")
-            if res.damaged_kept_as is not None:
-                print(f"the previous file is kept as {res.damaged_kept_as}")
+            source, kept = CatalogCare.restore(db_file, Path(args.backup) if args.backup else None)
+            print(f"restored {db_file} from {source}")
+            if kept is not None:
+                print(f"the previous file is kept as {kept}")
             print("photos, scores and edits newer than the backup come back by indexing your folders again")
             return 0
         if not db_file.exists():
@@ -162,15 +141,14 @@ def run(args: argparse.Namespace) -> int:
         if action == "cache":
             return _cache(args)
         if action == "check":
-            probs = backup.check_file(db_file, full=True)
-            if probs:
-                print(f"photolift catalog: {backup.damage_message(db_file, '; '.join(probs[:3]))}", file=sys.stderr)
+            damage = CatalogCare.check(db_file)
+            if damage:
+                print(f"photolift catalog: {damage}", file=sys.stderr)
                 return 1
             print(f"{db_file}: ok")
             return 0
         if action == "backup":
-            info = backup.take_backup(db_file, reason="manual")
-            print(f"backed up to {info.describe()}")
+            print(f"backed up to {CatalogCare.take_backup(db_file)}")
             return 0
     except CatalogError as e:
         print(f"photolift catalog: {e}", file=sys.stderr)

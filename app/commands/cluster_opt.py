@@ -11,7 +11,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
+
+from app.services import CommandFailed, UsageError, check_cluster_installed, connect_cluster
+
+if TYPE_CHECKING:
+    from app.services import Cluster
 
 ENV = "PHOTOLIFT_CLUSTER"
 
@@ -22,27 +27,32 @@ def add_cluster_option(p: argparse.ArgumentParser) -> None:
                         "ray://HOST:PORT or HOST:PORT (needs: pip install 'photolift[ray]'; env PHOTOLIFT_CLUSTER)")
 
 
-def open_cluster(args: argparse.Namespace, command: str) -> Any:
-    """The connected :class:`engine.cluster.Cluster` for ``args.cluster``, None without the
-    option, or an exit code (int) after printing why it cannot be used."""
+def open_cluster(args: argparse.Namespace, command: str) -> Cluster | int | None:
+    """The connected cluster for ``args.cluster`` (give it to ``Services.attach_cluster``), None
+    without the option, or an exit code (int) after printing why it cannot be used."""
     address = getattr(args, "cluster", None)
     if not address:
         return None
-    from engine.cluster import BadAddress, Cluster, ClusterError, ClusterUnavailable
-
     try:
-        cluster = Cluster(address)
-    except ClusterUnavailable as e:
-        print(f"photolift {command}: --cluster: {e}", file=sys.stderr)
+        cluster = connect_cluster(address)
+    except UsageError as e:
+        print(f"photolift {command}: {e}", file=sys.stderr)
         return 2
-    try:
-        cluster.connect()
-    except BadAddress as e:
-        print(f"photolift {command}: --cluster: {e}", file=sys.stderr)
-        return 2
-    except ClusterError as e:
+    except CommandFailed as e:
         print(f"photolift {command}: {e}", file=sys.stderr)
         return 1
     if not getattr(args, "quiet", False) and not getattr(args, "json", False):
         print(f"photolift {command}: on the Ray cluster at {address} ({cluster.describe()})", file=sys.stderr)
     return cluster
+
+
+def check_cluster_option(args: argparse.Namespace, command: str) -> int | None:
+    """With ``--cluster``: exit code 2 (after saying how to install it) when Ray is missing, before any work."""
+    if not getattr(args, "cluster", None):
+        return None
+    try:
+        check_cluster_installed()
+    except UsageError as e:
+        print(f"photolift {command}: {e}", file=sys.stderr)
+        return 2
+    return None

@@ -20,12 +20,12 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
 
-from app.commands.index_cmd import StderrProgress, index_folder, open_catalog, stdout_closed
+from app.commands.index_cmd import StderrProgress, index_folder, open_services, stdout_closed
+from app.services import UsageError
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("defects", help="find the camera defects (dust, lines, hot pixels, biases) of DIR's cameras",
                               description="Group the photos of DIR's cameras into series and find what each camera "
                                           "gets wrong in every photo. Prints one JSON object per defect with --json.")
@@ -49,55 +49,51 @@ def _summary(kinds: list[str]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.enhance import defects
-    from engine.library import Library
-
     if not os.path.isdir(args.dir):
         what = "not a folder" if os.path.exists(args.dir) else "no such folder"
         print(f"photolift defects: {what}: {args.dir}", file=sys.stderr)
         return 2
-    cat = open_catalog(args)
-    if cat is None:
+    services = open_services(args)
+    if services is None:
         return 1
     try:
         if args.dismiss is not None or args.restore is not None:
             did = args.dismiss if args.dismiss is not None else args.restore
             try:
-                defects.set_dismissed(cat, did, args.dismiss is not None)
-            except KeyError:
-                print(f"photolift defects: no defect with id {did}", file=sys.stderr)
+                services.dismiss_defect(did, args.dismiss is not None)
+            except UsageError as e:
+                print(f"photolift defects: {e}", file=sys.stderr)
                 return 2
-        lib = Library(cat)
-        counts = index_folder(lib, args.dir, as_json=False, quiet=True, out=sys.stderr)
+        counts = index_folder(services, args.dir, as_json=False, quiet=True, out=sys.stderr)
         if counts is None:
             return 2
         root = os.path.realpath(args.dir)
-        reps = defects.detect(cat, root, force=args.rerun, progress=StderrProgress(args.quiet))
-        small = [s for s in defects.series_of_folder(cat, root) if len(s.photos) < defects.MIN_SERIES]
+        reps = services.detect_defects(root, force=args.rerun, progress=StderrProgress(args.quiet))
+        small = services.small_series(root)
         try:
             for rep in reps:
                 if args.json:
-                    for rec in defects.defect_records(rep):
+                    for rec in services.defect_records(rep):
                         print(json.dumps(rec))
                 else:
                     live = [d.kind for d in rep.defects if not d.dismissed]
                     if live:
                         worst = max((d.photos for d in rep.defects if not d.dismissed), default=0)
                         print(f"{rep.camera}: {_summary(live)}, in up to {worst} of {rep.n_photos} photos")
-                        for rec in defects.defect_records(rep):
+                        for rec in services.defect_records(rep):
                             if not rec["dismissed"]:
                                 b = ", ".join(f"{x:.3f}" for x in rec["bbox"])
                                 print(f"  #{rec['id']} {rec['kind']:<11} [{b}]  in {rec['photos']} of "
                                       f"{rec['series']} photos, confidence {rec['confidence']:.2f}")
-                    elif rep.n_photos >= defects.MIN_SERIES:
+                    elif rep.n_photos >= services.min_series():
                         print(f"{rep.camera}: no defect found in {rep.n_photos} photos")
             sys.stdout.flush()
         except BrokenPipeError:
             return stdout_closed()
         if not args.quiet:
-            for s in small:
-                print(f"photolift defects: {s.camera}: only {len(s.photos)} photos; a series needs "
-                      f"{defects.MIN_SERIES} to tell a defect from the scenes", file=sys.stderr)
+            for camera, n in small:
+                print(f"photolift defects: {camera}: only {n} photos; a series needs "
+                      f"{services.min_series()} to tell a defect from the scenes", file=sys.stderr)
         return 0
     finally:
-        cat.close()
+        services.close()

@@ -14,13 +14,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
-from typing import Any
 
-from app.commands.cluster_opt import add_cluster_option, open_cluster
+from app.commands.cluster_opt import add_cluster_option, check_cluster_option, open_cluster
+from app.services import (
+    CommandFailed,
+    UsageError,
+    WriteFailed,
+    display_path,
+    enhance_files,
+    enhance_stages,
+    export_options,
+    files_defect_params,
+    files_out_dir,
+)
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("enhance", help="render the one-click enhancement of files to new files",
                        description="Render the one-click enhancement of each FILE to a new file in --out. "
                                    "Originals are never modified. Prints one JSON object per file.")
@@ -48,144 +57,45 @@ def _usage(msg: str) -> int:
     return 2
 
 
-def library_roots(catalog_arg: str | None) -> list[Path]:
-    """Library folders of the catalog, if one exists (never creates a catalog)."""
-    from db.catalog import Catalog, default_catalog_location, sqlite_file, to_url
-
-    loc = catalog_arg or default_catalog_location()
-    if "://" not in loc and not Path(loc).expanduser().exists():
-        return []
-    f = sqlite_file(to_url(loc))
-    if f is not None and not f.exists():
-        return []
-    from engine.export.exporter import library_roots as roots_of
-
-    cat = Catalog.open(loc)
-    try:
-        return roots_of(cat)
-    finally:
-        cat.close()
-
-
-def defect_params_for(catalog_arg: str | None, files: list[str]) -> dict[str, dict[str, Any]]:
-    """The ``defects`` stage parameters of each file that is in the catalog and whose camera has
-    undismissed defects (never creates a catalog)."""
-    import os
-
-    from db.catalog import Catalog, default_catalog_location, sqlite_file, to_url
-
-    loc = catalog_arg or default_catalog_location()
-    if "://" not in loc and not Path(loc).expanduser().exists():
-        return {}
-    f = sqlite_file(to_url(loc))
-    if f is not None and not f.exists():
-        return {}
-    from engine.enhance.defects import stage_params
-    from engine.library import Library
-
-    cat = Catalog.open(loc)
-    try:
-        ids = Library(cat).ids_for_paths([os.path.realpath(x) for x in files])
-        out: dict[str, dict[str, Any]] = {}
-        for x in files:
-            pid = ids.get(os.path.realpath(x))
-            if pid is not None:
-                params = stage_params(cat, pid)
-                if params is not None:
-                    out[x] = params
-        return out
-    finally:
-        cat.close()
-
-
 def run(args: argparse.Namespace) -> int:
-    from engine.core.paths import display_path
-    from engine.enhance.pipeline import StageUnavailable, parse_ops
-    from engine.enhance.recipes import ModelGone
-    from engine.enhance.render import RenderCache, Renderer
-    from engine.export.exporter import (
-        EnvironmentFailure,
-        OutputDirError,
-        check_out_dir,
-        check_template,
-        normalise_format,
-        recover_folder,
-    )
-    from engine.export.files import enhance_file
-
     try:
-        ops = parse_ops(args.ops)
-        fmt = normalise_format(args.format)
-        check_template(args.template)
-    except ValueError as e:
+        ops = enhance_stages(args.ops, args.strength)
+        opts = export_options(args.format, args.quality, args.bits, args.template)
+    except UsageError as e:
         return _usage(str(e))
-    if not 0.0 <= args.strength <= 1.0:
-        return _usage(f"--strength must be between 0 and 1, got {args.strength}")
     if args.face_w is not None and not 0.0 <= args.face_w <= 1.0:
         return _usage(f"--face-w must be between 0 and 1, got {args.face_w}")
     if args.face_w is not None and getattr(args, "cluster", None):
         return _usage("--face-w is not supported with --cluster yet (the cluster uses the default)")
-    if fmt == "jpeg" and args.bits != 8:
-        return _usage("JPEG is 8 bit only; use --format png or tiff with --bits 16")
-    if not 1 <= args.quality <= 100:
-        return _usage("--quality must be 1..100")
-    if getattr(args, "cluster", None):
-        from engine.cluster import ClusterUnavailable, import_ray
-
-        try:
-            import_ray()  # before any work: a missing extra is said at once
-        except ClusterUnavailable as e:
-            return _usage(f"--cluster: {e}")
+    bad = check_cluster_option(args, "enhance")
+    if bad is not None:
+        return bad
+    catalog = getattr(args, "catalog", None)
     try:
-        out = check_out_dir(Path(args.out), library_roots(args.catalog))
-    except OutputDirError as e:
+        out = files_out_dir(args.out, catalog)  # (temporary files of a killed run are removed)
+        defect_params = files_defect_params(list(args.files), catalog) if "defects" in ops else {}
+    except CommandFailed as e:
         print(f"photolift enhance: {e}", file=sys.stderr)
         return 1
-    except Exception as e:  # the catalog could not be read: say so, do not guess
-        print(f"photolift enhance: cannot read the catalog to check the output folder: {e}", file=sys.stderr)
-        return 1
-    recover_folder(out)  # temporary files of a killed run are removed
-    defect_params: dict[str, dict[str, Any]] = {}
-    if "defects" in ops:
-        try:
-            defect_params = defect_params_for(args.catalog, list(args.files))
-        except Exception as e:  # the catalog could not be read: say so, do not guess
-            print(f"photolift enhance: cannot read the catalog for the defects stage: {e}", file=sys.stderr)
-            return 1
     cluster = open_cluster(args, "enhance")
     if isinstance(cluster, int):
         return cluster
-    paths = [Path(f) for f in args.files]
-    if cluster is not None:  # one file per task on the cluster; results in the order given
-        from engine.cluster import enhance_files
-
-        results = enhance_files(cluster, paths, out, ops, args.strength, fmt, args.quality, args.bits,
-                                args.template, args.force, defects=[defect_params.get(str(f)) for f in args.files])
-    else:
-        renderer = Renderer(cache=RenderCache())
-        results = (enhance_file(path, out, renderer, ops, args.strength, fmt, args.quality, args.bits,
-                                args.template, args.force, defects=defect_params.get(str(f)), face_w=args.face_w)
-                   for path, f in zip(paths, args.files, strict=True))
+    files = list(args.files)
     n_ok = n_bad = 0
     try:
-        while True:
-            try:
-                res = next(results, None)
-            except (StageUnavailable, ModelGone) as e:
-                print(f"photolift enhance: {e}", file=sys.stderr)
-                return 1
-            except EnvironmentFailure as e:
-                print(json.dumps({"path": display_path(paths[n_ok + n_bad]), "status": "error", "error": str(e)}),
-                      flush=True)
-                print(f"photolift enhance: {e}", file=sys.stderr)
-                return 1
-            if res is None:
-                break
+        for res in enhance_files(files, out, ops, args.strength, opts, args.force, defect_params, cluster,
+                                 face_w=args.face_w):
             print(json.dumps(res.to_json()), flush=True)
             if res.status == "error":
                 n_bad += 1
             else:
                 n_ok += 1
+    except CommandFailed as e:
+        if isinstance(e, WriteFailed) and n_ok + n_bad < len(files):  # the disk failed on this file
+            print(json.dumps({"path": display_path(files[n_ok + n_bad]), "status": "error", "error": str(e)}),
+                  flush=True)
+        print(f"photolift enhance: {e}", file=sys.stderr)
+        return 1
     finally:
         if cluster is not None:
             cluster.close()

@@ -26,13 +26,22 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
-from app.commands.cluster_opt import add_cluster_option, open_cluster
+from app.commands.cluster_opt import add_cluster_option, check_cluster_option, open_cluster
+from app.commands.index_cmd import open_services
+from app.services import (
+    CommandFailed,
+    ExportOptions,
+    Progress,
+    Services,
+    UsageError,
+    enhance_stages,
+    export_options,
+)
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("export", help="export enhanced copies of a folder's photos",
                        description="Export enhanced copies of photos of DIR to --to (never overwriting; "
                                    "originals untouched). Prints one JSON object per photo.")
@@ -64,147 +73,98 @@ def _fail(msg: str) -> int:
     return 1
 
 
-def _stderr_progress(p: Any) -> None:
+def _stderr_progress(p: Progress) -> None:
     if p.total:
         print(f"\r{p.message[:100]:<100}", end="", file=sys.stderr, flush=True)
 
 
-def run(args: argparse.Namespace) -> int:
-    from db.catalog import Catalog, CatalogError
-    from engine.enhance.edits import Editor
-    from engine.enhance.pipeline import StageUnavailable, parse_ops
-    from engine.export.exporter import (
-        EnvironmentFailure,
-        Exporter,
-        OutputDirError,
-        check_out_dir,
-        check_template,
-        library_roots,
-        normalise_format,
-    )
-    from engine.library import Library
+def _why_nothing(args: argparse.Namespace, n_readable: int) -> str:
+    """Why no photo was chosen, and what to do about it."""
+    if args.recommended:
+        return "no photo of this folder is recommended"
+    if args.min_score is not None:
+        return f"no photo of this folder has a predicted improvability >= {args.min_score}"
+    if n_readable:
+        return (f"none of the {n_readable} photos of this folder has been enhanced yet; choose photos with "
+                "--recommended, --min-score X or --all (they are enhanced, then exported)")
+    return "there are no readable photos in this folder"
 
+
+def run(args: argparse.Namespace) -> int:
     try:
-        fmt = normalise_format(args.format)
-        check_template(args.template)
-        ops = parse_ops(args.ops)
-    except ValueError as e:
+        opts = export_options(args.format, args.quality, args.bits, args.template)
+        ops = enhance_stages(args.ops, args.strength)
+    except UsageError as e:
         return _usage(str(e))
-    if fmt == "jpeg" and args.bits != 8:
-        return _usage("JPEG is 8 bit only; use --format png or tiff with --bits 16")
-    if not 1 <= args.quality <= 100:
-        return _usage("--quality must be 1..100")
-    if not 0.0 <= args.strength <= 1.0:
-        return _usage(f"--strength must be between 0 and 1, got {args.strength}")
     root = os.path.realpath(args.dir)
     if not os.path.isdir(root):
         return _usage(f"not a folder: {args.dir}")
-    if getattr(args, "cluster", None):
-        from engine.cluster import ClusterUnavailable, import_ray
-
-        try:
-            import_ray()  # before any work: a missing extra is said at once
-        except ClusterUnavailable as e:
-            return _usage(f"--cluster: {e}")
-    try:
-        catalog = Catalog.open(args.catalog)
-    except CatalogError as e:
-        return _fail(str(e))
-    cluster = None
+    bad = check_cluster_option(args, "export")
+    if bad is not None:
+        return bad
+    services = open_services(args)
+    if services is None:
+        return 1
     try:
         opened = open_cluster(args, "export")
         if isinstance(opened, int):
             return opened
-        cluster = opened
-        try:
-            out = check_out_dir(Path(args.to), [*library_roots(catalog), Path(root)])
-        except OutputDirError as e:
-            return _fail(str(e))
-        lib = Library(catalog)
-        for _ in lib.index(root):
-            pass
-        readable: dict[str, Any] = {"status": "ok"}
-        ids = lib.photo_ids(root, readable)
-        gains: dict[int, float] = {}
-        if args.recommended or args.min_score is not None:
-            try:
-                from engine.assess.scoring import get_scorer
-
-                scorer = get_scorer()
-            except Exception as e:
-                return _fail(f"cannot choose photos by score: the assessor is not available ({e})")
-            if cluster is not None:
-                from engine.cluster import score_photos
-
-                events = score_photos(cluster, scorer, catalog, ids, progress=_stderr_progress)
-            else:
-                events = scorer.score_photos(catalog, ids, progress=_stderr_progress)
-            for _ in events:
-                pass
-            # the photos' current scores, as rank, score and the grid read them
-            by_score = {"recommended": True} if args.recommended else {"min_improvability": args.min_score}
-            chosen = lib.photo_ids(root, {**readable, **by_score})
-        elif args.all:
-            chosen = ids
-        else:
-            chosen = lib.photo_ids(root, {**readable, "has_recipe": True})
-        if not chosen:
-            if args.recommended or args.min_score is not None:
-                why = ("no photo of this folder is recommended" if args.recommended
-                       else f"no photo of this folder has a predicted improvability >= {args.min_score}")
-            elif ids:
-                why = (f"none of the {len(ids)} photos of this folder has been enhanced yet; choose photos with "
-                       "--recommended, --min-score X or --all (they are enhanced, then exported)")
-            else:
-                why = "there are no readable photos in this folder"
-            print(f"export: nothing to export: {why}", file=sys.stderr)
-            return 0
-        editor = Editor(catalog)
-        exporter = Exporter(catalog, renderer=editor.renderer)
-        edited = set(lib.photo_ids(root, {**readable, "has_recipe": True}))
-        todo = [i for i in chosen if i not in edited]
-        notes: dict[int, dict[str, Any]] = {}
-        if todo:
-            try:
-                for r in editor.enhance_batch(todo, ops, args.strength, progress=_stderr_progress,
-                                              apply_if_no_gain=False, cluster=cluster):
-                    notes[r.photo_id] = {"measured_gain": r.measured_gain, "message": r.message,
-                                         "enhance_error": r.error}
-            except StageUnavailable as e:
-                return _fail(str(e))
-        for pid, info in notes.items():
-            if info.get("measured_gain") is not None:
-                gains[pid] = info["measured_gain"]
-        n_ok = n_skip = n_err = 0
-        stopped = False
-        try:
-            results = exporter.export(chosen, out, fmt=fmt, quality=args.quality, template=args.template,
-                                      progress=_stderr_progress, bits=args.bits, only_enhanced=True,
-                                      cluster=cluster)
-            for res in results:
-                d = res.to_json()
-                note = notes.get(res.photo_id or -1, {})
-                if d.get("measured_gain") is None:
-                    d["measured_gain"] = note.get("measured_gain", gains.get(res.photo_id or -1))
-                if note.get("message"):
-                    d["message"] = note["message"]
-                if res.status == "skipped" and note.get("enhance_error"):
-                    d["status"], d["error"] = "error", f"could not enhance: {note['enhance_error']}"
-                elif res.status == "skipped" and note.get("message") and res.error == "not enhanced":
-                    d["error"] = f"not enhanced: {note['message']}"
-                print(json.dumps(d), flush=True)
-                n_ok += d["status"] == "ok"
-                n_skip += d["status"] == "skipped"
-                n_err += d["status"] == "error"
-                stopped = stopped or res.fatal
-        except OutputDirError as e:
-            return _fail(str(e))
-        print(file=sys.stderr)
-        print(f"export: {n_ok} written, {n_skip} skipped, {n_err} failed; output in {out}", file=sys.stderr)
-        return 1 if stopped else 0
-    except EnvironmentFailure as e:
+        if opened is not None:
+            services.attach_cluster(opened)
+        return _export(args, services, root, opts, ops)
+    except CommandFailed as e:
         return _fail(str(e))
     finally:
-        if cluster is not None:
-            cluster.close()
-        catalog.close()
+        services.close()
+
+
+def _export(args: argparse.Namespace, services: Services, root: str, opts: ExportOptions, ops: list[str]) -> int:
+    out = services.export_dir(args.to, root)
+    for _ in services.index(root):  # rows, EXIF and thumbnails, as the GUI's index
+        pass
+    readable: dict[str, Any] = {"status": "ok"}
+    ids = services.ids(root, readable)
+    if args.recommended or args.min_score is not None:
+        try:
+            services.load_scorer()
+        except CommandFailed as e:
+            return _fail(f"cannot choose photos by score: the assessor is not available ({e})")
+        for _ in services.score_ids(ids, progress=_stderr_progress):
+            pass
+        # the photos' current scores, by the one rule rank, score and the grid use
+        by_score = services.recommended_filter() if args.recommended else {"min_improvability": args.min_score}
+        chosen = services.ids(root, {**readable, **by_score})
+    elif args.all:
+        chosen = ids
+    else:
+        chosen = services.ids(root, {**readable, "has_recipe": True})
+    if not chosen:
+        print(f"export: nothing to export: {_why_nothing(args, len(ids))}", file=sys.stderr)
+        return 0
+    edited = set(services.ids(root, {**readable, "has_recipe": True}))
+    todo = [i for i in chosen if i not in edited]
+    notes: dict[int, dict[str, Any]] = {}
+    for r in (services.enhance_ids(todo, ops, args.strength, progress=_stderr_progress, apply_if_no_gain=False)
+              if todo else ()):
+        notes[r.photo_id] = {"measured_gain": r.measured_gain, "message": r.message, "enhance_error": r.error}
+    n_ok = n_skip = n_err = 0
+    stopped = False
+    for res in services.export_ids(chosen, out, opts, progress=_stderr_progress, only_enhanced=True):
+        d = res.to_json()
+        note = notes.get(res.photo_id or -1, {})
+        if d.get("measured_gain") is None:
+            d["measured_gain"] = note.get("measured_gain")
+        if note.get("message"):
+            d["message"] = note["message"]
+        if res.status == "skipped" and note.get("enhance_error"):
+            d["status"], d["error"] = "error", f"could not enhance: {note['enhance_error']}"
+        elif res.status == "skipped" and note.get("message") and res.error == "not enhanced":
+            d["error"] = f"not enhanced: {note['message']}"
+        print(json.dumps(d), flush=True)
+        n_ok += d["status"] == "ok"
+        n_skip += d["status"] == "skipped"
+        n_err += d["status"] == "error"
+        stopped = stopped or res.fatal
+    print(file=sys.stderr)
+    print(f"export: {n_ok} written, {n_skip} skipped, {n_err} failed; output in {out}", file=sys.stderr)
+    return 1 if stopped else 0

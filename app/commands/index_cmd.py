@@ -13,12 +13,12 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
-from db.catalog import Catalog, CatalogError
-from engine.core.jobs import Progress
-from engine.ingest.indexer import IndexEvent
-from engine.library import Library
+from app.services import CatalogError, Progress, Services
+
+if TYPE_CHECKING:
+    from app.services import IndexEvent
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -28,10 +28,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
 
-def open_catalog(args: argparse.Namespace) -> Catalog | None:
-    """Open the catalog named by ``--catalog``/env/default, or print why not and return None."""
+def open_services(args: argparse.Namespace) -> Services | None:
+    """The engine's façade on the catalog named by ``--catalog``/env/default, or print why it
+    cannot be opened and return None."""
     try:
-        return Catalog.open(getattr(args, "catalog", None))
+        return Services.open(getattr(args, "catalog", None))
     except CatalogError as e:
         print(f"photolift: {e}", file=sys.stderr)
         return None
@@ -84,12 +85,14 @@ def event_json(ev: IndexEvent) -> dict[str, Any]:
     return d
 
 
-def index_folder(lib: Library, folder: str, as_json: bool, quiet: bool, out: Any = None) -> dict[str, int] | None:
-    """Run the indexer, reporting events; returns the counts, or None if the folder is unusable."""
+def index_folder(services: Services, folder: str, as_json: bool, quiet: bool, out: TextIO | None = None,
+                 score: bool = False) -> dict[str, int] | None:
+    """Run the indexer (rows, EXIF, thumbnails; with ``score``, new and changed photos are scored
+    from the same decode), reporting events; returns the counts, or None if the folder is unusable."""
     out = out or sys.stdout
     counts: dict[str, int] | None = None
     try:
-        for ev in lib.index(folder, progress=StderrProgress(quiet)):
+        for ev in services.index(folder, progress=StderrProgress(quiet), score=score):
             if as_json:
                 print(json.dumps(event_json(ev)), file=out, flush=ev.kind != "done")
             elif ev.kind in ("error", "skipped"):
@@ -119,12 +122,11 @@ def summary_line(c: dict[str, int]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    cat = open_catalog(args)
-    if cat is None:
+    services = open_services(args)
+    if services is None:
         return 1
     try:
-        lib = Library(cat)
-        counts = index_folder(lib, args.dir, args.json, args.quiet)
+        counts = index_folder(services, args.dir, args.json, args.quiet)
         if counts is None:
             return 2
         if not args.json:
@@ -133,4 +135,4 @@ def run(args: argparse.Namespace) -> int:
     except BrokenPipeError:
         return stdout_closed()
     finally:
-        cat.close()
+        services.close()

@@ -12,15 +12,13 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
 
 from app.commands.cluster_opt import add_cluster_option, open_cluster
-from app.commands.index_cmd import StderrProgress, index_folder, open_catalog, stdout_closed
-from db.catalog import Catalog
-from engine.library import Library
+from app.commands.index_cmd import StderrProgress, index_folder, open_services, stdout_closed
+from app.services import CommandFailed, Services
 
 # A hook that scores the given photo ids; returns a message when it could not (no model...).
-ScoreHook = Callable[[Catalog, list[int], bool], str | None]
+ScoreHook = Callable[[Services, list[int], bool], str | None]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -33,24 +31,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     add_cluster_option(p)
 
 
-def score_with_assessor(cat: Catalog, ids: list[int], quiet: bool, cluster: Any = None) -> str | None:
-    """Score ``ids`` with engine.assess.scoring if it and its model exist; else say why not. With a
-    ``cluster`` (:class:`engine.cluster.Cluster`) the scoring runs there."""
+def score_with_assessor(services: Services, ids: list[int], quiet: bool) -> str | None:
+    """Score ``ids`` with the assessor if its model exists (on the cluster when one is attached);
+    else say why not."""
     try:
-        from engine.assess import scoring
-    except ImportError:
-        return "the assessor is not available in this build; score fields are null"
-    try:
-        scorer = scoring.get_scorer()
-    except (FileNotFoundError, OSError) as e:
+        services.load_scorer()
+    except CommandFailed as e:
         return f"no assessor model ({e}); score fields are null"
-    if cluster is not None:
-        from engine.cluster import score_photos
-
-        events = score_photos(cluster, scorer, cat, ids, progress=StderrProgress(quiet))
-    else:
-        events = scorer.score_photos(cat, ids, progress=StderrProgress(quiet))
-    for _ in events:
+    for _ in services.score_ids(ids, progress=StderrProgress(quiet)):
         pass
     return None
 
@@ -60,41 +48,32 @@ def run(args: argparse.Namespace, score_hook: ScoreHook | None = score_with_asse
         print("photolift: --top must be >= 0", file=sys.stderr)
         return 2
     cluster = None
-    hook = score_hook
-    if getattr(args, "cluster", None) and score_hook is score_with_assessor and not args.no_score:
-        cluster = open_cluster(args, "rank")
-        if isinstance(cluster, int):
-            return cluster
-
-        def hook(cat: Catalog, ids: list[int], quiet: bool) -> str | None:
-            return score_with_assessor(cat, ids, quiet, cluster)
-
-    try:
-        return _run(args, hook)
-    finally:
+    if getattr(args, "cluster", None) and score_hook is not None and not args.no_score:
+        opened = open_cluster(args, "rank")
+        if isinstance(opened, int):
+            return opened
+        cluster = opened
+    services = open_services(args)
+    if services is None:
         if cluster is not None:
             cluster.close()
-
-
-def _run(args: argparse.Namespace, score_hook: ScoreHook | None) -> int:
-    cat = open_catalog(args)
-    if cat is None:
         return 1
+    if cluster is not None:
+        services.attach_cluster(cluster)  # closed with the services
     try:
-        lib = Library(cat)
-        counts = index_folder(lib, args.dir, as_json=False, quiet=args.quiet, out=sys.stderr)
+        counts = index_folder(services, args.dir, as_json=False, quiet=args.quiet, out=sys.stderr)
         if counts is None:
             return 2
         if score_hook is not None and not args.no_score:
-            todo = lib.photo_ids(args.dir, {"status": "ok", "scored": False})
+            todo = services.ids(args.dir, {"status": "ok", "scored": False})
             if todo:
-                why = score_hook(cat, todo, args.quiet)
+                why = score_hook(services, todo, args.quiet)
                 if why and not args.quiet:
                     print(f"photolift: {why}", file=sys.stderr)
-        ids = lib.photo_ids(args.dir, {"status": ["ok", "error"]}, sort="improvability")
+        ids = services.ids(args.dir, {"status": ["ok", "error"]}, sort="improvability")
         if args.top is not None:
             ids = ids[:args.top]
-        for rec in (r for i in range(0, len(ids), 1000) for r in lib.photo_records(ids[i:i + 1000])):
+        for rec in (r for i in range(0, len(ids), 1000) for r in services.records(ids[i:i + 1000])):
             if args.json:
                 print(json.dumps(rec))
             else:
@@ -109,4 +88,4 @@ def _run(args: argparse.Namespace, score_hook: ScoreHook | None) -> int:
     except BrokenPipeError:
         return stdout_closed()
     finally:
-        cat.close()
+        services.close()

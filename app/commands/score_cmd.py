@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from db.catalog import Catalog
-    from engine.assess.scoring import Scorer
-
-from app.commands.cluster_opt import add_cluster_option, open_cluster
+from app.commands.cluster_opt import add_cluster_option, check_cluster_option, open_cluster
+from app.services import CatalogError, CommandFailed, Progress, ProgressFn, Services
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -34,68 +30,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     add_cluster_option(p)
 
 
-def _progress_printer(enabled: bool) -> Any:
-    def show(p: Any) -> None:
+def _progress_printer(enabled: bool) -> ProgressFn:
+    def show(p: Progress) -> None:
         if enabled and p.total:
             print(f"\rscoring {p.done}/{p.total}", end="", file=sys.stderr, flush=True)
 
     return show
 
 
-def index_paths(catalog: Catalog, paths: list[str], scorer: Scorer | None = None
-                ) -> tuple[list[int], list[dict[str, Any]], set[int]]:
-    """Photo ids for ``paths`` (indexing folders, or a file's folder when the file is new or changed),
-    error records for paths that are not photos of the catalog, and the ids already scored while
-    indexing (with ``scorer``: one decode per new or changed file gives the row, the thumbnail
-    and the score)."""
-    from engine.ingest.imageio import is_supported
-    from engine.ingest.indexer import Indexer, missing_reason
-    from engine.library import Library
-
-    library = Library(catalog)
-    indexer = Indexer(catalog, library.thumbs, workers=getattr(scorer, "workers", None), scorer=scorer)
-    scored: set[int] = set()
-    ids: list[int] = []
-    errors: list[dict[str, Any]] = []
-    for raw in paths:
-        path = os.path.realpath(raw)
-        if os.path.isdir(path):
-            for _ in indexer.index(path):
-                pass
-            scored |= set(indexer.scored)
-            ids += library.photo_ids(path)
-            continue
-        if not os.path.exists(path):
-            errors.append({"path": raw, "status": "error", "error": missing_reason(raw)})
-            continue
-        if not is_supported(path):
-            errors.append({"path": raw, "status": "error", "error": "not a supported photo format"})
-            continue
-        st = os.stat(path)
-        known = library.indexed_file(path)
-        if known is None or known.size != st.st_size or known.mtime_ns != st.st_mtime_ns:
-            for _ in indexer.index(os.path.dirname(path)):
-                pass
-            scored |= set(indexer.scored)
-            known = library.indexed_file(path)
-        if known is None:
-            errors.append({"path": raw, "status": "error", "error": "could not be indexed"})
-        else:
-            ids.append(known.id)
-    return list(dict.fromkeys(ids)), errors, scored
-
-
-def records(catalog: Catalog, ids: list[int], notes: dict[int, str] | None = None) -> list[dict[str, Any]]:
-    """The score/rank JSON objects of DESIGN.md for ``ids``: the library's records, so ``score``
+def records(services: Services, ids: list[int], notes: dict[int, str] | None = None) -> list[dict[str, Any]]:
+    """The score/rank JSON objects of DESIGN.md for ``ids``: the read model's records, so ``score``
     shows each photo's current score exactly as ``rank``, ``export --recommended`` and the grid
     do. A readable photo without a current score (its decode failed after indexing, or it was
     not scored) is reported as an error, as this command promised to score it. ``notes``: why this
     run did not score a photo whose row is still ``ok`` (it changed since it was indexed; a cluster
     worker died on it twice); such a photo is reported as an error with that reason rather than
     with an older score."""
-    from engine.library import Library
-
-    recs = Library(catalog).photo_records(ids)  # (a photo removed meanwhile is left out)
+    recs = services.records(ids)  # (a photo removed meanwhile is left out)
     for rec in recs:
         note = (notes or {}).get(rec["id"])
         if rec["status"] == "ok" and note:
@@ -106,57 +57,43 @@ def records(catalog: Catalog, ids: list[int], notes: dict[int, str] | None = Non
 
 
 def run(args: argparse.Namespace) -> int:
-    from db.catalog import Catalog, CatalogError
-    from engine.assess.scoring import Scorer
-    from engine.core.runtime import ModelMissing
-
     if args.workers is not None and args.workers < 1:
         print("photolift score: error: --workers must be >= 1", file=sys.stderr)
         return 2
-    if args.cluster:
-        from engine.cluster import ClusterUnavailable, import_ray
-
-        try:
-            import_ray()  # before any work: a missing extra is said at once
-        except ClusterUnavailable as e:
-            print(f"photolift score: --cluster: {e}", file=sys.stderr)
-            return 2
+    bad = check_cluster_option(args, "score")
+    if bad is not None:
+        return bad
     try:
-        scorer = Scorer(args.model, workers=2 if args.cluster else (args.workers or 2))
-    except (ModelMissing, ValueError) as e:
-        print(f"photolift score: {e}", file=sys.stderr)
-        return 1
-    try:
-        catalog = Catalog.open(getattr(args, "catalog", None))
+        # on a cluster --workers is the cluster's scoring workers; here the decoding threads
+        services = Services.open(getattr(args, "catalog", None), threads=2 if args.cluster else (args.workers or 2),
+                                 assessor=args.model)
     except CatalogError as e:
         print(f"photolift score: {e}", file=sys.stderr)
         return 1
-    cluster = None
     try:
+        try:
+            services.load_scorer()
+        except CommandFailed as e:
+            print(f"photolift score: {e}", file=sys.stderr)
+            return 1
         if args.cluster:
             opened = open_cluster(args, "score")
             if isinstance(opened, int):
                 return opened
-            cluster = opened
+            if opened is not None:
+                services.attach_cluster(opened)
         # on a cluster the workers decode: index here without scoring, then score every photo there
-        ids, errors, scored_now = index_paths(catalog, list(args.paths), None if cluster else scorer)
+        ids, errors, scored_now = services.index_paths(list(args.paths))
         rest = [i for i in ids if i not in scored_now]  # scored from the indexer's own decode
         show = _progress_printer(not args.json and sys.stderr.isatty())
-        if cluster is not None:
-            from engine.cluster import score_photos
-
-            events = score_photos(cluster, scorer, catalog, rest, progress=show, force=args.force,
-                                  workers=args.workers)
-        else:
-            events = scorer.score_photos(catalog, rest, progress=show, force=args.force)
+        events = services.score_ids(rest, progress=show, force=args.force,
+                                    workers=args.workers if args.cluster else None)
         notes = {e.photo_id: e.error for e in events if e.status != "ok" and e.error}
         if not args.json and sys.stderr.isatty():
             print(file=sys.stderr)
-        recs = errors + records(catalog, ids, notes)
+        recs = errors + records(services, ids, notes)
     finally:
-        if cluster is not None:
-            cluster.close()
-        catalog.close()
+        services.close()
     for r in recs:
         if args.json:
             print(json.dumps(r, ensure_ascii=False))

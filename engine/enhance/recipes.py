@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,9 @@ class Recipe:
             tag = f"{s.name}({s.model_version[:8]})" if s.model_version else s.name
             if abs(s.strength - 1.0) > 1e-9:
                 tag += f"x{s.strength:g}"
+            check = s.params.get("quality_check") if isinstance(s.params, Mapping) else None
+            if isinstance(check, Mapping) and check.get("kept") is False:
+                tag += " (left as is: no gain by the quality model)"
             parts.append(tag)
         return " + ".join(parts)
 

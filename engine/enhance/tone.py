@@ -579,7 +579,7 @@ def keep_by_quality(view: Image, params: Mapping[str, Any], margin: float,
     """Whether the tone change is worth making, by the judge: ``quality`` (Q of an RGB uint8
     image) on ``view`` reduced to ``QUALITY_SIDE`` and on the same copy with ``params`` applied.
     Returns (keep, Q before, Q after); keep when Q gains more than ``margin``."""
-    img = np.clip(np.asarray(view, np.float32), 0.0, 1.0)
+    img: np.ndarray = np.clip(np.asarray(view, np.float32), 0.0, 1.0)
     h, w = img.shape[:2]
     if max(h, w) > QUALITY_SIDE:
         s = QUALITY_SIDE / max(h, w)

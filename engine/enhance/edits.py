@@ -110,7 +110,8 @@ def _store_faces_of(s: Any, photo: Any, recipe: Recipe) -> None:
 
     for st in recipe.stages:
         if st.name == "faces" and photo.fingerprint:
-            boxes = [(*(float(v) for v in f["box"]), float(f.get("score", 1.0))) for f in st.params.get("faces", [])]
+            boxes = [(float(f["box"][0]), float(f["box"][1]), float(f["box"][2]), float(f["box"][3]),
+                      float(f.get("score", 1.0))) for f in st.params.get("faces", [])]
             store_faces(s, photo.id, recipe.source or photo.fingerprint, str(st.params.get("detector", "")), boxes)
 
 

@@ -190,8 +190,8 @@ def eval_detector(rows: dict[str, object], n: int = 300) -> None:
         tiles.append(im)
     if tiles:
         sheet = Image.new("RGB", (320 * 4, 320 * ((len(tiles) + 3) // 4)), (255, 255, 255))
-        for i, t in enumerate(tiles):
-            sheet.paste(t, ((i % 4) * 320, (i // 4) * 320))
+        for i, tile in enumerate(tiles):
+            sheet.paste(tile, ((i % 4) * 320, (i // 4) * 320))
         sheet.save(OUT / "sheet_false_detections.png")
 
 

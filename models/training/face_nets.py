@@ -108,6 +108,10 @@ class Decoder(nn.Module):
 class Codebook(nn.Module):
     """K codes of dimension ``dim``, EMA-updated (stage 1), frozen afterwards."""
 
+    codes: torch.Tensor
+    ema_n: torch.Tensor
+    ema_sum: torch.Tensor
+
     def __init__(self, k: int = 512, dim: int = 64, ch: int = 192) -> None:
         super().__init__()
         self.pre = nn.Conv2d(ch, dim, 1)
@@ -136,7 +140,7 @@ class Codebook(nn.Module):
         self.codes.copy_(self.ema_sum / cnt[:, None])
         # restart dead codes on random features
         dead = self.ema_n < 1e-3
-        if dead.any():
+        if bool(dead.any()):
             r = flat[torch.randint(0, flat.shape[0], (int(dead.sum()),))]
             self.codes[dead] = r
             self.ema_sum[dead] = r
@@ -226,7 +230,7 @@ class Detector(nn.Module):
         self.l5 = nn.Conv2d(c4, c3, 1)
         self.l2 = nn.Conv2d(c2, c3, 1)
         self.head = nn.Sequential(nn.Conv2d(c3, c3, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(c3, 3, 1))
-        self.head[-1].bias.data[0] = -4.0  # type: ignore[index]
+        self.head[-1].bias.data[0] = -4.0  # type: ignore[index,operator]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x * 2 - 1

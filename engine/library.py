@@ -163,6 +163,10 @@ def _ops(recipe_json: str) -> tuple[str, ...]:
             elif isinstance(o, dict):
                 name = o.get("op") or o.get("name") or o.get("stage")
                 if isinstance(name, str):
+                    params = o.get("params")
+                    check = params.get("quality_check") if isinstance(params, dict) else None
+                    if isinstance(check, dict) and check.get("kept") is False:
+                        name += " (left as is: no gain by Q)"  # the planned change was refused
                     out.append(name)
             elif isinstance(o, list | tuple) and o and isinstance(o[0], str):
                 out.append(o[0])

@@ -217,3 +217,13 @@ def test_keep_by_quality_compares_the_same_reduced_copy() -> None:
     assert seen == [(576, 768, 3), (576, 768, 3)]  # both at the judge's 768-px scale
     keep, qb, qa = T.keep_by_quality(dark, {"exposure": -0.5}, 0.0, brightness)
     assert not keep and qa < qb
+
+
+def test_the_photo_record_says_when_tone_was_left_as_is() -> None:
+    from engine.library import _ops
+
+    kept = StageSpec("tone", 1.0, "tone", "v", {"exposure": 0.3, "quality_check": {"kept": True}})
+    refused = StageSpec("tone", 1.0, "tone", "v", {"exposure": 0.0, "quality_check": {"kept": False}})
+    restore = StageSpec("restore", 1.0, "restorer", "v", {})
+    assert _ops(Recipe(stages=(restore, kept)).to_json()) == ("restore", "tone")
+    assert _ops(Recipe(stages=(restore, refused)).to_json()) == ("restore", "tone (left as is: no gain by Q)")

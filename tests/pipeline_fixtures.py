@@ -114,3 +114,19 @@ def hash_tree(root: Path) -> dict[str, str]:
 
 def files_under(root: Path) -> Iterator[Path]:
     return (p for p in sorted(root.rglob("*")) if p.is_file())
+
+
+def scored_library(tmp_path: Path, make_image: Any, monkeypatch: pytest.MonkeyPatch, n: int, seed: int) -> Path:
+    """``n`` small photos under ``tmp_path/photos`` (every second one in ``sub/``), with the
+    fixture models of :func:`setup_models` plus an assessor installed and no cached sessions."""
+    import engine.assess.scoring
+    from engine.core.runtime import clear_sessions
+    from tests.onnx_fixtures import write_assessor
+
+    clear_sessions()
+    monkeypatch.setattr(engine.assess.scoring, "_shared", None)
+    models = setup_models(tmp_path, monkeypatch, "gain", gain=0.3)
+    write_assessor(models / "assessor.onnx")
+    for i in range(n):
+        make_image(f"{'sub/' if i % 2 else ''}p{i}.jpg", 96 + 8 * i, 72, seed=seed + i)
+    return tmp_path / "photos"

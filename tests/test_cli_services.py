@@ -15,9 +15,7 @@ import pytest
 from app.cli import main
 from app.services import Services
 from engine.assess.degrade import SEVERITY_NAMES
-from engine.core.runtime import clear_sessions
-from tests.onnx_fixtures import write_assessor
-from tests.pipeline_fixtures import install_no_scorer, setup_models
+from tests.pipeline_fixtures import install_no_scorer, scored_library, setup_models
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 8
@@ -25,15 +23,7 @@ N = 8
 
 @pytest.fixture
 def library_dir(tmp_path: Path, make_image: Any, monkeypatch: pytest.MonkeyPatch) -> Path:
-    import engine.assess.scoring
-
-    clear_sessions()
-    monkeypatch.setattr(engine.assess.scoring, "_shared", None)
-    models = setup_models(tmp_path, monkeypatch, "gain", gain=0.3)
-    write_assessor(models / "assessor.onnx")
-    for i in range(N):
-        make_image(f"{'sub/' if i % 2 else ''}p{i}.jpg", 96 + 8 * i, 72, seed=30 + i)
-    return tmp_path / "photos"
+    return scored_library(tmp_path, make_image, monkeypatch, N, seed=30)
 
 
 def _run(capsys: Any, *args: str, code: int = 0) -> tuple[list[dict[str, Any]], str]:

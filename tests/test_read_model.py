@@ -21,25 +21,15 @@ from db.catalog import Catalog
 from db.queries import refresh_current_scores
 from db.schema import Head, Photo, Score
 from engine.assess.scoring import LastLayer
-from engine.core.runtime import clear_sessions
 from engine.library import Library
-from tests.onnx_fixtures import write_assessor
-from tests.pipeline_fixtures import setup_models
+from tests.pipeline_fixtures import scored_library
 
 N = 8
 
 
 @pytest.fixture
 def library_dir(tmp_path: Path, make_image: Any, monkeypatch: pytest.MonkeyPatch) -> Path:
-    import engine.assess.scoring
-
-    clear_sessions()
-    monkeypatch.setattr(engine.assess.scoring, "_shared", None)
-    models = setup_models(tmp_path, monkeypatch, "gain", gain=0.3)
-    write_assessor(models / "assessor.onnx")
-    for i in range(N):
-        make_image(f"{'sub/' if i % 2 else ''}p{i}.jpg", 96 + 8 * i, 72, seed=10 + i)
-    return tmp_path / "photos"
+    return scored_library(tmp_path, make_image, monkeypatch, N, seed=10)
 
 
 def _cli(capsys: Any, *args: str) -> list[dict[str, Any]]:

@@ -155,7 +155,7 @@ class Pipeline:
                     raise StageUnavailable(f"the 'tone' stage is not available: {e}") from e
                 v = np.ascontiguousarray(view, dtype=np.float32)
                 params = tone.predict_params(v, model_path=path)
-                params = self._tone_quality_check(tone, v, params, path)
+                params = tone.quality_checked(v, params, path)
                 stages.append(StageSpec("tone", strength, TONE_MODEL, ver, _jsonable(params)))
         return Recipe(stages=tuple(stages), strength=strength, schema=RECIPE_SCHEMA,
                       app=f"photolift {app_version()}")
@@ -172,26 +172,6 @@ class Pipeline:
         params = {"faces": [f.to_dict() for f in found], "detector": det_ver,
                   "threshold": faces.DEFAULT_THRESHOLD}
         return StageSpec("faces", w, FACE_RESTORER_MODEL, ver, params)
-
-    @staticmethod
-    def _tone_quality_check(tone: Any, view: np.ndarray, params: dict[str, Any], path: Path) -> dict[str, Any]:
-        """Keep the tone change only where the judge Q says it helps by the model's calibrated margin
-        (``<model>.json``, ``q_margin``); otherwise the stage is planned neutral, so a photo without
-        a tonal problem is left alone. What Q said is stored in the parameters either way. Without a
-        margin or without Q installed, the prediction stands."""
-        margin = tone.calibration_for(path).q_margin
-        if margin is None:
-            return params
-        from engine.assess.quality import get_quality_model
-
-        q = get_quality_model()
-        if q is None:
-            return params
-        keep, qb, qa = tone.keep_by_quality(view, params, margin, q)
-        note = {"q_before": round(qb, 4), "q_after": round(qa, 4), "margin": margin, "kept": keep,
-                "q_version": q.version}
-        out = params if keep else tone.neutral_like(params)
-        return {**out, "quality_check": note}
 
     # -- checking and applying ----------------------------------------------------------------
     def check(self, recipe: Recipe) -> None:

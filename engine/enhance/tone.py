@@ -590,6 +590,26 @@ def keep_by_quality(view: Image, params: Mapping[str, Any], margin: float,
     return qa - qb > margin, qb, qa
 
 
+def quality_checked(view: Image, params: Mapping[str, Any], model_path: Path) -> dict[str, Any]:
+    """``params`` if the judge Q says the change helps by the model's calibrated margin
+    (``<model>.json``, ``q_margin``), otherwise neutral (the stage then changes nothing); what Q
+    said is added as ``quality_check``. Without a margin or without Q installed, ``params`` as they
+    are. Used by ``Pipeline.plan`` and by the training labels and evaluation, so all three agree."""
+    margin = calibration_for(model_path).q_margin
+    if margin is None:
+        return dict(params)
+    from engine.assess.quality import get_quality_model
+
+    q = get_quality_model()
+    if q is None:
+        return dict(params)
+    keep, qb, qa = keep_by_quality(view, params, margin, q)
+    note = {"q_before": round(qb, 4), "q_after": round(qa, 4), "margin": margin, "kept": keep,
+            "q_version": q.version}
+    out = dict(params) if keep else neutral_like(params)
+    return {**out, "quality_check": note}
+
+
 def neutral_like(params: Mapping[str, Any]) -> dict[str, Any]:
     """``params`` with every operator at its neutral value (the stage then changes nothing);
     other keys (``airlight``, ``version``, notes) kept."""

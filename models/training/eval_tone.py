@@ -93,14 +93,7 @@ def planned(x: np.ndarray, path: Path, version: int, flag: str) -> dict[str, Any
     quality check (``<model>.json``), as ``engine.enhance.pipeline.Pipeline.plan`` applies them.
     ``flag`` "nogate": neither; "noq": dead zones only."""
     p = {**T.predict_params(x, model_path=path, gate=flag != "nogate"), "version": version}
-    margin = T.calibration_for(path).q_margin
-    if flag in ("", None) and margin is not None:
-        from engine.assess.quality import get_quality_model
-
-        q = get_quality_model()
-        if q is not None and not T.keep_by_quality(x, p, margin, q)[0]:
-            p = T.neutral_like(p)
-    return p
+    return T.quality_checked(x, p, path) if flag in ("", None) else p
 
 
 _restorer: Any = None

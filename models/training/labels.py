@@ -80,24 +80,9 @@ class Enhancer:
             # planned from the original, as engine.enhance.pipeline plans the tone stage (the restorer
             # does not move global tone); the calibrated dead zones apply, as in the app
             params = self._tone.predict_params(x)
-            params = self._quality_check(x, params)
+            params = self._tone.quality_checked(x, params, self._tone.default_model_path())
             y = np.clip(self._tone.apply_params(y, params), 0, 1).astype(np.float32)
         return y
-
-    def _quality_check(self, x: np.ndarray, params: dict[str, Any]) -> dict[str, Any]:
-        """The pipeline's check (``Pipeline._tone_quality_check``): where the tone model's calibration
-        sets a Q margin, the change is kept only when Q on a 768-px copy gains more than it."""
-        tone = self._tone
-        margin = tone.calibration_for(tone.default_model_path()).q_margin
-        if margin is None:
-            return params
-        from engine.assess.quality import get_quality_model
-
-        q = get_quality_model()
-        if q is None:
-            return params
-        keep, _, _ = tone.keep_by_quality(x, params, margin, q)
-        return params if keep else tone.neutral_like(params)
 
 
 def _default_quality() -> Path:

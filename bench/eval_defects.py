@@ -150,6 +150,7 @@ def main() -> int:
     before_db: list[float] = []
     after_db: list[float] = []
     misses: list[dict[str, object]] = []
+    dumped: list[dict[str, object]] = []
     from engine.enhance.pipeline import get_pipeline
     from engine.enhance.recipes import Recipe, StageSpec
 
@@ -182,6 +183,9 @@ def main() -> int:
         if any(s.kind == "dust" for s in cd.spots):
             series_n += 1
             series_all += all_found
+        for i, d in enumerate(dets):
+            dumped.append({"camera": model, "kind": d.kind, "z": d.params.get("z"), "matched": i in matched,
+                           "clean_camera": not (cd.spots or cd.hot)})
         extra = [d for i, d in enumerate(dets) if i not in matched]
         (false_def if cd.spots or cd.hot else false_clean).append(len(extra))
         # correction, measured inside the injected spots
@@ -232,9 +236,10 @@ def main() -> int:
         "seconds_make": round(t_make, 1), "seconds_index": round(t_index, 1), "seconds_detect": round(t_detect, 1),
         "detect_photos_per_s": round(n_photos / max(t_detect, 1e-6), 1),
         "misses": misses[:20],
+        "detections": dumped,
     }
     cat.close()
-    print(json.dumps(summary, indent=1))
+    print(json.dumps({k: v for k, v in summary.items() if k != "detections"}, indent=1))
     if a.json:
         Path(a.json).write_text(json.dumps(summary, indent=1))
     return 0

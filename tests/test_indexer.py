@@ -19,6 +19,7 @@ from db.queries import refresh_current_scores
 from db.schema import Photo, Recipe, Score
 from engine.core.jobs import CancelToken, JobCancelled, Progress
 from engine.ingest import indexer as indexer_mod
+from engine.ingest import scan as scan_mod
 from engine.ingest.indexer import IndexEvent, fingerprint
 from engine.library import Library
 from tests.conftest import ImageFactory, exif_bytes, make_rgb
@@ -68,9 +69,9 @@ def test_first_run_then_unchanged_rerun_reads_nothing(lib: Library, make_image: 
     def boom(*_a: object, **_k: object) -> None:
         raise AssertionError("unchanged re-run touched file content")
 
-    monkeypatch.setattr(indexer_mod, "decode", boom)
-    monkeypatch.setattr(indexer_mod, "fingerprint", boom)
-    monkeypatch.setattr(indexer_mod, "fingerprint_bytes", boom)
+    monkeypatch.setattr(scan_mod, "decode", boom)
+    monkeypatch.setattr(scan_mod, "fingerprint", boom)
+    monkeypatch.setattr(scan_mod, "fingerprint_bytes", boom)
     ev2 = run(lib, root)
     assert [e.kind for e in ev2] == ["done"]
     assert kinds(ev2)["unchanged"] == 3

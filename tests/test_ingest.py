@@ -40,9 +40,9 @@ def _count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         return real(data, *a, **k)
 
     monkeypatch.setattr(imageio, "decode", counting)
-    import engine.ingest.indexer as ix
+    import engine.ingest.scan as scan
 
-    monkeypatch.setattr(ix, "decode", counting)
+    monkeypatch.setattr(scan, "decode", counting)
     return calls
 
 

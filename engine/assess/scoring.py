@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from engine.assess.degrade import SEVERITY_NAMES
-from engine.assess.views import make_views, make_views_and_small
+from engine.assess.views import decode_reduction, make_views, make_views_and_small
 from engine.core.jobs import CancelToken, JobCancelled, Progress, ProgressFn
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,8 @@ log = logging.getLogger(__name__)
 MODEL_NAME = "assessor"
 DEFAULT_IMPROVABILITY_THRESHOLD = 1.0  # used only when the model has no sidecar JSON
 DEFAULT_SEVERITY_THRESHOLD = 0.35
-# Decode at half scale when the long side is at least this many pixels (12 MP -> 3 MP).
-REDUCE_FROM_SIDE = 2400
-
-
+# Decode at half scale when the long side is at least REDUCE_FROM_SIDE pixels (12 MP -> 3 MP;
+# engine.assess.views.decode_reduction).
 CHANGED_REASON = "the file changed since it was indexed (its fingerprint differs); index it again to score it"
 
 
@@ -275,9 +273,7 @@ class Scorer:
     @staticmethod
     def reduce_for(width: int | None, height: int | None) -> int:
         """Half-scale decode for large photos (noise and blocking survive a 2x reduction)."""
-        if width and height and max(width, height) >= REDUCE_FROM_SIDE:
-            return 2
-        return 1
+        return decode_reduction(width, height)
 
     def load_views(self, path: str, width: int | None = None, height: int | None = None,
                    fingerprint: str | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,15 @@ import numpy as np
 K_CROPS = 4  # crops per photo
 CROP = 96  # crop side in pixels, at decoded resolution
 GLOBAL = 128  # side of the global view
+REDUCE_FROM_SIDE = 2400  # photos this large (long side) are decoded at half scale for the views
+
+
+def decode_reduction(width: int | None, height: int | None) -> int:
+    """The DCT scale the views are made from: half scale for large photos (noise and blocking
+    survive a 2x reduction), full scale otherwise (the scorer's and the early decoder's rule)."""
+    if width and height and max(width, height) >= REDUCE_FROM_SIDE:
+        return 2
+    return 1
 
 
 def _pad_to(img: np.ndarray, side: int) -> np.ndarray:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import platformdirs
 
-from db.catalog import APP_NAME, data_dir, default_catalog_location, sqlite_file, to_url
+from db.location import APP_NAME, data_dir, default_catalog_location, sqlite_file, to_url
 
 __all__ = ["cache_dir", "cache_dir_for", "data_dir", "default_catalog_location", "display_path", "thumbnail_dir"]
 

@@ -30,17 +30,13 @@ samples do not occur in practice (any pixel change in compressed data shifts the
 from __future__ import annotations
 
 import contextlib
-import errno
-import hashlib
 import logging
 import os
-import stat as stat_mod
-import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -53,53 +49,27 @@ from db.queries import refresh_current_scores, under
 from db.schema import STATUS_ERROR, STATUS_MISSING, STATUS_OK, Folder, Photo
 from engine.core.jobs import CancelToken, JobCancelled, Progress, ProgressFn, no_progress
 from engine.core.paths import display_path
-from engine.ingest.imageio import RAW_EXTENSIONS, SUPPORTED_EXTENSIONS, ImageError, decode
+from engine.ingest.early import EarlyDecoder
+from engine.ingest.imageio import RAW_EXTENSIONS
+from engine.ingest.scan import (
+    Decoded,
+    _Existing,
+    _Result,
+    _Walked,
+    fingerprint,
+    fingerprint_bytes,
+    missing_reason,
+    read_decode,
+    walk,
+)
 from engine.ingest.thumbnails import THUMB_SIZE, ThumbnailCache, fit_size
 
 log = logging.getLogger(__name__)
 
-SAMPLE = 64 * 1024
-# Folders no photo library wants indexed: OS trash and metadata, NAS thumbnail stores, app caches.
-SYSTEM_DIRS = frozenset({
-    "$recycle.bin", "system volume information", "recycler", "lost+found", "@eadir", "#recycle",
-    "__macosx", ".trashes", ".spotlight-v100", ".fseventsd", ".thumbnails", "@recycle", ".@__thumb",
-})
 # Errors worth retrying on every scan even when size and mtime did not change.
 RETRY_CODES = frozenset({"permission", "changing", "io", "vanished"})
 BATCH_FILES = 32
 BATCH_SECONDS = 0.5
-
-
-def fingerprint_bytes(data: bytes | memoryview, size: int | None = None) -> str:
-    size = len(data) if size is None else size
-    h = hashlib.blake2b(digest_size=16)
-    h.update(size.to_bytes(8, "little"))
-    if size <= 3 * SAMPLE:
-        h.update(data)
-    else:
-        mid = size // 2 - SAMPLE // 2
-        h.update(data[:SAMPLE])
-        h.update(data[mid:mid + SAMPLE])
-        h.update(data[size - SAMPLE:])
-    return h.hexdigest()
-
-
-def fingerprint(path: str | os.PathLike[str]) -> str:
-    """The fast content fingerprint of a file, reading at most 192 KiB (see module docstring)."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size <= 3 * SAMPLE:
-            return fingerprint_bytes(f.read(), size)
-        head = f.read(SAMPLE)
-        f.seek(size // 2 - SAMPLE // 2)
-        mid = f.read(SAMPLE)
-        f.seek(size - SAMPLE)
-        tail = f.read(SAMPLE)
-    h = hashlib.blake2b(digest_size=16)
-    h.update(size.to_bytes(8, "little"))
-    for part in (head, mid, tail):
-        h.update(part)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -116,137 +86,6 @@ class IndexEvent:
     counts: dict[str, int] | None = None
 
 
-@dataclass
-class _Walked:
-    path: str  # file-system str (may carry surrogate escapes)
-    pb: bytes
-    size: int
-    mtime_ns: int
-
-
-@dataclass
-class _Existing:
-    id: int
-    size: int
-    mtime_ns: int
-    status: str
-    error_code: str | None
-    fingerprint: str | None
-
-
-@dataclass
-class _Result:
-    walked: _Walked
-    existing: _Existing | None
-    kind: str  # 'ok', 'touched', 'error', 'vanished'
-    fingerprint: str | None = None
-    values: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    error_code: str | None = None
-
-
-def _hidden(entry: os.DirEntry[str]) -> bool:
-    name = entry.name
-    if name.startswith(".") or name.lower() in SYSTEM_DIRS:
-        return True
-    if sys.platform == "win32":  # pragma: no cover - Windows attribute bits
-        try:
-            attrs = entry.stat(follow_symlinks=False).st_file_attributes  # type: ignore[attr-defined]
-            return bool(attrs & (stat_mod.FILE_ATTRIBUTE_HIDDEN | stat_mod.FILE_ATTRIBUTE_SYSTEM))  # type: ignore[attr-defined]
-        except OSError:
-            return False
-    return False
-
-
-def _bad_link(path: str) -> str | None:
-    """Why a symbolic link cannot be followed (a loop, a missing target), or None."""
-    try:
-        os.stat(path)
-        return None
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            return "a loop of symbolic links; not followed"
-        if isinstance(e, FileNotFoundError):
-            return f"broken symbolic link (points to {display_path(os.readlink(path))}, which does not exist)"
-        return f"symbolic link not readable: {e.strerror or e}"
-
-
-def missing_reason(path: str | os.PathLike[str]) -> str:
-    """Why ``path`` cannot be opened, in words: no such file or folder, a loop of links..."""
-    p = os.fspath(path)
-    if os.path.islink(p):
-        why = _bad_link(p)
-        if why is not None:
-            return why.split(";")[0]
-    return "no such file or folder"
-
-
-def walk(root: str, cancel: CancelToken | None = None, progress: ProgressFn = no_progress,
-         on_skip: Callable[[str, str], None] | None = None) -> list[_Walked]:
-    """Every supported, non-hidden file under ``root`` with its size and mtime (one stat each)."""
-    out: list[_Walked] = []
-    try:
-        st = os.stat(root)
-    except OSError as e:
-        raise FileNotFoundError(f"cannot read folder {root}: {e.strerror}") from e
-    seen_dirs = {(st.st_dev, st.st_ino)}
-    stack = [root]
-    last = time.monotonic()
-    while stack:
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        d = stack.pop()
-        try:
-            with os.scandir(d) as it:
-                entries = sorted(it, key=lambda x: x.name)
-        except OSError as err:
-            if on_skip:
-                on_skip(d, f"folder not readable: {err.strerror or err}")
-            continue
-        subdirs: list[str] = []
-        d_real: str | None = None
-        for ent in entries:
-            if _hidden(ent):
-                continue
-            supported = os.path.splitext(ent.name)[1].lower() in SUPPORTED_EXTENSIONS
-            try:
-                if ent.is_symlink():
-                    why = _bad_link(ent.path)
-                    if why is not None:
-                        if on_skip and (supported or "loop" in why):
-                            on_skip(ent.path, why)
-                        continue
-                if ent.is_dir():  # follows symlinks; loops are cut by the inode set
-                    dst = ent.stat()
-                    key = (dst.st_dev, dst.st_ino)
-                    if ent.is_symlink():
-                        d_real = d_real or os.path.realpath(d)
-                        target = os.path.realpath(ent.path)
-                        if d_real == target or d_real.startswith(os.path.join(target, "")):
-                            if on_skip:
-                                on_skip(ent.path, f"symbolic link to a folder above it ({display_path(target)}); "
-                                                  "not followed (a loop: its photos would be indexed twice)")
-                            continue
-                    if key not in seen_dirs:
-                        seen_dirs.add(key)
-                        subdirs.append(ent.path)
-                    continue
-                if not supported:
-                    continue
-                fst = ent.stat()
-                if not stat_mod.S_ISREG(fst.st_mode):
-                    continue
-            except OSError:  # vanished entry: nothing to index
-                continue
-            out.append(_Walked(ent.path, os.fsencode(ent.path), fst.st_size, fst.st_mtime_ns))
-        stack.extend(reversed(subdirs))
-        now = time.monotonic()
-        if now - last > 0.25:
-            last = now
-            progress(Progress(len(out), None, f"scanning {display_path(d)}"))
-    return out
-
-
 class IngestScorer(Protocol):
     """What the indexer needs to score photos from the pixels it decodes anyway (one decode per
     new or changed file; :class:`engine.assess.scoring.Scorer` is one)."""
@@ -259,49 +98,19 @@ class IngestScorer(Protocol):
                                                                np.ndarray, np.ndarray]]) -> list[Any]: ...
 
 
-def _examine(w: _Walked, existing: _Existing | None, scorer: IngestScorer | None = None) -> _Result:
+def _examine(w: _Walked, existing: _Existing | None, scorer: IngestScorer | None = None,
+             decoded: Decoded | _Result | None = None) -> _Result:
     """Read, fingerprint and decode one file (runs in a worker thread); never raises for bad files.
 
     With ``scorer``, the one decode is at the scorer's scale (half scale for large photos) and
-    also gives the assessor's views (``values['_views']``); the thumbnail is made from it."""
-    ext = os.path.splitext(w.path)[1].lower()
-    try:
-        if existing is not None and existing.fingerprint and existing.status == STATUS_OK:
-            # size or mtime changed: a cheap fingerprint first, the content may be the same
-            fp0 = fingerprint(w.path)
-            if fp0 == existing.fingerprint:
-                return _Result(w, existing, "touched", fingerprint=fp0)
-        with open(w.path, "rb") as f:
-            data = f.read()
-        fp = fingerprint_bytes(data)
-        if len(data) != w.size:
-            return _Result(w, existing, "error", fingerprint=fp, error_code="changing",
-                           error="the file changed while it was being read (still being copied?); retried next scan")
-        if scorer is None:
-            img, fields = decode(data, ext, max_side=THUMB_SIZE)
-        else:
-            img, fields = decode(data, ext, reduce_for=scorer.reduce_for)
-        del data
-        st2 = os.stat(w.path)
-        if st2.st_size != w.size or st2.st_mtime_ns != w.mtime_ns:
-            return _Result(w, existing, "error", fingerprint=fp, error_code="changing",
-                           error="the file changed while it was being read (still being copied?); retried next scan")
-    except FileNotFoundError:
-        return _Result(w, existing, "vanished", error="deleted or moved during the scan", error_code="vanished")
-    except PermissionError:
-        return _Result(w, existing, "error", error_code="permission",
-                       error="permission denied: cannot read the file")
-    except ImageError as e:
-        fp_or_none: str | None = None
-        with contextlib.suppress(OSError):
-            fp_or_none = fingerprint(w.path)
-        return _Result(w, existing, "error", fingerprint=fp_or_none, error=e.reason, error_code=e.code)
-    except OSError as e:
-        return _Result(w, existing, "error", error_code="io", error=f"read error: {e.strerror or e}")
-    except Exception as e:  # a decoder bug must not stop the batch; record it as such
-        log.exception("unexpected error indexing %s", display_path(w.pb))
-        return _Result(w, existing, "error", error_code="decode",
-                       error=f"unexpected decoder failure ({type(e).__name__}: {e})")
+    also gives the assessor's views (``values['_views']``); the thumbnail is made from it.
+    ``decoded``: what :func:`engine.ingest.scan.read_decode` already gave for this file (the early
+    decoder of a starting command), so it is not read again."""
+    if decoded is None:
+        decoded = read_decode(w, existing, scorer.reduce_for if scorer is not None else None)
+    if not isinstance(decoded, Decoded):
+        return decoded
+    img, fields, fp = decoded.img, decoded.fields, decoded.fingerprint
     w_, h_ = img.size
     values: dict[str, Any] = {
         "width": w_, "height": h_, "format": img.format, "warning": img.warning,
@@ -337,8 +146,10 @@ class Indexer:
     """Indexes library roots into a catalog; see the module docstring for the algorithm."""
 
     def __init__(self, catalog: Catalog, thumbs: ThumbnailCache | None = None, workers: int | None = None,
-                 scorer: IngestScorer | None = None) -> None:
+                 scorer: IngestScorer | None = None, early: EarlyDecoder | None = None) -> None:
         self.catalog = catalog
+        # a starting command's early decodes of new files (engine.ingest.early), taken by path
+        self.early = early
         self.thumbs = thumbs
         self.workers = workers or max(1, min(4, os.cpu_count() or 1))
         self.scorer = scorer
@@ -415,6 +226,8 @@ class Indexer:
         done = counts["unchanged"]
         progress(Progress(done, total, f"{len(todo)} new or changed files"))
 
+        if self.early is not None:
+            self.early.stop()  # from here on the pool below decodes; what the early one has is taken
         claimed: set[int] = set()  # rows taken over by a move in this scan
         batch: list[_Result] = []
         last_flush = time.monotonic()
@@ -429,7 +242,9 @@ class Indexer:
                     nxt = next(it, None)
                     if nxt is None:
                         break
-                    window.append(pool.submit(self._examine_and_thumb, *nxt))
+                    w, ex = nxt
+                    early = self.early.take(w) if self.early is not None and ex is None else None
+                    window.append(pool.submit(self._examine_and_thumb, w, ex, early))
                 if not window:
                     break
                 res = window.popleft().result()
@@ -467,8 +282,15 @@ class Indexer:
         progress(Progress(total, total, "done"))
         yield IndexEvent("done", display_path(root_s), counts=dict(counts))
 
-    def _examine_and_thumb(self, w: _Walked, ex: _Existing | None) -> _Result:
-        res = _examine(w, ex, self.scorer)
+    def _examine_and_thumb(self, w: _Walked, ex: _Existing | None,
+                           early: Future[Decoded | _Result] | None = None) -> _Result:
+        decoded = None
+        if early is not None:
+            try:
+                decoded = early.result()
+            except Exception:  # noqa: BLE001 - cancelled or failed early: read it here as usual
+                decoded = None
+        res = _examine(w, ex, self.scorer, decoded)
         thumb = res.values.pop("_thumb", None)
         if res.kind == "ok" and thumb is not None and self.thumbs is not None and res.fingerprint:
             try:
@@ -596,4 +418,4 @@ class Indexer:
         self.catalog.write(fn)
 
 
-__all__ = ["RAW_EXTENSIONS", "IndexEvent", "Indexer", "fingerprint", "fingerprint_bytes", "walk"]
+__all__ = ["RAW_EXTENSIONS", "IndexEvent", "Indexer", "fingerprint", "fingerprint_bytes", "missing_reason", "walk"]

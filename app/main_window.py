@@ -194,6 +194,11 @@ class MainWindow(QMainWindow):
         self.photo_page = PhotoPage(services, self.actions)
         self.photo_page.strength.setValue(int(round(float(settings.get(S.STRENGTH)) * 100)))
         self.photo_page.strength.valueChanged.connect(lambda v: self.settings.set(S.STRENGTH, v / 100))
+        self.photo_page.faces.setChecked(bool(settings.get(S.FACES)))
+        self.photo_page.face_w.setValue(int(round(float(settings.get(S.FACE_W)) * 100)))
+        self.photo_page.faces.toggled.connect(lambda on: self.settings.set(S.FACES, bool(on)))
+        self.photo_page.face_w.valueChanged.connect(lambda v: self.settings.set(S.FACE_W, v / 100))
+        self.photo_page.set_faces_available(self.services.faces_available())
         self.photo_page.photoShown.connect(lambda _pid: self._update_actions())
         self.photo_page.compare.set_mode(str(settings.get(S.COMPARE_MODE))
                                          if settings.get(S.COMPARE_MODE) in ("single", "split", "side") else "split")
@@ -645,8 +650,11 @@ class MainWindow(QMainWindow):
         if not ids:
             return None
         strength = self.photo_page.strength.value() / 100.0
+        faces = self.photo_page.faces.isChecked() and not self.photo_page.faces.isHidden()
+        ops = self.services.one_click_ops(faces=faces)
+        face_w = self.photo_page.face_w.value() / 100.0 if faces else None
         name = title or (f"Enhance {len(ids)} photos" if len(ids) > 1 else "Enhance 1 photo")
-        job = Job(name, self.services.enhance_job(ids, strength), kind="enhance")
+        job = Job(name, self.services.enhance_job(ids, strength, ops, face_w=face_w), kind="enhance")
         job.signals.yielded.connect(self._on_enhanced)
         self._last_enhanced = []
         self.jobs.submit(job, "edit")

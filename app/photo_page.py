@@ -14,6 +14,7 @@ import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QAction, QImage, QKeyEvent, QPixmap
 from PySide6.QtWidgets import (
+    QCheckBox,
     QHBoxLayout,
     QLabel,
     QSlider,
@@ -100,6 +101,22 @@ class PhotoPage(QWidget):
         self.strength.valueChanged.connect(lambda v: self.strength_label.setText(f"{v}%"))
         bottom.addWidget(self.strength)
         bottom.addWidget(self.strength_label)
+        # the opt-in faces stage: restore detected faces, faithful .. generated
+        self.faces = QCheckBox("Faces")
+        self.faces.setToolTip("Also restore the faces found in the photo (applies to the next Enhance)")
+        self.face_w = QSlider(Qt.Orientation.Horizontal)
+        self.face_w.setRange(0, 100)
+        self.face_w.setFixedWidth(80)
+        self.face_w.setToolTip("Faces: faithful (left: the face's own features) .. generated (right: learned detail)")
+        self.face_w_label = QLabel()
+        self.face_w_label.setMinimumWidth(64)
+        self.face_w.valueChanged.connect(self._show_face_w)
+        self.faces.toggled.connect(self._show_face_w)
+        self._show_face_w()
+        bottom.addSpacing(8)
+        bottom.addWidget(self.faces)
+        bottom.addWidget(self.face_w)
+        bottom.addWidget(self.face_w_label)
         for key in ("undo", "redo", "revert"):
             bottom.addWidget(_tool(actions[key]))
         bottom.addSpacing(12)
@@ -119,6 +136,18 @@ class PhotoPage(QWidget):
         lay.addWidget(self.compare, 1)
         lay.addLayout(bottom)
         self.setFocusProxy(self.compare)
+
+    def _show_face_w(self, *_a: object) -> None:
+        on = self.faces.isChecked()
+        self.face_w.setEnabled(on)
+        v = self.face_w.value()
+        self.face_w_label.setText("faithful" if v == 0 else "generated" if v == 100 else f"{v}% gen.")
+        self.face_w_label.setEnabled(on)
+
+    def set_faces_available(self, available: bool) -> None:
+        """Without the face models the controls are hidden (the stage cannot run)."""
+        for w in (self.faces, self.face_w, self.face_w_label):
+            w.setVisible(available)
 
     # -- loading
     def show_photo(self, photo_id: int, position: str = "", keep_view: bool = False) -> None:

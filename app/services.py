@@ -499,6 +499,25 @@ class Services:
         return self.editor.preview(photo_id, max_side=max_side)
 
     @staticmethod
+    def faces_available() -> bool:
+        """Whether the opt-in ``faces`` stage can run (its detector and restorer are installed)."""
+        from engine.core.runtime import models_dir
+        from engine.enhance.pipeline import FACE_DETECTOR_MODEL, FACE_RESTORER_MODEL
+
+        d = models_dir()
+        return all((d / f"{m}.onnx").is_file() for m in (FACE_DETECTOR_MODEL, FACE_RESTORER_MODEL))
+
+    def one_click_ops(self, faces: bool = False) -> list[str]:
+        """The stages of one-click enhance: the installed default ones, plus ``faces`` (after
+        ``restore``, in pipeline order) when asked for and installed."""
+        from engine.enhance.pipeline import parse_ops
+
+        ops = self.available_ops()
+        if faces and self.faces_available():
+            ops = parse_ops([*ops, "faces"])
+        return ops
+
+    @staticmethod
     def available_ops() -> list[str]:
         """The one-click stages whose model file is installed, in pipeline order."""
         from engine.core.runtime import models_dir
@@ -510,11 +529,11 @@ class Services:
         # (not in DEFAULT_STAGES) until it pays on real photos
         return [st for st in DEFAULT_STAGES if st == "defects" or (d / f"{model_of.get(st, st)}.onnx").is_file()]
 
-    def enhance_job(self, photo_ids: list[int], strength: float, ops: list[str] | None = None
-                    ) -> JobFn[EnhanceResult]:
+    def enhance_job(self, photo_ids: list[int], strength: float, ops: list[str] | None = None,
+                    face_w: float | None = None) -> JobFn[EnhanceResult]:
         """Enhance photos (engine ``Editor.enhance_batch``: more than one photo is a batch queued in
         the catalog and resumed after a crash, one photo is enhanced directly); ``ops`` None = every
-        installed stage."""
+        installed stage. ``face_w``: the ``faces`` stage's fidelity weight (0 faithful .. 1 generated)."""
         stages = ops if ops is not None else self.available_ops()
 
         def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[EnhanceResult]:
@@ -522,13 +541,14 @@ class Services:
                 raise RuntimeError("no enhancement model is installed (models/restorer.onnx, models/tone.onnx)")
             # one photo (the one-click button) stays here: no wait for the cluster
             return self.enhance_ids(photo_ids, stages, strength, progress=progress, cancel=cancel,
-                                    on_cluster=len(photo_ids) > 1)
+                                    on_cluster=len(photo_ids) > 1, face_w=face_w)
 
         return fn
 
     def enhance_ids(self, photo_ids: Sequence[int], ops: Sequence[str] | None, strength: float,
                     progress: ProgressFn | None = None, cancel: CancelToken | None = None,
-                    apply_if_no_gain: bool | None = None, on_cluster: bool = True) -> Iterator[EnhanceResult]:
+                    apply_if_no_gain: bool | None = None, on_cluster: bool = True,
+                    face_w: float | None = None) -> Iterator[EnhanceResult]:
         """Enhance photos (``Editor.enhance_batch``: a batch of several is queued in the catalog and
         resumed after a crash; one photo is enhanced directly, no queue rows). On the cluster when
         one is set and ``on_cluster``. A missing model raises :class:`CommandFailed`."""
@@ -539,7 +559,8 @@ class Services:
         try:
             yield from self.editor.enhance_batch(list(photo_ids), ops=list(ops) if ops is not None else None,
                                                  strength=strength, progress=progress, cancel=cancel,
-                                                 apply_if_no_gain=apply_if_no_gain, cluster=cluster)
+                                                 apply_if_no_gain=apply_if_no_gain, cluster=cluster,
+                                                 face_w=face_w)
         except (StageUnavailable, ModelGone) as e:
             raise CommandFailed(str(e)) from None
 

@@ -58,6 +58,9 @@ CATALOG = _declare("catalog/location", str, "",
                    "Catalog file or SQLAlchemy URL (empty = the per-user catalog). Takes effect on restart.")
 # -- enhancement
 STRENGTH = _declare("enhance/strength", float, 1.0, "Strength of the one-click enhancement, 0..1.")
+FACES = _declare("enhance/faces", bool, False, "Restore faces (the opt-in faces stage) in one-click enhance.")
+FACE_W = _declare("enhance/face_w", float, 0.0,
+                  "The faces stage's balance: 0 faithful (the face's own features) .. 1 generated (learned detail).")
 # -- export defaults
 EXPORT_DIR = _declare("export/folder", str, "", "Default export folder.")
 EXPORT_FORMAT = _declare("export/format", str, "jpeg", "Default export format: jpeg, png or tiff.")

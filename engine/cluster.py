@@ -596,12 +596,13 @@ def _enhance_file_task(files: dict[str, bytes], path: str, out_dir: str, ops: li
 
 
 def _enhance_photo_task(files: dict[str, bytes], cache_dir: str | None, cache_bytes: int, path: str, fp: str,
-                        names: list[str], strength: float, defects: dict[str, Any] | None = None) -> Any:
+                        names: list[str], strength: float, defects: dict[str, Any] | None = None,
+                        face_w: float | None = None) -> Any:
     from engine.enhance.edits import render_and_measure
 
     def work() -> tuple[str, Any]:
         recipe, guard = render_and_measure(_worker_renderer(files, cache_dir, cache_bytes), Path(path), fp, names,
-                                           strength, check_source=True, defects=defects)
+                                           strength, check_source=True, defects=defects, face_w=face_w)
         return recipe.to_json(), guard
 
     return _guarded(work)
@@ -730,8 +731,10 @@ def enhance_queued(cluster: Cluster, editor: Any, batch: str, progress: Progress
             from engine.enhance.defects import stage_params
 
             defects = stage_params(editor.catalog, p.id)
+        face_w = job.params.get("face_w")
         ready.append((job, (blob, cache_dir, cache_bytes, p.fs_path, fp, names,
-                            float(job.params.get("strength", 1.0)), defects)))
+                            float(job.params.get("strength", 1.0)), defects,
+                            None if face_w is None else float(face_w))))
     finished: set[int] = set()
     try:
         for i, res in run_tasks(cluster, _enhance_photo_task, [c for _, c in ready], cancel):

@@ -167,6 +167,10 @@ def _ops(recipe_json: str) -> tuple[str, ...]:
                     check = params.get("quality_check") if isinstance(params, dict) else None
                     if isinstance(check, dict) and check.get("kept") is False:
                         name += " (left as is: no gain by Q)"  # the planned change was refused
+                    found = params.get("faces") if isinstance(params, dict) and name == "faces" else None
+                    if isinstance(found, list):
+                        n = len(found)
+                        name += f" ({n} face{'' if n == 1 else 's'})" if n else " (none found)"
                     out.append(name)
             elif isinstance(o, list | tuple) and o and isinstance(o[0], str):
                 out.append(o[0])

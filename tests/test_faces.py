@@ -209,3 +209,34 @@ def test_enhance_with_faces_stores_the_face_count(tmp_catalog: object, make_imag
     with tmp_catalog.session() as s:
         counts = {pid: s.get(Photo, pid).face_count for pid in ids}  # type: ignore[union-attr]
     assert counts == {ids[0]: 0, ids[1]: None}
+
+
+def test_batch_enhance_carries_the_face_weight(tmp_catalog: object, make_image: ImageFactory, tmp_path: Path,
+                                               models: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The faces stage's weight chosen for a batch (the GUI's slider) is queued with it, so a
+    batch resumed after a crash plans with the same weight; a bad weight fails before anything runs."""
+    import json
+
+    from db.catalog import Catalog
+    from db.schema import Recipe as RecipeRow
+    from engine.enhance.edits import Editor
+    from tests.pipeline_fixtures import index, install_no_scorer
+
+    assert isinstance(tmp_catalog, Catalog)
+    monkeypatch.setenv("PHOTOLIFT_MODELS", str(models))
+    monkeypatch.setenv("PHOTOLIFT_CACHE", str(tmp_path / "cache"))
+    install_no_scorer(monkeypatch)
+    make_image("a.jpg", 64, 48, seed=1)
+    make_image("b.jpg", 64, 48, seed=2)
+    ids = index(tmp_catalog, tmp_path / "photos")
+    ed = Editor(tmp_catalog)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        list(ed.enhance_batch(ids, ops="faces", face_w=1.2))
+    out = list(ed.enhance_batch(ids, ops="faces", face_w=0.6, apply_if_no_gain=True))
+    assert [r.error for r in out] == [None, None]
+    with tmp_catalog.session() as s:
+        recipes = [json.loads(r.recipe_json) for r in s.query(RecipeRow).order_by(RecipeRow.photo_id)]
+    assert len(recipes) == 2
+    for r in recipes:
+        (st,) = [st for st in r["stages"] if st["name"] == "faces"]
+        assert st["strength"] == pytest.approx(0.6)

@@ -435,3 +435,60 @@ def test_a_batch_killed_mid_way_is_resumed_at_start_up_without_duplicates(  # ty
         win.close()
     finally:
         services.close()
+
+
+def _recipe_json(services: Services, recipe_id: int) -> str:
+    from db.schema import Recipe as RecipeRow
+
+    with services.catalog.session() as s:
+        row = s.get(RecipeRow, recipe_id)
+        assert row is not None
+        return str(row.recipe_json)
+
+
+def test_faces_toggle_and_weight_reach_the_recipe(qtbot, tmp_path: Path, models: Path, photos: Path) -> None:  # type: ignore[no-untyped-def]
+    """The opt-in faces stage from the photo page: hidden without its models; with them, the
+    checkbox adds the stage to the next Enhance and the faithful..generated slider is its weight,
+    both remembered."""
+    import json
+    import shutil
+
+    root = Path(__file__).resolve().parents[1] / "models"
+    settings = Settings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    services = Services.open(str(tmp_path / "catalog.sqlite"))
+    win = MainWindow(services, settings)
+    qtbot.addWidget(win)
+    assert win.photo_page.faces.isHidden()  # no face models installed: no control
+    win.close()
+    for name in ("face_detector.onnx", "face_restorer.onnx"):
+        shutil.copy(root / name, models / name)
+    win = MainWindow(services, settings)
+    qtbot.addWidget(win)
+    win.resize(1100, 700)
+    win.show()
+    qtbot.waitExposed(win)
+    try:
+        page = win.photo_page
+        assert not page.faces.isHidden() and not page.face_w.isEnabled()
+        _open_and_wait(qtbot, win, photos)
+        win.view_row(0)
+        qtbot.waitUntil(lambda: page.compare.before is not None, timeout=10000)
+        page.faces.setChecked(True)
+        assert page.face_w.isEnabled()
+        page.face_w.setValue(40)
+        assert page.face_w_label.text() == "40% gen."
+        with qtbot.waitSignal(win.enhanceFinished, timeout=60000):
+            win.actions["enhance"].trigger()
+        info = services.photo(page.photo_id)
+        assert info.recipe is not None and any(op.startswith("faces (") for op in info.recipe.ops)
+        stages = {st["name"]: st for st in json.loads(_recipe_json(services, info.recipe.id))["stages"]}
+        assert "faces" in stages and stages["faces"]["strength"] == pytest.approx(0.4)
+        assert settings.get(S.FACES) is True and settings.get(S.FACE_W) == pytest.approx(0.4)
+        page.faces.setChecked(False)
+        with qtbot.waitSignal(win.enhanceFinished, timeout=60000):
+            win.actions["enhance"].trigger()
+        info = services.photo(page.photo_id)
+        assert info.recipe is not None and not any(op.startswith("faces") for op in info.recipe.ops)
+    finally:
+        win.close()
+        services.close()

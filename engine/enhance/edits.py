@@ -117,13 +117,14 @@ def _store_faces_of(s: Any, photo: Any, recipe: Recipe) -> None:
 
 def render_and_measure(renderer: Renderer, path: Path, fp: str, names: Sequence[str], strength: float,
                        progress: ProgressFn | None = None, cancel: CancelToken | None = None,
-                       check_source: bool = False, defects: dict[str, Any] | None = None) -> tuple[Recipe, Guard]:
+                       check_source: bool = False, defects: dict[str, Any] | None = None,
+                       face_w: float | None = None) -> tuple[Recipe, Guard]:
     """The pixels of one enhance: plan on the screen view, render at full resolution (kept in the
     render cache for export), store the preview, and measure before and after (:func:`measure`).
     ``fp`` is the original's fingerprint; ``check_source`` checks it first (a cluster worker
     does, the file may have changed since the job was queued). ``defects``: the photo's
     ``defects`` stage parameters (``engine.enhance.defects.stage_params``; without them that stage is left
-    out). Raises :class:`EditError`."""
+    out). ``face_w``: the ``faces`` stage's fidelity weight (None: its default). Raises :class:`EditError`."""
     from engine.ingest.imageio import ImageError, load_image
     from engine.ingest.indexer import fingerprint
 
@@ -136,7 +137,8 @@ def render_and_measure(renderer: Renderer, path: Path, fp: str, names: Sequence[
             raise EditError(f"the original changed since the job was queued ({path}); index the folder again")
     try:
         view = renderer.cached_view(path, fp, PREVIEW_SIDE)
-        recipe = renderer.pipeline.plan(view.astype(np.float32) / 255.0, names, strength, defects=defects)
+        recipe = renderer.pipeline.plan(view.astype(np.float32) / 255.0, names, strength, defects=defects,
+                                        face_w=face_w)
         recipe = replace(recipe, source=fp)
         if cancel is not None:
             cancel.raise_if_cancelled()
@@ -319,8 +321,10 @@ class Editor:
     # -- enhance --------------------------------------------------------------------------------
     def enhance(self, photo_id: int, ops: str | Sequence[str] | None = None, strength: float = 1.0,
                 progress: ProgressFn | None = None, cancel: CancelToken | None = None,
-                apply_if_no_gain: bool = True, job_id: int | None = None) -> EnhanceResult:
+                apply_if_no_gain: bool = True, job_id: int | None = None, face_w: float | None = None
+                ) -> EnhanceResult:
         """Plan, render at full resolution, measure, and record a new edit of one photo.
+        ``face_w``: the ``faces`` stage's fidelity weight, 0 faithful .. 1 generated (None: its default).
 
         Raises :class:`EditError` (photo gone/changed/unreadable), ``engine.enhance.pipeline.StageUnavailable``
         (a model is missing), ``ValueError`` (bad ops or strength), ``JobCancelled``.
@@ -336,7 +340,7 @@ class Editor:
 
             defects = stage_params(self.catalog, p.id)
         recipe, guard = render_and_measure(self.renderer, Path(p.fs_path), fp, names, strength, progress, cancel,
-                                           defects=defects)
+                                           defects=defects, face_w=face_w)
         return self.record_enhanced(p.id, recipe, guard, apply_if_no_gain, job_id)
 
     def record_enhanced(self, photo_id: int, recipe: Recipe, guard: Guard, apply_if_no_gain: bool,
@@ -384,20 +388,24 @@ class Editor:
 
     # -- batches --------------------------------------------------------------------------------
     @staticmethod
-    def _checked_options(ops: str | Sequence[str] | None, strength: float) -> list[str]:
+    def _checked_options(ops: str | Sequence[str] | None, strength: float, face_w: float | None = None) -> list[str]:
         from engine.enhance.pipeline import parse_ops
 
         names = parse_ops(ops)
         if not 0.0 <= float(strength) <= 1.0:
             raise ValueError(f"strength must be between 0 and 1, got {strength}")
+        if face_w is not None and not 0.0 <= float(face_w) <= 1.0:
+            raise ValueError(f"the faces stage's weight must be between 0 and 1, got {face_w}")
         return names
 
     def queue_enhance(self, photo_ids: Sequence[int], ops: str | Sequence[str] | None = None,
-                      strength: float = 1.0, apply_if_no_gain: bool = False) -> str:
+                      strength: float = 1.0, apply_if_no_gain: bool = False, face_w: float | None = None) -> str:
         """Queue an enhance batch in the catalog (survives a restart); returns its batch id."""
-        names = self._checked_options(ops, strength)
-        return self.queue.enqueue(ENHANCE_JOB, list(photo_ids), {"ops": names, "strength": float(strength),
-                                                                 "apply_if_no_gain": bool(apply_if_no_gain)})
+        names = self._checked_options(ops, strength, face_w)
+        params: dict[str, Any] = {"ops": names, "strength": float(strength), "apply_if_no_gain": bool(apply_if_no_gain)}
+        if face_w is not None:
+            params["face_w"] = float(face_w)
+        return self.queue.enqueue(ENHANCE_JOB, list(photo_ids), params)
 
     def run_queue(self, batch: str, progress: ProgressFn | None = None,
                   cancel: CancelToken | None = None) -> Iterator[EnhanceResult]:
@@ -405,9 +413,10 @@ class Editor:
 
         def handler(job: QueuedJob, tok: CancelToken | None) -> EnhanceResult:
             assert job.photo_id is not None
+            face_w = job.params.get("face_w")
             return self.enhance(job.photo_id, job.params.get("ops"), float(job.params.get("strength", 1.0)),
                                 cancel=tok, apply_if_no_gain=bool(job.params.get("apply_if_no_gain", False)),
-                                job_id=job.id)
+                                job_id=job.id, face_w=None if face_w is None else float(face_w))
 
         for out in self.queue.run(ENHANCE_JOB, handler, batch, progress, cancel, what="enhancing"):
             yield out.result if out.result is not None else failed_result(out.photo_id or -1, out.error or "")
@@ -415,26 +424,27 @@ class Editor:
     def enhance_batch(self, photo_ids: Sequence[int], ops: str | Sequence[str] | None = None,
                       strength: float = 1.0, progress: ProgressFn | None = None,
                       cancel: CancelToken | None = None, apply_if_no_gain: bool | None = None,
-                      cluster: Any = None) -> Iterator[EnhanceResult]:
+                      cluster: Any = None, face_w: float | None = None) -> Iterator[EnhanceResult]:
         """Enhance photos; one result per photo, a photo that fails is an error result. A batch
         of more than one photo does not apply results that did not help (``apply_if_no_gain``
         overrides; a single photo keeps it). More than one photo is a batch queued in the
         catalog, resumed after a crash (:meth:`resume_interrupted`); one photo (the one-click
         button) is enhanced directly, with no queue rows. ``cluster``
         (:class:`engine.cluster.Cluster`): each photo is rendered and measured by a task there;
-        this process records the results."""
+        this process records the results. ``face_w``: the ``faces`` stage's fidelity weight (None: its
+        default)."""
         ids = list(dict.fromkeys(int(p) for p in photo_ids))
         keep = len(ids) == 1 if apply_if_no_gain is None else apply_if_no_gain
-        names = self._checked_options(ops, strength)  # bad options fail now, not at the first photo
+        names = self._checked_options(ops, strength, face_w)  # bad options fail now, not at the first photo
         if len(ids) == 1 and cluster is None:
-            return self._enhance_one(ids[0], names, strength, progress, cancel, keep)
-        batch = self.queue_enhance(ids, names, strength, keep)
+            return self._enhance_one(ids[0], names, strength, progress, cancel, keep, face_w)
+        batch = self.queue_enhance(ids, names, strength, keep, face_w)
         if cluster is not None:
             return cluster.enhance_queued(self, batch, progress, cancel)
         return self.run_queue(batch, progress, cancel)
 
     def _enhance_one(self, photo_id: int, names: list[str], strength: float, progress: ProgressFn | None,
-                     cancel: CancelToken | None, keep: bool) -> Iterator[EnhanceResult]:
+                     cancel: CancelToken | None, keep: bool, face_w: float | None = None) -> Iterator[EnhanceResult]:
         from engine.core.jobs import Eta, JobCancelled
 
         eta = Eta(1, progress, "enhancing")
@@ -442,7 +452,7 @@ class Editor:
         if cancel is not None:
             cancel.raise_if_cancelled()
         try:
-            result = self.enhance(photo_id, names, strength, cancel=cancel, apply_if_no_gain=keep)
+            result = self.enhance(photo_id, names, strength, cancel=cancel, apply_if_no_gain=keep, face_w=face_w)
         except JobCancelled:
             raise
         except Exception as e:  # as in a batch: the photo's error is its result

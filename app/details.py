@@ -172,6 +172,9 @@ class DetailsPane(QScrollArea):
             rows.append(("Exposure", " · ".join(shot)))
         if _get(info, "has_gps"):
             rows.append(("Location", "has GPS"))
+        faces = _get(info, "face_count")
+        if faces is not None:
+            rows.append(("Faces", f"{int(faces)}" if faces else "none found"))
         self.facts.setText("<table cellspacing=3>" + "".join(
             f"<tr><td style='color:gray'>{k}</td><td>{v}</td></tr>" for k, v in rows) + "</table>")
         sev = _get(sc, "severity") if sc is not None else _get(info, "severity")

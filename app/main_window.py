@@ -360,7 +360,7 @@ class MainWindow(QMainWindow):
         self.filter_menu = QMenu(self)
         self.filter_actions: dict[str, QAction] = {}
         for key, text in (("recommended", "Recommended"), ("edited", "Edited"), ("errors", "Errors"),
-                          ("camera_defects", "Camera Defects")):
+                          ("camera_defects", "Camera Defects"), ("faces", "Faces")):
             act = self.filter_menu.addAction(text)
             act.setCheckable(True)
             act.toggled.connect(lambda _c: self._apply_filters())
@@ -461,6 +461,9 @@ class MainWindow(QMainWindow):
         self.jobs.submit(Job(f"Index {Path(folder).name}", self.services.index_job(folder), kind="index"),
                          "library")
         self.jobs.submit(Job("Score", self.services.score_job(folder), kind="score"), "library")
+        if self.services.faces_available():
+            # after scoring, in the same queue: the faces of photos not examined yet (the Faces filter)
+            self.jobs.submit(Job("Find faces", self.services.faces_job(folder), kind="faces"), "library")
         self._refresh_timer.start()
 
     def dragEnterEvent(self, ev: QDragEnterEvent) -> None:
@@ -503,6 +506,8 @@ class MainWindow(QMainWindow):
             f["status"] = ["error", "missing"]
         if self.filter_actions["camera_defects"].isChecked():
             f["camera_defects"] = True
+        if self.filter_actions["faces"].isChecked():
+            f["has_faces"] = True
         deg = self.degradation_group.checkedAction()
         if deg is not None:
             f["degradation"] = str(deg.data())

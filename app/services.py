@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the services load their engines lazily (each loads a model 
     from engine.cluster import Cluster
     from engine.enhance.defects import Detection, SeriesReport
     from engine.enhance.edits import Editor, EnhanceResult, HistoryState
+    from engine.enhance.face_scan import FaceScanEvent
     from engine.export.exporter import Exporter, ExportResult
     from engine.export.files import FileResult
     from engine.ingest.indexer import IndexEvent
@@ -661,6 +662,23 @@ class Services:
             yield detect(self.catalog, root, force=force, progress=progress, cancel=cancel)
 
         return fn
+
+    def faces_job(self, root: str | None) -> JobFn[FaceScanEvent]:
+        """Find the faces of ``root``'s photos not examined yet (engine.enhance.face_scan): one
+        event per photo; the library's ``has_faces`` filter and the details pane read the result."""
+
+        def fn(progress: ProgressFn, cancel: CancelToken) -> Iterator[FaceScanEvent]:
+            from engine.enhance.face_scan import scan
+
+            yield from scan(self.catalog, root, progress=progress, cancel=cancel, workers=self.threads or 2)
+
+        return fn
+
+    def face_scan_needed(self, root: str | None) -> bool:
+        """Whether the face detector is installed and some photo of ``root`` has not been examined."""
+        from engine.enhance.face_scan import available, pending
+
+        return available() and bool(pending(self.catalog, root))
 
     def defect_reports(self) -> list[SeriesReport]:
         """Every examined camera series with its defects (``engine.enhance.defects.SeriesReport``)."""

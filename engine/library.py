@@ -16,7 +16,8 @@ photos always sort last. Filters (all optional): ``status`` (str or list), ``rec
 ``engine.assess.degrade.SEVERITY_NAMES``; with optional ``min_severity``, default the assessor's calibrated
 threshold for it, as in ``score``'s reasons), ``text`` (substring of
 the path, case-insensitive), ``include_missing`` (bool, default False), ``camera_defects`` (bool:
-photos of a camera series with an undismissed defect, see ``engine.enhance.defects``).
+photos of a camera series with an undismissed defect, see ``engine.enhance.defects``), ``has_faces`` (bool:
+faces were found; False: looked for and none found; see ``engine.enhance.face_scan``).
 """
 
 from __future__ import annotations
@@ -136,6 +137,7 @@ class PhotoInfo:
     score: ScoreInfo | None
     recipe: RecipeSummary | None
     n_versions: int
+    face_count: int | None = None  # faces found (engine.enhance.face_scan or a faces stage); None: not looked for
 
 
 def _severity(js: str | None) -> dict[str, float]:
@@ -286,6 +288,8 @@ class Library:
             js = (cast(sc.severity_json, JSON) if self.catalog.dialect == "postgresql"
                   else type_coerce(sc.severity_json, JSON))
             conds.append(js[name].as_float() >= level)
+        if "has_faces" in filters:  # faces found by the face scan or a faces stage (face_count)
+            conds.append(Photo.face_count > 0 if filters.pop("has_faces") else Photo.face_count == 0)
         if "text" in filters:
             conds.append(Photo.path.ilike(f"%{filters.pop('text')}%"))
         if "camera_defects" in filters:
@@ -449,7 +453,8 @@ class Library:
                 camera_model=p.camera_model, lens=p.lens, captured_at=p.captured_at, iso=p.iso,
                 exposure_time=p.exposure_time, f_number=p.f_number, focal_length=p.focal_length,
                 has_gps=bool(p.has_gps), status=p.status, error=p.error, error_code=p.error_code,
-                warning=p.warning, indexed_at=p.indexed_at, score=score, recipe=recipe, n_versions=n_versions)
+                warning=p.warning, indexed_at=p.indexed_at, score=score, recipe=recipe, n_versions=n_versions,
+                face_count=p.face_count)
 
     def photo_record(self, photo_id: int) -> dict[str, Any]:
         """The JSON object of DESIGN.md's score/rank contract (score fields null until scored);

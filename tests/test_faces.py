@@ -240,3 +240,48 @@ def test_batch_enhance_carries_the_face_weight(tmp_catalog: object, make_image: 
     for r in recipes:
         (st,) = [st for st in r["stages"] if st["name"] == "faces"]
         assert st["strength"] == pytest.approx(0.6)
+
+
+def test_face_scan_finds_counts_and_rescans_changed_photos(tmp_catalog: object, make_image: ImageFactory,
+                                                           tmp_path: Path, models: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The background face scan runs the stage's detector on the planner's view of each photo not
+    examined yet; the counts feed the library's has_faces filter; a changed file is examined again."""
+    from db.catalog import Catalog
+    from engine.enhance import face_scan
+    from engine.enhance import faces as F
+    from engine.library import Library
+    from tests.pipeline_fixtures import index, install_no_scorer
+
+    assert isinstance(tmp_catalog, Catalog)
+    monkeypatch.setenv("PHOTOLIFT_MODELS", str(models))
+    install_no_scorer(monkeypatch)
+    make_image("a.jpg", 96, 48, seed=1)  # the one the stand-in detector below sees a face in
+    b = make_image("b.jpg", 64, 48, seed=2)
+    make_image("c.jpg", 64, 48, seed=3)
+    root = tmp_path / "photos"
+    ids = index(tmp_catalog, root)
+    real = F.detect
+    seen: list[tuple[int, int]] = []
+
+    def detect(view: np.ndarray, path: Path | None = None, threshold: float = F.DEFAULT_THRESHOLD) -> list[F.Face]:
+        seen.append(view.shape[:2])
+        got = real(view, path, threshold)  # the real detector runs (and finds nothing in these)
+        assert got == []
+        return [F.Face(0.2, 0.2, 0.5, 0.6, 0.9)] if view.shape[1] == 96 else []
+
+    monkeypatch.setattr(F, "detect", detect)
+    events = list(face_scan.scan(tmp_catalog, str(root)))
+    assert len(events) == 3 and all(e.error is None for e in events)
+    counts = {Path(e.path).name: e.count for e in events}
+    assert counts == {"a.jpg": 1, "b.jpg": 0, "c.jpg": 0} and sorted(seen) == [(48, 64), (48, 64), (48, 96)]
+    lib = Library(tmp_catalog)
+    with_faces = lib.photo_ids(str(root), {"has_faces": True})
+    assert [lib.photo(i).face_count for i in with_faces] == [1]
+    assert len(lib.photo_ids(str(root), {"has_faces": False})) == 2
+    assert face_scan.pending(tmp_catalog, str(root)) == [] and list(face_scan.scan(tmp_catalog, str(root))) == []
+    make_image("b.jpg", 80, 60, seed=9)  # b changes: examined again once it is indexed again
+    index(tmp_catalog, root)
+    again = list(face_scan.scan(tmp_catalog, str(root)))
+    assert [Path(e.path).name for e in again] == [b.name]
+    assert {lib.photo(i).face_count for i in ids} <= {0, 1}

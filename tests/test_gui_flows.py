@@ -471,8 +471,18 @@ def test_faces_toggle_and_weight_reach_the_recipe(qtbot, tmp_path: Path, models:
         page = win.photo_page
         assert not page.faces.isHidden() and not page.face_w.isEnabled()
         _open_and_wait(qtbot, win, photos)
+        # the face scan follows scoring in the background; these synthetic photos have no face
+        qtbot.waitUntil(lambda: not any(j.kind == "faces" for j in win.jobs.jobs()), timeout=60000)
+        assert services.ids(str(photos.resolve()), {"has_faces": False}) and not services.ids(
+            str(photos.resolve()), {"has_faces": True})
+        win.filter_actions["faces"].setChecked(True)
+        qtbot.waitUntil(lambda: win.model.rowCount() == 0, timeout=10000)
+        win.filter_actions["faces"].setChecked(False)
+        qtbot.waitUntil(lambda: win.model.rowCount() > 0, timeout=10000)
         win.view_row(0)
         qtbot.waitUntil(lambda: page.compare.before is not None, timeout=10000)
+        win.details.show_info(services.photo(page.photo_id))
+        assert "none found" in win.details.facts.text()
         page.faces.setChecked(True)
         assert page.face_w.isEnabled()
         page.face_w.setValue(40)

@@ -354,7 +354,8 @@ class Indexer:
             if existing_id is None:  # another process (GUI and CLI at once) may have added it meanwhile
                 existing_id = s.scalar(select(Photo.id).where(Photo.path_bytes == w.pb))
             if existing_id is not None:
-                s.execute(update(Photo).where(Photo.id == existing_id).values(**base))
+                # new content: the faces found in the old one no longer count (engine.enhance.face_scan)
+                s.execute(update(Photo).where(Photo.id == existing_id).values(**base, face_count=None))
                 kind = "updated" if r.kind == "ok" else "error"
                 events.append(IndexEvent(kind, dpath, existing_id, base["status"], r.error))
                 continue

@@ -14,7 +14,7 @@ import os
 import sys
 from types import ModuleType
 
-COMMANDS = ("open", "index", "score", "rank", "enhance", "export", "catalog", "defects")
+COMMANDS = ("open", "index", "score", "rank", "enhance", "export", "catalog", "defects", "faces")
 
 
 def _load_commands() -> dict[str, ModuleType]:

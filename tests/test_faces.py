@@ -285,3 +285,27 @@ def test_face_scan_finds_counts_and_rescans_changed_photos(tmp_catalog: object, 
     again = list(face_scan.scan(tmp_catalog, str(root)))
     assert [Path(e.path).name for e in again] == [b.name]
     assert {lib.photo(i).face_count for i in ids} <= {0, 1}
+
+
+def test_cli_faces_lists_examined_photos(tmp_path: Path, make_image: ImageFactory, models: Path,
+                                         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from app.cli import main
+
+    monkeypatch.setenv("PHOTOLIFT_MODELS", str(models))
+    monkeypatch.setenv("PHOTOLIFT_CACHE", str(tmp_path / "cache"))
+    make_image("a.jpg", 80, 60, seed=1)
+    make_image("b.png", 64, 48, seed=2)
+    (tmp_path / "photos" / "bad.jpg").write_bytes(b"not a photo")
+    url = str(tmp_path / "f.sqlite")
+    root = tmp_path / "photos"
+    assert main(["--catalog", url, "faces", str(root), "--json", "-q"]) == 0
+    assert capsys.readouterr().out == ""  # no faces in these: nothing listed
+    assert main(["--catalog", url, "faces", str(root), "--json", "--all", "-q"]) == 0
+    recs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [(Path(r["path"]).name, r["faces"], r["boxes"]) for r in recs] == [("a.jpg", 0, []), ("b.png", 0, [])]
+    assert main(["--catalog", url, "faces", str(tmp_path / "nowhere")]) == 2
+    (models / "face_detector.onnx").unlink()
+    assert main(["--catalog", url, "faces", str(root)]) == 1
+    assert "face_detector.onnx" in capsys.readouterr().err

@@ -511,6 +511,11 @@ def _decode(data: bytes, ext: str, max_side: int | None, reduce: int,
         if target != (full_w, full_h) and im.format == "JPEG":
             im.draft(None, target)
         icc = im.info.get("icc_profile")
+        # the whole file in one decoder call: Pillow feeds its decoder 64 KiB at a time, releasing
+        # and re-taking the GIL around each call, and beside a busy Python thread (the indexer's
+        # writer, the assessor, a command still importing) every re-take waits for a switch
+        # interval: 2-3x slower decodes in a thread pool (bench/bench_ingest.py)
+        im.decodermaxblock = max(im.decodermaxblock, len(data))
         try:
             im.load()
         except Image.DecompressionBombError as e:

@@ -46,23 +46,9 @@ def build_parser(mods: dict[str, ModuleType]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from app.prestart import start_early
-
-    # before the commands (and with them SQLAlchemy and onnxruntime) are imported: a score of new
-    # photos starts decoding them now (app.prestart)
-    early = start_early(sys.argv[1:] if argv is None else argv)
-    try:
-        return _main(argv, early)
-    finally:
-        if early is not None:
-            early.close()
-
-
-def _main(argv: list[str] | None, early: object) -> int:
     mods = _load_commands()
     parser = build_parser(mods)
     args = parser.parse_args(argv)
-    args.early = early
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     command = args.command or "open"

@@ -24,7 +24,6 @@ from db.catalog import Catalog, CatalogDamaged, CatalogError
 from engine.core.jobs import CancelToken, JobCancelled, Progress, ProgressFn
 
 if TYPE_CHECKING:  # the services load their engines lazily (each loads a model or two)
-    from app.prestart import EarlyStart
     from engine.assess.finetune import FinetuneResult
     from engine.assess.scoring import ScoreEvent, Scorer
     from engine.cluster import Cluster
@@ -401,14 +400,12 @@ class Services:
         scorer = self.scorer if score and not self.cluster else None
         return self.library.index(root, progress=progress, cancel=cancel, scorer=scorer)
 
-    def index_paths(self, paths: Sequence[str], early: EarlyStart | None = None
-                    ) -> tuple[list[int], list[dict[str, Any]], set[int]]:
+    def index_paths(self, paths: Sequence[str]) -> tuple[list[int], list[dict[str, Any]], set[int]]:
         """Photo ids for ``paths`` (files or folders; a folder is indexed, a file's folder when the
         file is new or changed), error records for paths that are not photos of the catalog, and
         the ids already scored while indexing (the assessor scores each new or changed file from
         the indexer's one decode, which also gives its row and thumbnail; on a cluster its workers
-        score afterwards). ``early``: what :func:`start_early` began decoding while the command
-        was starting (its results are used where they match the walk, then it is closed)."""
+        score afterwards)."""
         from engine.ingest.imageio import is_supported
         from engine.ingest.indexer import missing_reason
 
@@ -421,36 +418,32 @@ class Services:
             from engine.ingest.indexer import Indexer
 
             indexer = Indexer(self.catalog, self.library.thumbs, workers=getattr(scorer, "workers", None),
-                              scorer=scorer, early=early.decoder if early is not None and scorer is not None else None)
+                              scorer=scorer)
             for _ in indexer.index(folder):
                 pass
             scored.update(indexer.scored)
 
-        try:
-            for raw in paths:
-                path = os.path.realpath(raw)
-                if os.path.isdir(path):
-                    index(path)
-                    ids += self.library.photo_ids(path)
-                    continue
-                if not os.path.exists(path):
-                    errors.append({"path": raw, "status": "error", "error": missing_reason(raw)})
-                    continue
-                if not is_supported(path):
-                    errors.append({"path": raw, "status": "error", "error": "not a supported photo format"})
-                    continue
-                st = os.stat(path)
+        for raw in paths:
+            path = os.path.realpath(raw)
+            if os.path.isdir(path):
+                index(path)
+                ids += self.library.photo_ids(path)
+                continue
+            if not os.path.exists(path):
+                errors.append({"path": raw, "status": "error", "error": missing_reason(raw)})
+                continue
+            if not is_supported(path):
+                errors.append({"path": raw, "status": "error", "error": "not a supported photo format"})
+                continue
+            st = os.stat(path)
+            known = self.library.indexed_file(path)
+            if known is None or known.size != st.st_size or known.mtime_ns != st.st_mtime_ns:
+                index(os.path.dirname(path))
                 known = self.library.indexed_file(path)
-                if known is None or known.size != st.st_size or known.mtime_ns != st.st_mtime_ns:
-                    index(os.path.dirname(path))
-                    known = self.library.indexed_file(path)
-                if known is None:
-                    errors.append({"path": raw, "status": "error", "error": "could not be indexed"})
-                else:
-                    ids.append(known.id)
-        finally:
-            if early is not None:
-                early.close()
+            if known is None:
+                errors.append({"path": raw, "status": "error", "error": "could not be indexed"})
+            else:
+                ids.append(known.id)
         return list(dict.fromkeys(ids)), errors, scored
 
     def score_ids(self, photo_ids: Sequence[int], progress: ProgressFn | None = None,

@@ -12,8 +12,7 @@ Per run, in this order, each on a fresh catalog (every file is new to it):
 * ``score``: ``photolift score DIR --json`` as a subprocess, start-up included (index, thumbnails,
   scores: one decode per file), on a new catalog;
 * ``score-known-catalog``: the same on a catalog that already exists (a user's second folder: the
-  catalog is not created and migrated first); ``score-no-early``: the same with the early decode
-  turned off (``PHOTOLIFT_NO_EARLY=1``, app.prestart), to show what it brings;
+  catalog is not created and migrated first);
 * ``two-pass``: ``photolift index DIR`` then ``photolift score DIR`` (the index decodes for the
   thumbnail and EXIF, the scorer decodes again), start-up of both included;
 * ``gui``: the GUI's open-folder path without widgets, ``Services.index_job`` then
@@ -70,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO), PHOTOLIFT_CACHE=str(work / "cache"))
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     res: dict[str, list[float]] = {k: [] for k in ("decode", "startup", "score", "score-known-catalog",
-                                                   "score-no-early", "two-pass", "gui")}
+                                                   "two-pass", "gui")}
     try:
         cli(["--catalog", str(work / "warm.sqlite"), "score", str(lib), "--json"], env)  # writes the bytecode cache
         shutil.rmtree(work / "cache", ignore_errors=True)
@@ -80,12 +79,11 @@ def main(argv: list[str] | None = None) -> None:
             res["startup"].append(cli(["--catalog", str(work / f"s{r}.sqlite"), "score", str(work / "empty")], env))
             res["score"].append(cli(["--catalog", str(work / f"a{r}.sqlite"), "score", str(lib), "--json",
                                      "--workers", str(args.workers)], env))
-            for key, extra in (("score-known-catalog", {}), ("score-no-early", {"PHOTOLIFT_NO_EARLY": "1"})):
-                known = work / f"{key}{r}.sqlite"
-                cli(["--catalog", str(known), "score", str(work / "empty")], env)  # the catalog exists
-                shutil.rmtree(work / "cache", ignore_errors=True)
-                res[key].append(cli(["--catalog", str(known), "score", str(lib), "--json",
-                                     "--workers", str(args.workers)], dict(env, **extra)))
+            known = work / f"known{r}.sqlite"
+            cli(["--catalog", str(known), "score", str(work / "empty")], env)  # the catalog exists
+            shutil.rmtree(work / "cache", ignore_errors=True)
+            res["score-known-catalog"].append(cli(["--catalog", str(known), "score", str(lib), "--json",
+                                                   "--workers", str(args.workers)], env))
             shutil.rmtree(work / "cache", ignore_errors=True)
             res["two-pass"].append(cli(["--catalog", str(work / f"b{r}.sqlite"), "index", str(lib), "-q"], env)
                                    + cli(["--catalog", str(work / f"b{r}.sqlite"), "score", str(lib), "--json",
@@ -110,7 +108,6 @@ def main(argv: list[str] | None = None) -> None:
     out = {"n": args.n, "workers": args.workers, "runs": args.runs, "median_s": med,
            "decode_over_score": round(med["decode"] / med["score"], 3),
            "decode_over_score_known_catalog": round(med["decode"] / med["score-known-catalog"], 3),
-           "decode_over_score_no_early": round(med["decode"] / med["score-no-early"], 3),
            "decode_over_gui": round(med["decode"] / med["gui"], 3),
            "decode_over_two_pass": round(med["decode"] / med["two-pass"], 3),
            "photos_per_s_score": round(args.n / med["score"], 2)}

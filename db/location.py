@@ -1,7 +1,6 @@
 """Where the catalog lives: the per-user default, a path as a SQLAlchemy URL and back.
 
-Light on purpose (no SQLAlchemy): a starting command resolves its catalog here before the
-catalog module is imported (:mod:`db.quick`).
+Light on purpose (no SQLAlchemy): :mod:`engine.core.paths` needs these without the catalog module.
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             if opened is not None:
                 services.attach_cluster(opened)
         # on a cluster the workers decode: index here without scoring, then score every photo there
-        ids, errors, scored_now = services.index_paths(list(args.paths), early=getattr(args, "early", None))
+        ids, errors, scored_now = services.index_paths(list(args.paths))
         rest = [i for i in ids if i not in scored_now]  # scored from the indexer's own decode
         show = _progress_printer(not args.json and sys.stderr.isatty())
         events = services.score_ids(rest, progress=show, force=args.force,

@@ -25,7 +25,7 @@ REDUCE_FROM_SIDE = 2400  # photos this large (long side) are decoded at half sca
 
 def decode_reduction(width: int | None, height: int | None) -> int:
     """The DCT scale the views are made from: half scale for large photos (noise and blocking
-    survive a 2x reduction), full scale otherwise (the scorer's and the early decoder's rule)."""
+    survive a 2x reduction), full scale otherwise (the scorer's rule)."""
     if width and height and max(width, height) >= REDUCE_FROM_SIDE:
         return 2
     return 1

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 import piexif
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 log = logging.getLogger(__name__)
 
@@ -515,7 +515,8 @@ def _decode(data: bytes, ext: str, max_side: int | None, reduce: int,
         # and re-taking the GIL around each call, and beside a busy Python thread (the indexer's
         # writer, the assessor, a command still importing) every re-take waits for a switch
         # interval: 2-3x slower decodes in a thread pool (bench/bench_ingest.py)
-        im.decodermaxblock = max(im.decodermaxblock, len(data))
+        if isinstance(im, ImageFile.ImageFile):
+            im.decodermaxblock = max(im.decodermaxblock, len(data))
         try:
             im.load()
         except Image.DecompressionBombError as e:

@@ -49,7 +49,6 @@ from db.queries import refresh_current_scores, under
 from db.schema import STATUS_ERROR, STATUS_MISSING, STATUS_OK, Folder, Photo
 from engine.core.jobs import CancelToken, JobCancelled, Progress, ProgressFn, no_progress
 from engine.core.paths import display_path
-from engine.ingest.early import EarlyDecoder
 from engine.ingest.imageio import RAW_EXTENSIONS
 from engine.ingest.scan import (
     Decoded,
@@ -98,16 +97,12 @@ class IngestScorer(Protocol):
                                                                np.ndarray, np.ndarray]]) -> list[Any]: ...
 
 
-def _examine(w: _Walked, existing: _Existing | None, scorer: IngestScorer | None = None,
-             decoded: Decoded | _Result | None = None) -> _Result:
+def _examine(w: _Walked, existing: _Existing | None, scorer: IngestScorer | None = None) -> _Result:
     """Read, fingerprint and decode one file (runs in a worker thread); never raises for bad files.
 
     With ``scorer``, the one decode is at the scorer's scale (half scale for large photos) and
-    also gives the assessor's views (``values['_views']``); the thumbnail is made from it.
-    ``decoded``: what :func:`engine.ingest.scan.read_decode` already gave for this file (the early
-    decoder of a starting command), so it is not read again."""
-    if decoded is None:
-        decoded = read_decode(w, existing, scorer.reduce_for if scorer is not None else None)
+    also gives the assessor's views (``values['_views']``); the thumbnail is made from it."""
+    decoded = read_decode(w, existing, scorer.reduce_for if scorer is not None else None)
     if not isinstance(decoded, Decoded):
         return decoded
     img, fields, fp = decoded.img, decoded.fields, decoded.fingerprint
@@ -146,10 +141,8 @@ class Indexer:
     """Indexes library roots into a catalog; see the module docstring for the algorithm."""
 
     def __init__(self, catalog: Catalog, thumbs: ThumbnailCache | None = None, workers: int | None = None,
-                 scorer: IngestScorer | None = None, early: EarlyDecoder | None = None) -> None:
+                 scorer: IngestScorer | None = None) -> None:
         self.catalog = catalog
-        # a starting command's early decodes of new files (engine.ingest.early), taken by path
-        self.early = early
         self.thumbs = thumbs
         self.workers = workers or max(1, min(4, os.cpu_count() or 1))
         self.scorer = scorer
@@ -226,8 +219,6 @@ class Indexer:
         done = counts["unchanged"]
         progress(Progress(done, total, f"{len(todo)} new or changed files"))
 
-        if self.early is not None:
-            self.early.stop()  # from here on the pool below decodes; what the early one has is taken
         claimed: set[int] = set()  # rows taken over by a move in this scan
         batch: list[_Result] = []
         last_flush = time.monotonic()
@@ -242,9 +233,7 @@ class Indexer:
                     nxt = next(it, None)
                     if nxt is None:
                         break
-                    w, ex = nxt
-                    early = self.early.take(w) if self.early is not None and ex is None else None
-                    window.append(pool.submit(self._examine_and_thumb, w, ex, early))
+                    window.append(pool.submit(self._examine_and_thumb, *nxt))
                 if not window:
                     break
                 res = window.popleft().result()
@@ -282,15 +271,8 @@ class Indexer:
         progress(Progress(total, total, "done"))
         yield IndexEvent("done", display_path(root_s), counts=dict(counts))
 
-    def _examine_and_thumb(self, w: _Walked, ex: _Existing | None,
-                           early: Future[Decoded | _Result] | None = None) -> _Result:
-        decoded = None
-        if early is not None:
-            try:
-                decoded = early.result()
-            except Exception:  # noqa: BLE001 - cancelled or failed early: read it here as usual
-                decoded = None
-        res = _examine(w, ex, self.scorer, decoded)
+    def _examine_and_thumb(self, w: _Walked, ex: _Existing | None) -> _Result:
+        res = _examine(w, ex, self.scorer)
         thumb = res.values.pop("_thumb", None)
         if res.kind == "ok" and thumb is not None and self.thumbs is not None and res.fingerprint:
             try:

@@ -1,9 +1,7 @@
 """The light half of indexing: walking a folder tree, fingerprinting and decoding one file.
 
-Nothing here touches the catalog (no SQLAlchemy import), so a command can start examining the
-first new photos of a folder while it is still starting up (:mod:`engine.ingest.early`); the
-indexer (:mod:`engine.ingest.indexer`, whose module docstring explains the algorithm and the
-fingerprint) uses the same functions.
+Nothing here touches the catalog (no SQLAlchemy import): the indexer (:mod:`engine.ingest.indexer`,
+whose module docstring explains the algorithm and the fingerprint) records what these find.
 """
 
 from __future__ import annotations

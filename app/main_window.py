@@ -458,6 +458,9 @@ class MainWindow(QMainWindow):
         if self.folder is None:
             return
         folder = self.folder
+        for j in self.jobs.jobs():  # a face scan is resumable: it must not hold up this folder's index
+            if j.kind == "faces":
+                j.cancel()
         self.jobs.submit(Job(f"Index {Path(folder).name}", self.services.index_job(folder), kind="index"),
                          "library")
         self.jobs.submit(Job("Score", self.services.score_job(folder), kind="score"), "library")

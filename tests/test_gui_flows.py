@@ -483,6 +483,13 @@ def test_faces_toggle_and_weight_reach_the_recipe(qtbot, tmp_path: Path, models:
         qtbot.waitUntil(lambda: page.compare.before is not None, timeout=10000)
         win.details.show_info(services.photo(page.photo_id))
         assert "none found" in win.details.facts.text()
+        # opening (or rescanning) a folder cancels a face scan still running or queued: it must not
+        # hold up the new index in the one library queue (a re-run carries on where it stopped)
+        win.rescan()
+        scans = [j for j in win.jobs.jobs() if j.kind == "faces"]
+        win.rescan()
+        assert scans and all(j.cancelled for j in scans)
+        qtbot.waitUntil(lambda: not win.jobs.jobs(), timeout=60000)
         page.faces.setChecked(True)
         assert page.face_w.isEnabled()
         page.face_w.setValue(40)

@@ -149,6 +149,7 @@ class MainWindow(QMainWindow):
         self._refresh_timer.setInterval(1500)
         self._refresh_timer.timeout.connect(self._refresh_tick)
         self._last_enhanced: list[int] = []
+        self._superseded: set[int] = set()  # jobs the app cancelled itself (a face scan before a rescan)
 
         # actions by name (shadows QWidget.actions(), which nothing here calls)
         self.actions: dict[str, QAction] = {}  # type: ignore[assignment]
@@ -460,6 +461,7 @@ class MainWindow(QMainWindow):
         folder = self.folder
         for j in self.jobs.jobs():  # a face scan is resumable: it must not hold up this folder's index
             if j.kind == "faces":
+                self._superseded.add(id(j))
                 j.cancel()
         self.jobs.submit(Job(f"Index {Path(folder).name}", self.services.index_job(folder), kind="index"),
                          "library")
@@ -853,8 +855,9 @@ class MainWindow(QMainWindow):
                 self.problem_label.show()
         elif job.kind == "score" and state == "done":
             self.problem_label.hide()
-        elif state == "cancelled":
+        elif state == "cancelled" and id(job) not in self._superseded:  # not when the app itself stopped it
             self.statusBar().showMessage(f"{job.name}: cancelled", 5000)
+        self._superseded.discard(id(job))
         if not self.jobs.jobs():
             self._refresh_timer.stop()
         if job.kind in ("index", "score", "finetune") and not any(

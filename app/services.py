@@ -681,21 +681,8 @@ class Services:
     def face_records(self, root: str, with_none: bool = False) -> list[dict[str, Any]]:
         """One JSON object per photo of ``root`` with faces (``with_none``: every examined photo):
         ``id``, ``path``, ``faces`` (count), ``boxes`` ([x0, y0, x1, y1] in 0..1 of the upright
-        photo) and ``scores``."""
-        from db.queries import faces_of
-
-        ids = self.library.photo_ids(root, {"has_faces": True} if not with_none else {"status": "ok"}, "name")
-        out: list[dict[str, Any]] = []
-        with self.catalog.session() as s:
-            for pid in ids:
-                info = self.library.photo(pid)
-                if info.face_count is None:
-                    continue
-                boxes = faces_of(s, pid)
-                out.append({"id": pid, "path": info.display_path, "faces": int(info.face_count),
-                            "boxes": [[round(b.x0, 4), round(b.y0, 4), round(b.x1, 4), round(b.y1, 4)] for b in boxes],
-                            "scores": [round(float(b.score), 3) for b in boxes]})
-        return out
+        photo) and ``scores`` (engine ``Library.face_records``)."""
+        return self.library.face_records(root, with_none)
 
     def face_scan_needed(self, root: str | None) -> bool:
         """Whether the face detector is installed and some photo of ``root`` has not been examined."""

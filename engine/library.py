@@ -344,6 +344,27 @@ class Library:
             order.insert(1, case((Photo.status != STATUS_OK, 1), else_=0))
         return q.with_only_columns(Photo.id).order_by(*order, Photo.id)
 
+    def face_records(self, folder: str | os.PathLike[str], with_none: bool = False) -> list[dict[str, Any]]:
+        """One object per examined photo under ``folder`` with faces (``with_none``: also those
+        without), by path: ``id``, ``path``, ``faces``, ``boxes`` ([x0, y0, x1, y1], 0..1 of the
+        upright photo, best score first) and ``scores``. Two queries, whatever the folder's size."""
+        from db.schema import FaceBox
+
+        cond = Photo.face_count >= 0 if with_none else Photo.face_count > 0
+        q = (select(Photo.id, Photo.path, Photo.face_count)
+             .where(_under(Photo.path_bytes, folder), Photo.status == STATUS_OK, cond).order_by(Photo.path_bytes))
+        with self.catalog.session() as s:
+            rows = s.execute(q).all()
+            boxes: dict[int, list[Any]] = {}
+            ids = [r[0] for r in rows if r[2]]
+            for i in range(0, len(ids), 500):
+                for b in s.scalars(select(FaceBox).where(FaceBox.photo_id.in_(ids[i:i + 500]))
+                                   .order_by(FaceBox.photo_id, FaceBox.score.desc())):
+                    boxes.setdefault(b.photo_id, []).append(b)
+        return [{"id": int(pid), "path": path, "faces": int(n or 0),
+                 "boxes": [[round(b.x0, 4), round(b.y0, 4), round(b.x1, 4), round(b.y1, 4)] for b in boxes.get(pid, [])],
+                 "scores": [round(float(b.score), 3) for b in boxes.get(pid, [])]} for pid, path, n in rows]
+
     def photo_ids(self, folder: str | os.PathLike[str] | None = None, filters: dict[str, Any] | None = None,
                   sort: str = "name") -> list[int]:
         """Every photo id under ``folder`` (None: the whole catalog) that passes ``filters``, in

@@ -188,22 +188,29 @@ def test_cli_face_w_out_of_range_is_a_usage_error(tmp_path: Path, make_image: Im
     assert "--face-w" in capsys.readouterr().err
 
 
+def _two_indexed(catalog: object, make_image: ImageFactory, tmp_path: Path, models: Path,
+                 monkeypatch: pytest.MonkeyPatch, sizes: tuple[tuple[int, int], ...] = ((64, 48), (64, 48))
+                 ) -> list[int]:
+    """Face-free photos a.jpg, b.jpg, ... of ``sizes``, indexed without a scorer, with the face models."""
+    from db.catalog import Catalog
+    from tests.pipeline_fixtures import index, install_no_scorer
+
+    assert isinstance(catalog, Catalog)
+    monkeypatch.setenv("PHOTOLIFT_MODELS", str(models))
+    monkeypatch.setenv("PHOTOLIFT_CACHE", str(tmp_path / "cache"))
+    install_no_scorer(monkeypatch)
+    for i, (w, h) in enumerate(sizes):
+        make_image(f"{'abcdefgh'[i]}.jpg", w, h, seed=i + 1)
+    return index(catalog, tmp_path / "photos")
+
+
 def test_enhance_with_faces_stores_the_face_count(tmp_catalog: object, make_image: ImageFactory, tmp_path: Path,
                                                   models: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An enhance whose recipe has a faces stage records what the detector found: a face-free
     photo gets face_count 0 (examined), a photo never enhanced with faces keeps NULL."""
-    from db.catalog import Catalog
     from db.schema import Photo
     from engine.enhance.edits import Editor
-    from tests.pipeline_fixtures import index, install_no_scorer
-
-    assert isinstance(tmp_catalog, Catalog)
-    monkeypatch.setenv("PHOTOLIFT_MODELS", str(models))
-    monkeypatch.setenv("PHOTOLIFT_CACHE", str(tmp_path / "cache"))
-    install_no_scorer(monkeypatch)
-    make_image("a.jpg", 64, 48, seed=1)
-    make_image("b.jpg", 64, 48, seed=2)
-    ids = index(tmp_catalog, tmp_path / "photos")
+    ids = _two_indexed(tmp_catalog, make_image, tmp_path, models, monkeypatch)
     res = Editor(tmp_catalog).enhance(ids[0], ops="faces")
     assert res.applied
     with tmp_catalog.session() as s:
@@ -217,18 +224,9 @@ def test_batch_enhance_carries_the_face_weight(tmp_catalog: object, make_image: 
     batch resumed after a crash plans with the same weight; a bad weight fails before anything runs."""
     import json
 
-    from db.catalog import Catalog
     from db.schema import Recipe as RecipeRow
     from engine.enhance.edits import Editor
-    from tests.pipeline_fixtures import index, install_no_scorer
-
-    assert isinstance(tmp_catalog, Catalog)
-    monkeypatch.setenv("PHOTOLIFT_MODELS", str(models))
-    monkeypatch.setenv("PHOTOLIFT_CACHE", str(tmp_path / "cache"))
-    install_no_scorer(monkeypatch)
-    make_image("a.jpg", 64, 48, seed=1)
-    make_image("b.jpg", 64, 48, seed=2)
-    ids = index(tmp_catalog, tmp_path / "photos")
+    ids = _two_indexed(tmp_catalog, make_image, tmp_path, models, monkeypatch)
     ed = Editor(tmp_catalog)
     with pytest.raises(ValueError, match="between 0 and 1"):
         list(ed.enhance_batch(ids, ops="faces", face_w=1.2))
@@ -251,16 +249,13 @@ def test_face_scan_finds_counts_and_rescans_changed_photos(tmp_catalog: object, 
     from engine.enhance import face_scan
     from engine.enhance import faces as F
     from engine.library import Library
-    from tests.pipeline_fixtures import index, install_no_scorer
+    from tests.pipeline_fixtures import index
 
     assert isinstance(tmp_catalog, Catalog)
-    monkeypatch.setenv("PHOTOLIFT_MODELS", str(models))
-    install_no_scorer(monkeypatch)
-    make_image("a.jpg", 96, 48, seed=1)  # the one the stand-in detector below sees a face in
-    b = make_image("b.jpg", 64, 48, seed=2)
-    make_image("c.jpg", 64, 48, seed=3)
+    # a.jpg is the one the stand-in detector below sees a face in (by its width)
+    ids = _two_indexed(tmp_catalog, make_image, tmp_path, models, monkeypatch, ((96, 48), (64, 48), (64, 48)))
     root = tmp_path / "photos"
-    ids = index(tmp_catalog, root)
+    b = root / "b.jpg"
     real = F.detect
     seen: list[tuple[int, int]] = []
 

@@ -11,6 +11,9 @@ shipped models, so engine code is tested against the real runtime with known, ch
     few pixels must equal a single pass. With zero padding inside the graph, like a real net.
   - ``"identity"``: ``image + offset``.
   - ``"gain"``: ``image * gain + offset`` (pixel-wise, for blend/strength checks).
+  - ``"levels"``: the level-aware contract (a second input ``levels`` float32 ``[1, 2]``):
+    ``image + gain * [levels[0], levels[1], 0]`` per channel, so a test reads back from the red
+    and green channels what the engine told the model.
 
 * ``assessor_model(...)``: inputs ``crops`` float32 ``[N,K,3,S,S]`` and ``global`` float32
   ``[N,3,G,G]``; outputs ``improvability`` ``[N]``, ``quality`` ``[N]``, ``severity`` ``[N,D]``
@@ -65,6 +68,15 @@ def restorer_model(kind: str = "blur", kernel: np.ndarray | None = None, offset:
         inits.append(numpy_helper.from_array(np.array([gain], np.float32), "gain"))
         nodes.append(helper.make_node("Mul", ["image", "gain"], ["scaled"]))
         nodes.append(helper.make_node("Add", ["scaled", "offset"], ["restored"]))
+    elif kind == "levels":
+        lv = helper.make_tensor_value_info("levels", TensorProto.FLOAT, [1, 2])
+        m = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], np.float32) * gain
+        inits.append(numpy_helper.from_array(m, "m"))
+        inits.append(numpy_helper.from_array(np.array([1, 3, 1, 1], np.int64), "shape"))
+        nodes.append(helper.make_node("MatMul", ["levels", "m"], ["per_channel"]))
+        nodes.append(helper.make_node("Reshape", ["per_channel", "shape"], ["bias"]))
+        nodes.append(helper.make_node("Add", ["image", "bias"], ["restored"]))
+        return _finish(helper.make_graph(nodes, "restorer_levels", [x, lv], [y], inits))
     else:
         raise ValueError(f"unknown fixture kind {kind!r}")
     return _finish(helper.make_graph(nodes, f"restorer_{kind}", [x], [y], inits))

@@ -60,6 +60,10 @@ class Applied:
 class DegradeResult:
     image: Image
     applied: list[Applied]
+    # The clean image to restore towards when it is not the input photo itself: the camera
+    # pipeline's noiseless rendering (demosaicked, colour-corrected, sharpened as the camera
+    # would), or the clean photo resized as a messaging app resized the degraded one.
+    target: Image | None = None
 
     @property
     def severity(self) -> dict[str, float]:
@@ -86,6 +90,8 @@ _SEVERITY_OF = {
     "chroma_noise": "noise",
     "correlated_noise": "noise",
     "jpeg": "compression",
+    "camera_noise": "noise",
+    "recompress": "compression",
     "saturation_clip": "clipped_highlights",
     "underexposure": "underexposure",
     "overexposure": "overexposure",
@@ -350,6 +356,164 @@ def shallow_dof(u: Image, rng: np.random.Generator) -> DegradeResult:
     background = convolve(img, disk_kernel(radius))
     out = img * (1 - mask) + background * mask
     return DegradeResult(out.astype(np.float32), [Applied("shallow_dof", 0.0, {"radius": radius})])
+
+
+# ---------------------------------------------------------------------------- realistic
+
+
+# Camera colour matrices (camera RGB -> linear sRGB, rows sum to 1), in the range published for
+# consumer sensors: the off-diagonal terms are negative because camera primaries overlap.
+def _random_ccm(rng: np.random.Generator) -> np.ndarray:
+    off = rng.uniform(0.1, 0.45, (3, 3)) * np.array([[0, 1, 1], [1, 0, 1], [1, 1, 0]])
+    m = -off * rng.dirichlet([2, 2, 2], 3) * 2
+    np.fill_diagonal(m, 0.0)
+    m[np.diag_indices(3)] = 1.0 - m.sum(axis=1)
+    return m.astype(np.float32)
+
+
+def camera_pipeline(u: Image, rng: np.random.Generator, strength: float | None = None,
+                    blur: bool | None = None, quality: int | None = None) -> DegradeResult:
+    """A photo as a small-sensor camera makes it, from the clean photo ``u`` taken as the scene.
+
+    sRGB -> linear light (inverse gamma) -> camera RGB (inverse colour matrix, inverse white
+    balance) -> optionally blurred by shake or defocus -> Bayer mosaic -> signal-dependent noise
+    (shot noise ``a * x`` plus read noise ``b**2``, by ISO) -> demosaicking (edge-aware) -> white
+    balance, colour matrix, gamma -> in-camera sharpening -> JPEG 4:2:0 at a camera quality.
+    ``target`` is the same rendering without the noise and the compression (what the camera would
+    have made of the scene with no noise), so a restorer learns to remove noise and blocking, not
+    the camera's look. ``strength`` 0..1 maps to the ISO (log-uniform shot-noise gain).
+    """
+    img = to_float(u)
+    h, w, _ = img.shape
+    h2, w2 = h - h % 2, w - w % 2
+    img = img[:h2, :w2]
+    s = float(rng.uniform(0.0, 1.0) if strength is None else strength)
+    a = 10.0 ** (-5.0 + 3.0 * s)  # shot-noise gain in raw units (base ISO .. ~12800)
+    b = math.sqrt(a) * float(rng.uniform(0.05, 0.3)) + float(rng.uniform(0.0, 0.001))
+    ccm = _random_ccm(rng)
+    wb = np.array([rng.uniform(1.6, 2.6), 1.0, rng.uniform(1.3, 2.2)], np.float32)
+    lin = srgb_to_linear(img)
+    inv_ccm = np.asarray(np.linalg.inv(ccm).T, np.float32)
+    cam = np.asarray(np.clip(lin @ inv_ccm, 0, 1) / wb, np.float32)
+    applied: list[Applied] = []
+    if blur if blur is not None else rng.random() < 0.25:
+        kind = str(rng.choice(["motion_blur", "defocus_blur", "gaussian_blur"], p=[0.5, 0.3, 0.2]))
+        cam, ab = apply_blur(cam, rng, kind, float(rng.uniform(0.05, 0.5)))
+        applied.append(ab)
+    mosaic = np.empty((h2, w2), np.float32)  # RGGB
+    mosaic[0::2, 0::2] = cam[0::2, 0::2, 0]
+    mosaic[0::2, 1::2] = cam[0::2, 1::2, 1]
+    mosaic[1::2, 0::2] = cam[1::2, 0::2, 1]
+    mosaic[1::2, 1::2] = cam[1::2, 1::2, 2]
+    var = np.asarray(a * np.clip(mosaic, 0, 1) + b * b, np.float32)
+    noisy = mosaic + rng.standard_normal(size=mosaic.shape, dtype=np.float32) * np.sqrt(var)
+    sharpen = float(rng.uniform(0.0, 0.8))
+    radius = float(rng.uniform(0.6, 1.4))
+    # in-camera noise reduction (on the noisy rendering only: it smooths detail with the noise)
+    nr = float(rng.uniform(0.0, 0.3 + 0.7 * s)) if rng.random() < 0.5 else 0.0  # more at high ISO
+
+    def develop(raw: np.ndarray, denoise: float = 0.0) -> Image:
+        r16 = (np.clip(raw, 0, 1) * 65535.0 + 0.5).astype(np.uint16)
+        # OpenCV names Bayer patterns by the second row's first two pixels: RGGB is "BayerBG".
+        rgb = cv2.cvtColor(r16, cv2.COLOR_BayerBG2RGB_EA).astype(np.float32) / 65535.0
+        out = linear_to_srgb(np.clip((rgb * wb) @ ccm.T, 0, 1))
+        if denoise > 0:
+            sm = cv2.bilateralFilter(out, 5, 0.02 + 0.08 * denoise, 2.0)
+            out = out + denoise * (sm - out)
+        if sharpen > 0:
+            soft = cv2.GaussianBlur(out, (0, 0), radius)
+            out = np.clip(out + sharpen * (out - soft), 0, 1)
+        return out.astype(np.float32)
+
+    target = develop(mosaic)
+    out = develop(noisy, nr)
+    applied.append(Applied("camera_noise", float(min(1.0, s * 1.2)),
+                           {"a": a, "b": b, "sharpen": sharpen, "radius": radius, "nr": nr}))
+    q = int(rng.integers(70, 98) if quality is None else quality)
+    out = jpeg(out, q, subsampling=True)
+    applied.append(Applied("jpeg", float(np.clip((95 - q) / 85.0, 0, 1) ** 0.7), {"quality": q}))
+    return DegradeResult(out, applied, target)
+
+
+def recompress(img: Image, rng: np.random.Generator, target: Image,
+               scale: float | None = None) -> DegradeResult:
+    """What a messaging app or a web page does to a photo: downscale, then JPEG once or twice.
+
+    ``target`` (the clean version of ``img``) is resized the same way and returned as the
+    result's target.
+    """
+    h, w, _ = img.shape
+    sc = float(rng.uniform(0.5, 1.0) if scale is None else scale)
+    if sc < 0.98:
+        size = (max(8, int(round(w * sc))), max(8, int(round(h * sc))))
+        img = np.asarray(cv2.resize(img, size, interpolation=cv2.INTER_AREA), np.float32)
+        target = np.asarray(cv2.resize(target, size, interpolation=cv2.INTER_AREA), np.float32)
+    qs = [int(rng.integers(60, 90))]
+    if rng.random() < 0.6:
+        qs.append(int(rng.integers(30, 85)))
+    for q in qs:
+        img = jpeg(img, q, subsampling=True)
+    sev = float(np.clip((95 - min(qs)) / 85.0, 0, 1) ** 0.7)
+    return DegradeResult(img, [Applied("recompress", sev, {"scale": sc, "qualities": qs})], target)
+
+
+@dataclass
+class RealisticConfig:
+    """The restorer's training mix: camera photos, web and messaging copies, and the synthetic
+    stages of :func:`degrade`, in realistic combinations (see :func:`degrade_realistic`)."""
+
+    p_clean: float = 0.3
+    p_camera: float = 0.22
+    p_web: float = 0.08  # one JPEG at any quality, sometimes after mild blur
+    p_messaging: float = 0.05  # resize + one or two JPEGs, sometimes of a camera photo
+    # the rest: the synthetic mix of :func:`degrade` (blur, noise kinds, JPEG)
+
+
+REALISTIC_BRANCHES = ("clean", "camera", "web", "messaging", "synthetic")
+
+
+def realistic_branch(rng: np.random.Generator, cfg: RealisticConfig | None = None) -> str:
+    """Which kind of pair :func:`degrade_realistic` makes next (drawn by the caller when it
+    needs to know first: a messaging copy is smaller than its source)."""
+    cfg = cfg or RealisticConfig()
+    p = [cfg.p_clean, cfg.p_camera, cfg.p_web, cfg.p_messaging]
+    p.append(max(0.0, 1.0 - sum(p)))
+    return str(rng.choice(REALISTIC_BRANCHES, p=np.array(p) / sum(p)))
+
+
+def degrade_realistic(u: Image, rng: np.random.Generator, cfg: RealisticConfig | None = None,
+                      branch: str | None = None) -> DegradeResult:
+    """One training pair for the restorer: ``image`` and ``target`` (the input photo where None).
+
+    Mixes the camera pipeline, single JPEGs of web photos, messaging-app recompression (of a
+    camera photo or of the clean one) and :func:`degrade`'s synthetic stages, so that real noise
+    and blocking are learned beside the synthetic kinds the assessor and the labels use.
+    """
+    cfg = cfg or RealisticConfig()
+    img = to_float(u)
+    branch = branch or realistic_branch(rng, cfg)
+    if branch == "clean":
+        return DegradeResult(img.copy(), [])
+    if branch == "camera":
+        return camera_pipeline(img, rng)
+    if branch == "web":
+        applied: list[Applied] = []
+        v = img
+        if rng.random() < 0.3:
+            v, ab = apply_blur(v, rng, str(rng.choice(["gaussian_blur", "motion_blur", "defocus_blur"])),
+                               float(rng.uniform(0.05, 0.5)))
+            applied.append(ab)
+        v, aj = apply_jpeg(v, rng)
+        applied.append(aj)
+        return DegradeResult(np.clip(v, 0, 1).astype(np.float32), applied)
+    if branch == "messaging":
+        if rng.random() < 0.5:
+            cam = camera_pipeline(img, rng)
+            assert cam.target is not None
+            m = recompress(cam.image, rng, cam.target)
+            return DegradeResult(m.image, cam.applied + m.applied, m.target)
+        return recompress(img, rng, img)
+    return degrade(img, rng, DegradeConfig(p_saturation=0.0, p_clean=0.0))
 
 
 # ---------------------------------------------------------------------------- tone

@@ -20,6 +20,10 @@ of 8 and returns ``restored``, see docs/ARCHITECTURE.md):
   photo size (measured in ``bench/bench_restore.py``).
 * For a network whose receptive field is smaller than the discarded band, the tiled result
   equals a single pass over the whole canvas (tested with a 3x3 fixture graph).
+* A level-aware model (version 2: a second input ``levels`` [1, 2]) is told how noisy and how
+  compressed its input is (``engine.enhance.levels``): the JPEG quality once for the photo (the
+  block grid is the photo's), the noise per tile, measured on the tile it sees, as in training.
+  Version 1 models (one input) run blind, so recipes made with them replay unchanged.
 * ``strength`` blends: ``out = rgb + strength * (restored - rgb)``; 0 returns the input unchanged
   (without running the model), 1 the network output. The result is clipped to 0..1.
 * One shared onnxruntime session per model file (``engine.core.runtime``); ``workers`` tiles run at
@@ -167,8 +171,12 @@ class Restorer:
         return len(py.starts) * len(px.starts)
 
     def run(self, rgb: np.ndarray, strength: float = 1.0, progress: ProgressFn | None = None,
-            cancel: CancelToken | None = None) -> np.ndarray:
-        """Restore ``rgb`` (float32 HxWx3 in 0..1; uint8 is accepted and scaled)."""
+            cancel: CancelToken | None = None, noise: float | None = None,
+            jpeg_quality: int | None = None) -> np.ndarray:
+        """Restore ``rgb`` (float32 HxWx3 in 0..1; uint8 is accepted and scaled).
+
+        ``noise`` (sigma, 0..1 units) and ``jpeg_quality`` override what a level-aware model is
+        told (default: measured from the pixels); a blind model ignores them."""
         img = _as_rgb_float(rgb)
         if not (isinstance(strength, int | float) and math.isfinite(strength) and 0.0 <= strength <= 1.0):
             raise ValueError(f"strength must be in 0..1, got {strength!r}")
@@ -182,12 +190,23 @@ class Restorer:
         py, px = self.plan(h, w)
         total = len(py.starts) * len(px.starts)
         sess = runtime.get_session(self.model_path, self.threads)
-        in_name = sess.get_inputs()[0].name
+        inputs = [i.name for i in sess.get_inputs()]
+        in_name = inputs[0]
         out_name = sess.get_outputs()[0].name
+        level_aware = "levels" in inputs
+        jpeg_lv = 0.0
+        if level_aware:
+            from engine.enhance import levels
+
+            jpeg_lv = levels.jpeg_level(levels.jpeg_quality(img) if jpeg_quality is None else int(jpeg_quality))
         out = np.zeros((h, w, 3), np.float32)
 
         def infer(x: np.ndarray) -> np.ndarray:
-            return np.asarray(sess.run([out_name], {in_name: x})[0])
+            if not level_aware:
+                return np.asarray(sess.run([out_name], {in_name: x})[0])
+            sigma = levels.noise_level(x[0].transpose(1, 2, 0)) if noise is None else float(noise)
+            lv = np.array([[sigma * levels.NOISE_SCALE, jpeg_lv]], np.float32)
+            return np.asarray(sess.run([out_name], {in_name: x, "levels": lv})[0])
 
         jobs = [(iy, ix) for iy in range(len(py.starts)) for ix in range(len(px.starts))]
         if progress is not None:

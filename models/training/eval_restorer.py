@@ -15,8 +15,16 @@ Protocol (fixed, reproducible; every number of one table comes from one run):
   9 px from ``engine.assess.degrade.motion_kernel``), mixed blind degradations
   (``engine.assess.degrade.degrade`` with p_clean=0 and no saturation, as in training), and clean
   (``u`` itself). Seeds are fixed per photo and case.
+* Realistic cases (version 2): camera photos from ``engine.assess.degrade.camera_pipeline`` at a
+  low and a high ISO (strength 0.45 and 0.85, camera JPEG quality 90, no blur), whose reference
+  is the pipeline's noiseless rendering, and a messaging copy (``recompress`` of the clean crop:
+  downscaled, JPEG once or twice), whose reference is the clean crop resized the same way.
 * Methods: the restorer through the shipped engine (``engine.enhance.restore.Restorer``, tiled, strength
-  1); doing nothing; OpenCV ``fastNlMeansDenoisingColored`` (template 7, search 21, ``h`` =
+  1, levels measured from the pixels for a level-aware model); ``--baseline-model`` (the previous
+  restorer) the same way; BM3D (the ``bm3d`` package, ``bm3d_rgb``) on the noise cases with the
+  true sigma (an oracle the restorers do not get) and on the camera and clean cases with the sigma
+  measured by ``engine.enhance.levels.noise_level``, on the first ``--bm3d-limit`` photos only (it
+  takes 10-15 s per crop here); doing nothing; OpenCV ``fastNlMeansDenoisingColored`` (template 7, search 21, ``h`` =
   ``hColor`` per case, see ``NLM_H``); unsharp mask (``x + a (x - G_s * x)``, sigma and amount
   per case, see ``USM``). The baseline settings were picked per case by ``--tune-baselines``:
   best mean PSNR on 8 *training*-split crops (never on the validation photos). Non-local means
@@ -45,6 +53,7 @@ import numpy as np
 from engine.assess import degrade as dg
 from engine.assess.metrics import psnr, ssim
 from engine.core import runtime
+from engine.enhance import levels
 from engine.enhance.restore import Restorer
 from models.training.data import REPO, Photo, discover, load_rgb
 
@@ -71,8 +80,10 @@ USM_GRID = tuple((s, a) for s in (1.0, 2.0) for a in (0.0, 0.25, 0.5, 1.0, 1.5, 
 class Case:
     key: str
     label: str
-    make: Callable[[np.ndarray, np.random.Generator], np.ndarray]
+    # the degraded image, or (degraded, reference) where the reference is not the clean crop
+    make: Callable[[np.ndarray, np.random.Generator], np.ndarray | tuple[np.ndarray, np.ndarray]]
     nlm: bool = True
+    bm3d_sigma: float | None = None  # true sigma (x255); 0 = measured from the pixels; None = not run
 
 
 def _quantise(x: np.ndarray) -> np.ndarray:
@@ -102,10 +113,25 @@ def _mixed(u: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return dg.degrade(u, rng, dg.DegradeConfig(p_saturation=0.0, p_clean=0.0)).image
 
 
+def _camera(strength: float) -> Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]:
+    def f(u: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        r = dg.camera_pipeline(u, rng, strength=strength, blur=False, quality=90)
+        assert r.target is not None
+        return r.image, r.target
+
+    return f
+
+
+def _messaging(u: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    r = dg.recompress(u, rng, u)
+    assert r.target is not None
+    return r.image, r.target
+
+
 CASES: tuple[Case, ...] = (
     Case("noise15", "Gaussian noise σ=15", _noise(15)),
-    Case("noise25", "Gaussian noise σ=25", _noise(25)),
-    Case("noise50", "Gaussian noise σ=50", _noise(50)),
+    Case("noise25", "Gaussian noise σ=25", _noise(25), bm3d_sigma=25),
+    Case("noise50", "Gaussian noise σ=50", _noise(50), bm3d_sigma=50),
     Case("jpeg10", "JPEG q=10", _jpeg(10)),
     Case("jpeg20", "JPEG q=20", _jpeg(20)),
     Case("jpeg30", "JPEG q=30", _jpeg(30)),
@@ -113,10 +139,25 @@ CASES: tuple[Case, ...] = (
     Case("gblur", "Gaussian blur σ=1.5", _gblur, nlm=False),
     Case("mblur", "Motion blur, 9 px", _mblur, nlm=False),
     Case("mixed", "Mixed blind (degrade)", _mixed),
-    Case("clean", "Clean (vs input)", lambda u, rng: u.copy()),
+    Case("camera_lo", "Camera photo, low ISO", _camera(0.45), bm3d_sigma=0),
+    Case("camera_hi", "Camera photo, high ISO", _camera(0.85), bm3d_sigma=0),
+    Case("messaging", "Messaging copy (resize, JPEG x1-2)", _messaging),
+    Case("clean", "Clean (vs input)", lambda u, rng: u.copy(), bm3d_sigma=0),
 )
-METHODS = ("none", "nlm", "usm", "model")
-METHOD_LABEL = {"none": "Do nothing", "nlm": "NL-means (OpenCV)", "usm": "Unsharp mask", "model": "Restorer"}
+METHODS = ("none", "nlm", "bm3d", "usm", "prev", "model")
+METHOD_LABEL = {"none": "Do nothing", "nlm": "NL-means (OpenCV)", "bm3d": "BM3D", "usm": "Unsharp mask",
+                "prev": "Previous restorer", "model": "Restorer"}
+# baseline settings for the realistic cases: tuned like the others (--tune-baselines), 2026-12-06
+NLM_H.update({"camera_lo": 5, "camera_hi": 10, "messaging": 3})
+USM.update({"camera_lo": (1.0, 0.0), "camera_hi": (1.0, 0.0), "messaging": (1.0, 0.0)})
+
+
+def bm3d_denoise(x: np.ndarray, sigma: float) -> np.ndarray:
+    import bm3d
+
+    if sigma <= 0:
+        return x.copy()
+    return np.clip(bm3d.bm3d_rgb(x, sigma), 0, 1).astype(np.float32)
 
 
 def nlm(x: np.ndarray, h: float) -> np.ndarray:
@@ -150,9 +191,13 @@ def load_crop(ph: Photo, crop: int) -> np.ndarray:
     return dg.to_float(np.ascontiguousarray(centre_crop(img, crop)))
 
 
-def degraded(u: np.ndarray, case_index: int, photo_index: int) -> np.ndarray:
+def degraded(u: np.ndarray, case_index: int, photo_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """(degraded, reference): the reference is the clean crop unless the case says otherwise."""
     rng = np.random.default_rng([SEED, photo_index, case_index])
-    return _quantise(CASES[case_index].make(u, rng))
+    made = CASES[case_index].make(u, rng)
+    if isinstance(made, tuple):
+        return _quantise(made[0]), made[1]
+    return _quantise(made), u
 
 
 def tune_baselines(n: int = 8, crop: int = 256) -> dict[str, object]:
@@ -161,7 +206,7 @@ def tune_baselines(n: int = 8, crop: int = 256) -> dict[str, object]:
     crops = [load_crop(p, crop) for p in photos]
     out: dict[str, object] = {}
     for ci, case in enumerate(CASES):
-        pairs = [(u, degraded(u, ci, 10_000 + i)) for i, u in enumerate(crops)]
+        pairs = [degraded(u, ci, 10_000 + i)[::-1] for i, u in enumerate(crops)]
         best_usm = max(USM_GRID, key=lambda sa: float(np.mean([psnr(usm(x, *sa), u) for u, x in pairs])))
         rec: dict[str, object] = {"usm": best_usm}
         if case.nlm:
@@ -171,11 +216,14 @@ def tune_baselines(n: int = 8, crop: int = 256) -> dict[str, object]:
     return out
 
 
-def evaluate(model: Path, limit: int, crop: int, log: Callable[[str], None] = print) -> dict[str, object]:
+def evaluate(model: Path, limit: int, crop: int, log: Callable[[str], None] = print,
+             baseline_model: Path | None = None, bm3d_limit: int = 12) -> dict[str, object]:
     photos = pick(discover("val"), limit)
     if not photos:
         raise SystemExit("no validation photos found (PHOTOLIFT_DATA?)")
     restorer = Restorer(model)
+    previous = Restorer(baseline_model) if baseline_model is not None else None
+    estimates: dict[str, list[float]] = {}
     sums: dict[tuple[str, str], list[tuple[float, float]]] = {}
     times: dict[str, float] = {m: 0.0 for m in METHODS}
     pixels = 0
@@ -189,9 +237,21 @@ def evaluate(model: Path, limit: int, crop: int, log: Callable[[str], None] = pr
         rec: dict[str, object] = {"photo": f"{ph.group}/{ph.path.name}", "size": [u.shape[1], u.shape[0]]}
         per_photo.append(rec)
         for ci, case in enumerate(CASES):
-            x = degraded(u, ci, pi)
-            ref = x if case.key == "clean" else u
+            x, ref = degraded(u, ci, pi)
+            if case.key == "clean":
+                ref = x
             outs: dict[str, np.ndarray] = {"none": x}
+            sig = levels.noise_level(x)
+            estimates.setdefault(f"{case.key}:noise255", []).append(sig * 255)
+            estimates.setdefault(f"{case.key}:jpeg_q", []).append(levels.jpeg_quality(x))
+            if case.bm3d_sigma is not None and pi < bm3d_limit:
+                t = time.perf_counter()
+                outs["bm3d"] = bm3d_denoise(x, case.bm3d_sigma / 255 if case.bm3d_sigma else sig)
+                times["bm3d"] += time.perf_counter() - t
+            if previous is not None:
+                t = time.perf_counter()
+                outs["prev"] = previous.run(x)
+                times["prev"] += time.perf_counter() - t
             t = time.perf_counter()
             outs["usm"] = usm(x, *USM[case.key])
             times["usm"] += time.perf_counter() - t
@@ -204,8 +264,7 @@ def evaluate(model: Path, limit: int, crop: int, log: Callable[[str], None] = pr
             times["model"] += time.perf_counter() - t
             for m, y in outs.items():
                 sums.setdefault((case.key, m), []).append((psnr(y, ref, max_db=100.0), ssim(y, ref)))
-            rec[case.key] = {"none": round(sums[(case.key, "none")][-1][0], 3),
-                             "model": round(sums[(case.key, "model")][-1][0], 3)}
+            rec[case.key] = {m: round(sums[(case.key, m)][-1][0], 3) for m in outs}
         log(f"[{pi + 1}/{len(photos)}] {ph.group}/{ph.path.name} {u.shape[1]}x{u.shape[0]} "
             f"{time.monotonic() - t_start:.0f} s")
     results: dict[str, dict[str, dict[str, float]]] = {}
@@ -221,6 +280,11 @@ def evaluate(model: Path, limit: int, crop: int, log: Callable[[str], None] = pr
     clean = np.array([p for p, _ in sums[("clean", "model")]])
     return {
         "model": str(model), "model_version": runtime.model_version(model),
+        "baseline_model": str(baseline_model) if baseline_model else None,
+        "baseline_version": runtime.model_version(baseline_model) if baseline_model else None,
+        "bm3d_photos": min(bm3d_limit, len(photos)),
+        "level_estimates": {k: {"mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v))}
+                            for k, v in estimates.items()},
         "photos": len(photos), "groups": groups, "crop": crop, "megapixels": pixels / 1e6,
         "seed": SEED, "results": results,
         "clean_model_psnr_min": float(clean.min()), "clean_model_share_ge_38db": float((clean >= 38).mean()),
@@ -233,22 +297,24 @@ def evaluate(model: Path, limit: int, crop: int, log: Callable[[str], None] = pr
 
 def markdown(rep: dict[str, object]) -> str:
     res: dict[str, dict[str, dict[str, float]]] = rep["results"]  # type: ignore[assignment]
+    methods = [m for m in METHODS if any(m in r for r in res.values())]
     lines = [
         f"Validation split: {rep['photos']} held-out photos ({', '.join(f'{k} {v}' for k, v in rep['groups'].items())}), "  # type: ignore[attr-defined]
         f"centre crops up to {rep['crop']}x{rep['crop']}; model `{Path(str(rep['model'])).name}` "
         f"({rep['model_version']}); PSNR dB / SSIM against the clean crop (clean row: against the input).",
         "",
-        "| Case | " + " | ".join(METHOD_LABEL[m] for m in METHODS) + " | Gain of restorer |",
-        "|---|" + "---|" * (len(METHODS) + 1),
+        "| Case | " + " | ".join(METHOD_LABEL[m] for m in methods) + " | Gain of restorer |",
+        "|---|" + "---|" * (len(methods) + 1),
     ]
     for case in CASES:
         r = res[case.key]
         cells = []
-        for m in METHODS:
+        for m in methods:
             if m in r and r[m]["psnr"] >= 99.99:
                 cells.append("∞ / 1.000 (identity)")
             elif m in r:
-                cells.append(f"{r[m]['psnr']:.2f} / {r[m]['ssim']:.3f}")
+                star = "*" if m == "bm3d" else ""
+                cells.append(f"{r[m]['psnr']:.2f} / {r[m]['ssim']:.3f}{star}")
             else:
                 cells.append("n/a")
         gain = r["model"]["psnr"] - r["none"]["psnr"] if case.key != "clean" else float("nan")
@@ -259,6 +325,11 @@ def markdown(rep: dict[str, object]) -> str:
         f"Clean photos: restorer output vs input, mean {res['clean']['model']['psnr']:.2f} dB, "
         f"worst {rep['clean_model_psnr_min']:.2f} dB; {100 * float(rep['clean_model_share_ge_38db']):.0f}% "  # type: ignore[arg-type]
         f"of photos at or above 38 dB.",
+        f"*BM3D on the first {rep.get('bm3d_photos')} photos only (its own average, not comparable "
+        "cell by cell); true sigma on the Gaussian cases, measured sigma on the camera and clean cases.",
+        "Previous restorer: " + str(rep.get("baseline_version")) + "; level estimates (mean): "
+        + ", ".join(f"{k} {v['mean']:.1f}" for k, v in rep.get("level_estimates", {}).items()  # type: ignore[attr-defined]
+                    if k.split(":")[0] in ("noise15", "noise25", "noise50", "jpeg10", "jpeg30", "camera_hi", "clean")),
         "Baselines, settings per case picked on training-split crops (`--tune-baselines`): NL-means h = "
         + ", ".join(f"{k} {v:g}" for k, v in NLM_H.items()) + "; unsharp mask (sigma, amount) = "
         + ", ".join(f"{k} ({s:g}, {a:g})" for k, (s, a) in USM.items())
@@ -276,12 +347,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--crop", type=int, default=320)
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "eval_restorer")
     ap.add_argument("--tune-baselines", action="store_true")
+    ap.add_argument("--baseline-model", type=Path, default=None, help="the previous restorer, run beside")
+    ap.add_argument("--bm3d-limit", type=int, default=12, help="photos BM3D runs on (slow)")
     args = ap.parse_args(argv)
     cv2.setNumThreads(runtime.cpu_count())
     if args.tune_baselines:
         print(json.dumps(tune_baselines(), indent=1))
         return
-    rep = evaluate(args.model, args.limit, args.crop)
+    rep = evaluate(args.model, args.limit, args.crop, baseline_model=args.baseline_model,
+                   bm3d_limit=args.bm3d_limit)
     md = markdown(rep)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"{rep['model_version']}"

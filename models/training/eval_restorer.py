@@ -148,7 +148,7 @@ METHODS = ("none", "nlm", "bm3d", "usm", "prev", "model")
 METHOD_LABEL = {"none": "Do nothing", "nlm": "NL-means (OpenCV)", "bm3d": "BM3D", "usm": "Unsharp mask",
                 "prev": "Previous restorer", "model": "Restorer"}
 # baseline settings for the realistic cases: tuned like the others (--tune-baselines), 2026-12-06
-NLM_H.update({"camera_lo": 5, "camera_hi": 10, "messaging": 3})
+NLM_H.update({"camera_lo": 1, "camera_hi": 6, "messaging": 1})
 USM.update({"camera_lo": (1.0, 0.0), "camera_hi": (1.0, 0.0), "messaging": (1.0, 0.0)})
 
 

@@ -53,9 +53,10 @@ def _photos(root: Path, n: int, bad: bool = True) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for i in range(n):  # different sizes, so batches mix shapes of views as in a real folder
         w, h = (320, 240) if i % 3 else (240, 320)
-        # visibly noisy, so that the one-click enhancement helps and the batch keeps it (the
-        # export tests need applied edits; a batch refuses an edit Q says did not help)
-        noisy = make_texture(w, h, seed=i).astype(np.float32) + np.random.default_rng(100 + i).normal(0, 18, (h, w, 3))
+        # heavily noisy, so that the one-click enhancement helps and the batch keeps it (the
+        # export tests need applied edits; a batch refuses an edit Q says did not help). At
+        # sigma 18 the 1/f texture hides the noise and Q v3 prefers it to its restored copy.
+        noisy = make_texture(w, h, seed=i).astype(np.float32) + np.random.default_rng(100 + i).normal(0, 35, (h, w, 3))
         Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(root / f"p{i:03d}.jpg", quality=90 + i % 8)
     if bad:
         (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")

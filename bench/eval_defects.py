@@ -106,7 +106,7 @@ def main() -> int:
     if not sizes:
         print("no pool of clean photos large enough; set PHOTOLIFT_DATA", file=sys.stderr)
         return 1
-    work = Path(a.workdir or tempfile.mkdtemp(prefix="photolift_defects_"))
+    work = Path(a.workdir or tempfile.mkdtemp(prefix="photolift_defects_")).resolve()
     lib_dir = work / "lib"
     truth: dict[str, tuple[CameraDefects, list[Path], tuple[int, int]]] = {}
     t0 = time.time()
@@ -150,6 +150,7 @@ def main() -> int:
     before_db: list[float] = []
     after_db: list[float] = []
     misses: list[dict[str, object]] = []
+    spot_z: list[dict[str, object]] = []  # every target spot with the strongest |z| of what found it
     dumped: list[dict[str, object]] = []
     from engine.enhance.pipeline import get_pipeline
     from engine.enhance.recipes import Recipe, StageSpec
@@ -168,6 +169,9 @@ def main() -> int:
                 lines_total += 1
                 lines_found += bool(hit)
             if s.kind == "dust" and s.radius >= 10 and s.opacity >= 0.1:
+                zs = [abs(float(dets[i].params.get("z") or 0.0)) for i in hit]
+                spot_z.append({"camera": model, "r": round(s.radius, 1), "op": round(s.opacity, 3),
+                               "z": round(max(zs), 2) if zs else None})
                 total += 1
                 found += bool(hit)
                 if not hit:
@@ -237,9 +241,10 @@ def main() -> int:
         "detect_photos_per_s": round(n_photos / max(t_detect, 1e-6), 1),
         "misses": misses[:20],
         "detections": dumped,
+        "spots": spot_z,
     }
     cat.close()
-    print(json.dumps({k: v for k, v in summary.items() if k != "detections"}, indent=1))
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("detections", "spots")}, indent=1))
     if a.json:
         Path(a.json).write_text(json.dumps(summary, indent=1))
     return 0

@@ -1229,8 +1229,8 @@ def _photo_refs(catalog: Any, folder: str | None = None) -> list[PhotoRef]:
         q = select(Photo.id, Photo.path_bytes, Photo.fingerprint, Photo.width, Photo.height, Photo.orientation,
                    Photo.camera_make, Photo.camera_model, Photo.camera_serial, Photo.lens).where(
             Photo.status == STATUS_OK)
-        if folder is not None:
-            q = q.where(under(Photo.path_bytes, folder))
+        if folder is not None:  # a relative or symlinked folder means the same photos
+            q = q.where(under(Photo.path_bytes, os.path.realpath(folder)))
         rows = s.execute(q).all()
     return [PhotoRef(int(r[0]), os.fsdecode(r[1]), r[2] or "", int(r[3] or 0), int(r[4] or 0), int(r[5] or 1),
                      r[6], r[7], r[8], r[9]) for r in rows if r[3] and r[4]]

@@ -8,6 +8,7 @@ with the same dust spots at the same sensor positions in every photo of a "camer
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,13 @@ def test_dust_found_where_it_is_and_clean_camera_gives_nothing(tmp_catalog: obje
     # a second call reads the stored result (same ids), a forced one examines again
     again = {r.camera: r for r in D.detect(tmp_catalog, str(library))}
     assert [d.id for r in again.values() for d in r.defects] == [d.id for r in reps.values() for d in r.defects]
+    # a symlinked or relative spelling of the folder means the same photos (it used to match none)
+    link = library.parent / "link_to_lib"
+    link.symlink_to(library, target_is_directory=True)
+    via_link = D.detect(tmp_catalog, str(link))
+    assert [d.id for r in via_link for d in r.defects] == [d.id for r in reps.values() for d in r.defects]
+    rel = os.path.relpath(library)
+    assert [r.camera for r in D.detect(tmp_catalog, rel)] == [r.camera for r in via_link]
 
 
 def test_rotated_shots_pool_in_the_sensor_frame(tmp_catalog: object, tmp_path: Path) -> None:

@@ -33,7 +33,11 @@ def measure(paths: list[str], max_side: int, restorer: Path | None = None) -> di
     q = QModel(_default_quality())
     out: dict[str, float] = {}
     for p in paths:
-        rgb = np.asarray(load_image(Path(p)).rgb)
+        try:
+            rgb = np.asarray(load_image(Path(p)).rgb)
+        except Exception as e:  # noqa: BLE001 - an evaluation reports an unreadable photo and goes on
+            print(f"skip {p}: {e}", flush=True)
+            continue
         if max(rgb.shape[:2]) > max_side:
             continue
         x = np.ascontiguousarray(rgb.astype(np.float32) / 255.0)

@@ -70,6 +70,25 @@ def test_restorer_tells_a_level_aware_model_the_levels(tmp_path: Path) -> None:
     assert np.allclose(out, comp, atol=1e-6)
 
 
+def test_good_jpegs_are_not_deblocked(tmp_path: Path) -> None:
+    """Inside the dead zone the restorer is told JPEG level 0; below it, the measured level."""
+    assert levels.restore_jpeg_level(90) == 0.0 and levels.restore_jpeg_level(levels.JPEG_ZONE) == 0.0
+    assert levels.restore_jpeg_level(50) == levels.jpeg_level(50) > 0
+    assert levels.restore_jpeg_level(90, zone=None) == levels.jpeg_level(90) > 0
+    model = write_restorer(tmp_path / "lv.onnx", "levels", gain=0.1)
+    r = Restorer(model, tile=128, overlap=32, workers=1)
+    good = dg.jpeg(_scene(200, 304), 90)
+    assert levels.jpeg_quality(good) >= levels.JPEG_ZONE
+    told = r.run(good, noise=0.0) - good
+    assert abs(float(np.median(told[..., 1]))) < 1e-4  # level 0 in the zone
+    told = r.run(good, noise=0.0, jpeg_zone=None) - good  # an evaluation can switch it off
+    assert float(np.median(told[..., 1])) == pytest.approx(0.1 * levels.jpeg_level(levels.jpeg_quality(good)),
+                                                           abs=0.01)
+    bad = dg.jpeg(_scene(200, 304), 40)
+    told = r.run(bad, noise=0.0) - bad
+    assert float(np.median(told[..., 1])) == pytest.approx(0.1 * levels.jpeg_level(40), abs=0.02)
+
+
 def test_camera_pipeline_pairs() -> None:
     u = _scene(128, 130, seed=3)
     lo = dg.camera_pipeline(u, np.random.default_rng(0), strength=0.0, blur=False, quality=95)

@@ -172,11 +172,12 @@ class Restorer:
 
     def run(self, rgb: np.ndarray, strength: float = 1.0, progress: ProgressFn | None = None,
             cancel: CancelToken | None = None, noise: float | None = None,
-            jpeg_quality: int | None = None) -> np.ndarray:
+            jpeg_quality: int | None = None, jpeg_zone: int | None = -1) -> np.ndarray:
         """Restore ``rgb`` (float32 HxWx3 in 0..1; uint8 is accepted and scaled).
 
         ``noise`` (sigma, 0..1 units) and ``jpeg_quality`` override what a level-aware model is
-        told (default: measured from the pixels); a blind model ignores them."""
+        told (default: measured from the pixels); a blind model ignores them. ``jpeg_zone``: the
+        quality from which no deblocking is asked (default ``levels.JPEG_ZONE``; ``None``: none)."""
         img = _as_rgb_float(rgb)
         if not (isinstance(strength, int | float) and math.isfinite(strength) and 0.0 <= strength <= 1.0):
             raise ValueError(f"strength must be in 0..1, got {strength!r}")
@@ -198,7 +199,9 @@ class Restorer:
         if level_aware:
             from engine.enhance import levels
 
-            jpeg_lv = levels.jpeg_level(levels.jpeg_quality(img) if jpeg_quality is None else int(jpeg_quality))
+            zone = levels.JPEG_ZONE if jpeg_zone == -1 else jpeg_zone
+            q = levels.jpeg_quality(img) if jpeg_quality is None else int(jpeg_quality)
+            jpeg_lv = levels.restore_jpeg_level(q, zone)
         out = np.zeros((h, w, 3), np.float32)
 
         def infer(x: np.ndarray) -> np.ndarray:

@@ -5,8 +5,8 @@
 Judges, each run here on the same images:
 
 * ``q``: models/quality.onnx (or ``--q PATH``), through onnxruntime, as the app runs it;
-* ``q_v2``: version 2 of Q (``git show 59418b1:models/quality.onnx``, or ``--q-v2 PATH``);
-* ``q1``: version 1 (``git show 1b14a0c:models/quality.onnx``, or ``--q1 PATH``);
+* ``q_v3``: version 3 of Q (``git show 42ab3c4:models/quality.onnx``, or ``--q-v3 PATH``);
+* ``q_v2``: version 2 (``git show 59418b1:models/quality.onnx``, or ``--q-v2 PATH``);
 * ``assessor_quality``: the assessor's quality head (models/assessor.onnx through engine.assess.scoring);
 * ``niqe``: our NIQE (models/training/niqe.py), pristine model fitted on clean TRAIN photos (negated:
   higher is better for every judge here);
@@ -23,6 +23,16 @@ Tests:
    versions (Gaussian sigma 3-8, Poisson-Gaussian, chroma); share above both.
 4. **Intent**: VAL views that are dark, bright or foggy by their look, and low/high-key grades
    of VAL views, against their naive corrections and their mildly noisy versions.
+5. **Successful restorations** (since Q version 4): each VAL view degraded (JPEG 15-65, noise
+   sigma 4-20, or both; ``quality_pairs.restoration_pair``) against our restorer's output on it; where
+   the output is at least 0.3 dB closer to the clean view, the share of judges' rankings that put it
+   above the degraded copy.
+6. **Invisible edits** (since Q version 4): a good JPEG against our restorer's deblocking of it
+   without the dead zone, or the view against itself with sub-level noise
+   (``quality_pairs.invisible_pair``), where PSNR against the clean view moves by at most 0.15 dB
+   or the edit itself is under 50 dB: the judges' gap, in
+   units of each judge's own standard deviation over the clean VAL views (0 = a perfect tie), and
+   for the 1..10 judges the mean gap in points and the share within half a point.
 """
 
 from __future__ import annotations
@@ -41,9 +51,10 @@ import numpy as np
 from models.training.data import REPO, discover, load_rgb
 
 RUN = REPO / "runs" / "quality3"
-Q1_COMMIT = "1b14a0c"
+Q3_COMMIT = "42ab3c4"
 Q2_COMMIT = "59418b1"
-JUDGES = ("q", "q_v2", "q1", "assessor_quality", "niqe", "laplacian_var")
+JUDGES = ("q", "q_v3", "q_v2", "assessor_quality", "niqe", "laplacian_var")
+POINT_JUDGES = ("q", "q_v3", "q_v2")
 VIEWS = {"CBSD432": 1, "CQ100": 2, "SunHays80": 1, "Unsplash_Okolors": 6, "photos": 6}
 
 
@@ -57,8 +68,8 @@ def _from_commit(commit: str, name: str) -> Path:
     return p
 
 
-def q1_path() -> Path:
-    return _from_commit(Q1_COMMIT, "quality_v1.onnx")
+def q3_path() -> Path:
+    return _from_commit(Q3_COMMIT, "quality_v3.onnx")
 
 
 def q2_path() -> Path:
@@ -83,7 +94,7 @@ def niqe_path() -> Path:
 
 
 class Judges:
-    def __init__(self, q: Path, q2: Path, q1: Path) -> None:
+    def __init__(self, q: Path, q3: Path, q2: Path) -> None:
         import onnxruntime as ort
 
         from engine.assess.scoring import Scorer
@@ -94,7 +105,7 @@ class Judges:
         so.inter_op_num_threads = 1
         self.q = ort.InferenceSession(str(q), so, providers=["CPUExecutionProvider"])
         self.q2 = ort.InferenceSession(str(q2), so, providers=["CPUExecutionProvider"])
-        self.q1 = ort.InferenceSession(str(q1), so, providers=["CPUExecutionProvider"])
+        self.q3 = ort.InferenceSession(str(q3), so, providers=["CPUExecutionProvider"])
         self.scorer = Scorer(workers=1)
         self.niqe = NIQE.load(niqe_path())
 
@@ -108,43 +119,44 @@ class Judges:
         return {
             "q": float(self.q.run(None, {"image": x})[0][0]),
             "q_v2": float(self.q2.run(None, {"image": x})[0][0]),
-            "q1": float(self.q1.run(None, {"image": x})[0][0]),
+            "q_v3": float(self.q3.run(None, {"image": x})[0][0]),
             "assessor_quality": float(self.scorer.assess(u8).quality),
             "niqe": -self.niqe.score(u8),
             "laplacian_var": float(cv2.Laplacian(y, cv2.CV_32F).var()),
         }
 
 
-def _restorer() -> Any:
+def _restorer(jpeg_zone: int | None | str = "engine") -> Any:
     from models.training.train_quality import OnnxRestorer, find_restorer
 
     rp = find_restorer()
-    return OnnxRestorer(rp, threads=1) if rp is not None else None
+    return OnnxRestorer(rp, threads=1, jpeg_zone=jpeg_zone) if rp is not None else None
 
 
-def job_clive(q: str, q2: str, q1: str) -> dict[str, Any]:
+def job_clive(q: str, q3: str, q2: str, step: int = 1) -> dict[str, Any]:
     from models.training.iqa_data import load_clive
     from models.training.iqa_data import load_rgb as load_rated
 
-    j = Judges(Path(q), Path(q2), Path(q1))
+    j = Judges(Path(q), Path(q3), Path(q2))
     rows = []
-    for r in load_clive("val"):
+    for r in load_clive("val")[::step]:
         s = j(load_rated(r.path).astype(np.float32) / 255.0)
         rows.append({"name": r.path.name, "mos": r.mos, **s})
     return {"clive": rows}
 
 
-def job_pairs(q: str, q2: str, q1: str, shard: int, nshards: int, seed: int) -> dict[str, Any]:
+def job_pairs(q: str, q3: str, q2: str, shard: int, nshards: int, seed: int, view_step: int = 1) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
     from models.training import quality_pairs as qp
 
-    j = Judges(Path(q), Path(q2), Path(q1))
+    j = Judges(Path(q), Path(q3), Path(q2))
     restorer = _restorer()
+    deblock = _restorer(jpeg_zone=None)
     photos = discover("val")
-    jobs = [(i, k) for i, ph in enumerate(photos) for k in range(VIEWS.get(ph.group, 1))][shard::nshards]
-    pairs, texture, intent = [], [], []
+    jobs = [(i, k) for i, ph in enumerate(photos) for k in range(VIEWS.get(ph.group, 1))][::view_step][shard::nshards]
+    pairs, texture, intent, restoration, ties = [], [], [], [], []
     kinds = [*qp.FAILURES, "restorer_overdone"] if restorer is not None else list(qp.FAILURES)
     for n, (pi, k) in enumerate(jobs):
         rng = np.random.default_rng([seed, 99, pi, k])
@@ -193,9 +205,19 @@ def job_pairs(q: str, q2: str, q1: str, shard: int, nshards: int, seed: int) -> 
             if name.startswith("real_"):  # a synthetic grade's "correction" gives the clean photo back
                 row["corrected"] = j(qp.correct_intent(img, rng, kind))
             intent.append(row)
+        # successful restorations and invisible edits (a random stream of their own: the tests above
+        # draw what they drew before version 4)
+        r4 = np.random.default_rng([seed, 98, pi, k])
+        if restorer is not None:
+            kind4, rest_img, deg_img, gain = qp.restoration_pair(u, r4, restorer)
+            restoration.append({"kind": kind4, "view": f"{ph.path.name}#{k}", "gain_db": gain,
+                                "restored": j(rest_img), "degraded": j(deg_img)})
+        kind4, a_img, b_img, dpsnr, tie = qp.invisible_pair(u, r4, deblock)
+        ties.append({"kind": kind4, "view": f"{ph.path.name}#{k}", "dpsnr_db": dpsnr, "tie": tie,
+                     "a": j(a_img), "b": j(b_img)})
         if n % 10 == 0:
             print(f"[pairs {shard}] {n}/{len(jobs)}", flush=True)
-    return {"pairs": pairs, "texture": texture, "intent": intent}
+    return {"pairs": pairs, "texture": texture, "intent": intent, "restoration": restoration, "ties": ties}
 
 
 def _corr(a: list[float], b: list[float]) -> tuple[float, float]:
@@ -240,6 +262,28 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
             if "corrected" in rows[0]:
                 ii[case][jn]["above_corrected"] = float(np.mean([r["orig"][jn] > r["corrected"][jn] for r in rows]))
     out["intent"] = ii
+    if res.get("restoration"):
+        from models.training.quality_pairs import MIN_RESTORE_GAIN_DB
+
+        rr = [r for r in res["restoration"] if r["gain_db"] >= MIN_RESTORE_GAIN_DB]
+        rs: dict[str, Any] = {}
+        for key in sorted({r["kind"] for r in rr}) + ["all"]:
+            rows = [r for r in rr if key in ("all", r["kind"])]
+            rs[key] = {"n": len(rows), "gain_db_mean": float(np.mean([r["gain_db"] for r in rows])),
+                       **{jn: float(np.mean([r["restored"][jn] > r["degraded"][jn] for r in rows])) for jn in JUDGES}}
+        out["restoration"] = rs
+        sd = {jn: float(np.std([r["better"][jn] for r in pairs])) or 1.0 for jn in JUDGES}
+        tt = [r for r in res["ties"] if r["tie"]]
+        ts: dict[str, Any] = {}
+        for key in sorted({r["kind"] for r in tt}) + ["all"]:
+            rows = [r for r in tt if key in ("all", r["kind"])]
+            ts[key] = {"n": len(rows), **{jn: float(np.mean([abs(r["a"][jn] - r["b"][jn]) for r in rows])) / sd[jn]
+                                          for jn in JUDGES}}
+            for jn in POINT_JUDGES:
+                gaps = [abs(r["a"][jn] - r["b"][jn]) for r in rows]
+                ts[key][f"{jn}_points"] = float(np.mean(gaps))
+                ts[key][f"{jn}_within_half"] = float(np.mean([g <= 0.5 for g in gaps]))
+        out["ties"] = ts
     out["q_levels"] = {
         "clean_views_mean": float(np.mean([r["better"]["q"] for r in pairs])),
         "versions_mean": float(np.mean([r["worse"]["q"] for r in pairs])),
@@ -262,29 +306,39 @@ def table(s: dict[str, Any]) -> str:
     for case, v in s["intent"].items():
         for key in [k for k in ("above_corrected", "above_noisy") if k in v["q"]]:
             lines.append(f"| intent {case} (n={v['n']}) {key} | " + " | ".join(f"{v[j][key]:.3f}" for j in JUDGES) + " |")
+    for k, v in s.get("restoration", {}).items():
+        lines.append(f"| restored above degraded, {k} (n={v['n']}, {v['gain_db_mean']:+.2f} dB) | "
+                     + " | ".join(f"{v[j]:.3f}" for j in JUDGES) + " |")
+    for k, v in s.get("ties", {}).items():
+        lines.append(f"| invisible edit {k} (n={v['n']}): gap in judge SDs (lower is better) | "
+                     + " | ".join(f"{v[j]:.3f}" for j in JUDGES) + " |")
+        lines.append(f"| invisible edit {k}: gap in points / share within 0.5 | "
+                     + " | ".join(f"{v[j + '_points']:.2f} / {v[j + '_within_half']:.2f}" if j in POINT_JUDGES else "-"
+                                  for j in JUDGES) + " |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--q", type=Path, default=REPO / "models" / "quality.onnx")
+    ap.add_argument("--q-v3", type=Path, default=None)
     ap.add_argument("--q-v2", type=Path, default=None)
-    ap.add_argument("--q1", type=Path, default=None)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RUN / "eval.json")
     ap.add_argument("--summarise-only", action="store_true")
+    ap.add_argument("--step", type=int, default=1, help="every STEP-th view and CLIVE photo only (a smoke run)")
     args = ap.parse_args(argv)
     t0 = time.time()
     raw_path = args.out.with_name(args.out.stem + "_raw.json")
     if not args.summarise_only:
-        q1 = args.q1 or q1_path()
+        q3 = args.q_v3 or q3_path()
         q2 = args.q_v2 or q2_path()
         niqe_path()
-        res: dict[str, Any] = {"clive": [], "pairs": [], "texture": [], "intent": []}
+        res: dict[str, Any] = {"clive": [], "pairs": [], "texture": [], "intent": [], "restoration": [], "ties": []}
         with ProcessPoolExecutor(args.workers) as ex:
-            futs = [ex.submit(job_clive, str(args.q), str(q2), str(q1))]
-            futs += [ex.submit(job_pairs, str(args.q), str(q2), str(q1), s, args.workers, args.seed)
+            futs = [ex.submit(job_clive, str(args.q), str(q3), str(q2), args.step)]
+            futs += [ex.submit(job_pairs, str(args.q), str(q3), str(q2), s, args.workers, args.seed, args.step)
                      for s in range(args.workers)]
             for f in futs:
                 for k, v in f.result().items():

@@ -295,3 +295,61 @@ def random_view(img_u8: np.ndarray, rng: Rng, hr: bool, long_side: tuple[int, in
     if rng.random() < 0.5:
         c = c[:, ::-1]
     return dg.to_float(np.ascontiguousarray(c))
+
+
+# ----------------------------------------------------------------------------- successful and invisible edits
+# (evidence of Q version 4: a judge fitted only on "clean beats every way an edit goes wrong" learns
+# that our restorer's signature is bad even where the restorer helped; version 3 scored every
+# deblocked copy below its JPEG, at q50 too where it was 0.5 dB closer to the clean photo, and moved by
+# up to 4 points for an invisible change. models/quality.md)
+
+MIN_RESTORE_GAIN_DB = 0.3  # a restoration at least this much closer to the clean photo beats its input
+TIE_MAX_DB = 0.15  # an edit that moves PSNR against the clean photo by less than this is a tie
+TIE_MIN_PSNR_DB = 50.0  # ... as is one that changes the photo by less than this (under ~0.8 of a level RMS)
+RESTORE_DEGRADATIONS = ("jpeg", "noise", "jpeg_noise")
+
+
+def _psnr(a: Img, b: Img) -> float:
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return 99.0 if mse <= 1e-12 else 10.0 * float(np.log10(1.0 / mse))
+
+
+def restoration_pair(u: Img, rng: Rng, restorer: Callable[[Img], Img]) -> tuple[str, Img, Img, float]:
+    """``(kind, restored, degraded, gain_db)``: a degraded copy of ``u`` (JPEG quality 15-65, Gaussian
+    noise sigma 4-20, or noise then JPEG, quantised to 8 bits as a file is) and our restorer's output on
+    it (``restorer``: levels measured, as the app runs it). ``gain_db`` is PSNR(restored, u) -
+    PSNR(degraded, u); the caller keeps "restored beats degraded" when it is at least
+    ``MIN_RESTORE_GAIN_DB``."""
+    kind = str(rng.choice(RESTORE_DEGRADATIONS))
+    v = u
+    if kind in ("noise", "jpeg_noise"):
+        sigma = float(rng.uniform(4, 20)) / 255.0
+        v = np.clip(v + rng.normal(0, sigma, v.shape).astype(np.float32), 0, 1)
+    if kind in ("jpeg", "jpeg_noise"):
+        v = dg.jpeg(v, int(rng.integers(15, 66)), subsampling=bool(rng.random() < 0.8))
+    v = dg.to_float(dg.to_uint8(v))
+    r = dg.to_float(dg.to_uint8(restorer(v)))
+    return f"restored_{kind}", r, v, _psnr(r, u) - _psnr(v, u)
+
+
+def invisible_pair(u: Img, rng: Rng, deblock: Callable[[Img], Img] | None) -> tuple[str, Img, Img, float, bool]:
+    """``(kind, a, b, dpsnr_db, tie)``: two versions of ``u`` no one can tell apart. ``tie`` when the
+    edit moves PSNR against ``u`` by at most ``TIE_MAX_DB`` or changes the photo by less than
+    ``TIE_MIN_PSNR_DB`` (PSNR of ``b`` against ``a``; at such fidelity a PSNR difference against ``u``
+    means nothing). ``tie_deblock``: a good JPEG (quality 76-95) against our restorer's
+    deblocking of it (``deblock``: the restorer told the JPEG level, no dead zone; what version 2 did
+    to every phone photo before ``levels.JPEG_ZONE``); ``tie_requant``: the photo against itself
+    with sub-level noise (sigma 0.3-0.6 of a level) re-quantised."""
+    if deblock is not None and rng.random() < 0.7:
+        a = dg.jpeg(u, int(rng.integers(76, 96)), subsampling=bool(rng.random() < 0.8))
+        b = dg.to_float(dg.to_uint8(deblock(a)))
+        kind = "tie_deblock"
+    else:
+        a = dg.to_float(dg.to_uint8(u))
+        b = dg.to_float(dg.to_uint8(u + rng.normal(0, float(rng.uniform(0.3, 0.6)) / 255.0, u.shape).astype(np.float32)))
+        kind = "tie_requant"
+    d = _psnr(b, u) - _psnr(a, u)
+    return kind, a, b, d, bool(abs(d) <= TIE_MAX_DB or _psnr(a, b) >= TIE_MIN_PSNR_DB)
+
+
+FAMILY.update({f"restored_{k}": "restoration" for k in RESTORE_DEGRADATIONS})

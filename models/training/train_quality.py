@@ -84,7 +84,8 @@ def quality_target(clean: np.ndarray, img: np.ndarray) -> float:
 class OnnxRestorer:
     """Direct onnxruntime use of the restorer contract (training code only; the app uses engine.enhance.restore)."""
 
-    def __init__(self, path: Path, threads: int = 1) -> None:
+    def __init__(self, path: Path, threads: int = 1, jpeg_zone: int | None | str = "engine") -> None:
+        """``jpeg_zone``: as ``engine.enhance.levels.restore_jpeg_level`` (default: the engine's)."""
         import onnxruntime as ort
 
         so = ort.SessionOptions()
@@ -92,12 +93,20 @@ class OnnxRestorer:
         so.inter_op_num_threads = 1
         self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         self.path = path
+        self.jpeg_zone = jpeg_zone
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
         h, w, _ = img.shape
         ph, pw = (-h) % 8, (-w) % 8
         x = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect") if ph or pw else img
-        y = self.sess.run(None, {"image": x.transpose(2, 0, 1)[None].astype(np.float32)})[0][0]
+        feed = {"image": x.transpose(2, 0, 1)[None].astype(np.float32)}
+        if "levels" in {i.name for i in self.sess.get_inputs()}:  # level-aware (version 2): as the engine tells it
+            from engine.enhance import levels
+
+            zone = levels.JPEG_ZONE if isinstance(self.jpeg_zone, str) else self.jpeg_zone
+            feed["levels"] = np.array([[levels.noise_level(img) * levels.NOISE_SCALE,
+                                        levels.restore_jpeg_level(levels.jpeg_quality(img), zone)]], np.float32)
+        y = self.sess.run(None, feed)[0][0]
         return np.clip(y.transpose(1, 2, 0)[:h, :w], 0, 1).astype(np.float32)
 
 

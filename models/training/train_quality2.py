@@ -170,6 +170,8 @@ def load_cache(split: str, root: Path = RUN) -> dict[str, np.ndarray]:
     for p in sorted(root.glob(f"cache_{split}_*.npz")):
         z = dict(np.load(p))
         z["pairs"] = z["pairs"] + base
+        if "ties" in z:
+            z["ties"] = z["ties"] + base
         base += len(z["feats"])
         for k, v in z.items():
             out.setdefault(k, []).append(v)
@@ -220,6 +222,8 @@ def fit_head(clive: dict[str, np.ndarray], syn: dict[str, np.ndarray], clive_row
     steps = int(cfg["steps"])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=float(cfg["lr"]), total_steps=steps)
     gen = torch.Generator().manual_seed(seed)
+    ties = torch.from_numpy(syn["ties"]) if ("ties" in syn and len(syn["ties"]) and cfg.get("w_tie", 0.0)) \
+        else None
     net.train()
     for it in range(steps):
         qc = 1 + 9 * torch.sigmoid(net.head(fc))
@@ -233,13 +237,17 @@ def fit_head(clive: dict[str, np.ndarray], syn: dict[str, np.ndarray], clive_row
             else qc.sum() * 0
         sel = torch.randint(0, len(pr), (4096,), generator=gen)
         p = pr[sel]
-        used = torch.unique(p.reshape(-1))
+        tsel = ties[torch.randint(0, len(ties), (1024,), generator=gen)] if ties is not None else None
+        used = torch.unique(p.reshape(-1) if tsel is None else torch.cat([p.reshape(-1), tsel.reshape(-1)]))
         qs = torch.zeros(len(fs))
         qs[used] = 1 + 9 * torch.sigmoid(net.head(fs[used]))
         l_pair = F.softplus((float(cfg["margin"]) - (qs[p[:, 0]] - qs[p[:, 1]])) / 0.15).mean() * 0.15
         anc = used[anchor[used]]
         l_anchor = F.softplus((ANCHOR - qs[anc]) / 0.3).mean() * 0.3
         loss = l_mos + cfg["w_rank"] * l_rank + cfg["w_pair"] * l_pair + cfg["w_anchor"] * l_anchor
+        if tsel is not None:  # invisible edits: equal within a tolerance (Q version 4)
+            gap = (qs[tsel[:, 0]] - qs[tsel[:, 1]]).abs()
+            loss = loss + cfg["w_tie"] * (F.softplus((gap - float(cfg["tie_tol"])) / 0.1).mean() * 0.1)
         opt.zero_grad()
         loss.backward()
         opt.step()

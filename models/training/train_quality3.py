@@ -41,6 +41,8 @@ VIEWS = {"CBSD432": 1, "CQ100": 4, "SunHays80": 3, "Unsplash_Okolors": 12, "phot
 TEXTURE_P = 0.6
 TEXTURE_SMOOTH = ("bilateral", "nlmeans", "gaussian", "restorer")
 TEXTURE_NOISE = ("gaussian_noise", "poisson_gaussian", "chroma_noise")
+V4_RESTORE_P = 0.6  # version 4: share of views that bring a successful restoration (restored beats degraded)
+V4_TIE_P = 0.5  # version 4: share of views that bring an invisible edit (a tie)
 
 
 def texture_versions(t: np.ndarray, rng: np.random.Generator, restorer: Any) -> list[tuple[str, np.ndarray]]:
@@ -71,7 +73,11 @@ def build_views(split: str) -> list[tuple[int, int]]:
     return [(i, k) for i, ph in enumerate(discover(split)) for k in range(VIEWS.get(ph.group, 1))]
 
 
-def run_shard(split: str, shard: int, nshards: int, seed: int, out: str) -> str:
+def run_shard(split: str, shard: int, nshards: int, seed: int, out: str, v4: bool = False,
+              view_step: int = 1) -> str:
+    """Feature cache of one shard of ``split``'s views. ``v4``: also version 4's evidence
+    (``train_quality4``: successful restorations and invisible edits, from a random stream of their
+    own, so the version-3 evidence of the same seed is unchanged)."""
     import torch
 
     torch.set_num_threads(1)
@@ -82,11 +88,14 @@ def run_shard(split: str, shard: int, nshards: int, seed: int, out: str) -> str:
     rp = find_restorer()
     restorer = OnnxRestorer(rp, threads=1) if rp is not None else None
     photos = discover(split)
-    jobs = build_views(split)[shard::nshards]
+    jobs = build_views(split)[::view_step][shard::nshards]
     cache: dict[int, np.ndarray] = {}
     feats: list[np.ndarray] = []
     rows: dict[str, list[Any]] = {k: [] for k in ("view", "role", "kind", "mild", "group", "texture")}
     pairs: list[tuple[int, int, str, int]] = []
+    ties: list[tuple[int, int]] = []
+    tie_kind: list[str] = []
+    deblock = OnnxRestorer(rp, threads=1, jpeg_zone=None) if (v4 and rp is not None) else None
     kinds = [*qp.FAILURES, "restorer_overdone"] if restorer is not None else list(qp.FAILURES)
     t0 = time.time()
 
@@ -135,12 +144,27 @@ def run_shard(split: str, shard: int, nshards: int, seed: int, out: str) -> str:
                 ti = add(tc, vid, "clean_texture", "clean", 0, ph.group, ttex)
                 for kind, v in texture_versions(tc, rng, restorer):
                     pairs.append((ti, add(v, vid, "version", kind, 1, ph.group, ttex), kind, 1))
+        if v4 and restorer is not None:
+            r4 = np.random.default_rng([seed, 4, pi, k])
+            if r4.random() < V4_RESTORE_P:
+                kind4, rest_img, deg_img, gain = qp.restoration_pair(u, r4, restorer)
+                if gain >= qp.MIN_RESTORE_GAIN_DB:
+                    di = add(deg_img, vid, "version", kind4, 0, ph.group, tex)
+                    pairs.append((add(rest_img, vid, "restored", kind4, 0, ph.group, tex), di, kind4, 0))
+            if r4.random() < V4_TIE_P:
+                kind4, a_img, b_img, _dpsnr, tie = qp.invisible_pair(u, r4, deblock)
+                if tie:
+                    ai = add(a_img, vid, "tie", kind4, 1, ph.group, tex)
+                    ties.append((ai, add(b_img, vid, "tie", kind4, 1, ph.group, tex)))
+                    tie_kind.append(kind4)
         if j % 20 == 0:
             print(f"[{split} {shard}] {j}/{len(jobs)} views, {len(feats)} images, {time.time() - t0:.0f} s",
                   flush=True)
     path = Path(out) / f"cache_{split}_{shard}.npz"
     np.savez_compressed(path, feats=np.stack(feats), pairs=np.array([p[:2] for p in pairs], np.int64),
                         pair_kind=np.array([p[2] for p in pairs]), pair_mild=np.array([p[3] for p in pairs]),
+                        **({"ties": np.array(ties, np.int64).reshape(-1, 2), "tie_kind": np.array(tie_kind, dtype=str)}
+                           if v4 else {}),
                         **{k: np.array(v) for k, v in rows.items()})
     return str(path)
 

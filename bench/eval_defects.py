@@ -92,11 +92,17 @@ def main() -> int:
     ap.add_argument("--reuse", action="store_true", help="the series already in --workdir (same arguments)")
     ap.add_argument("--blob-z", type=float, default=None, help="override engine.enhance.defects.BLOB_Z")
     ap.add_argument("--half-z", type=float, default=None, help="override engine.enhance.defects.HALF_Z")
+    ap.add_argument("--scales", default=None, help="override engine.enhance.defects.SCALES (comma-separated)")
+    ap.add_argument("--floor", default=None, help="override FLOOR_FRACTION,FLOOR_BLOCK of engine.enhance.defects")
     a = ap.parse_args()
     if a.blob_z is not None:
         D.BLOB_Z = a.blob_z
     if a.half_z is not None:
         D.HALF_Z = a.half_z
+    if a.floor:
+        D.FLOOR_FRACTION, D.FLOOR_BLOCK = (float(x) for x in a.floor.split(","))
+    if a.scales:
+        D.SCALES = tuple(float(x) for x in a.scales.split(","))
     rng = np.random.default_rng(a.seed)
     pmin, pmax = (int(x) for x in a.photos.split(","))
     rad = tuple(float(x) for x in a.radius.split(","))

@@ -83,6 +83,8 @@ EVIDENCE_BUDGET = 1500  # photos per series whose evidence is kept (more: an eve
 BLOB_Z = 5.0  # threshold of the blob filter in units of the series' own noise (bench/eval_defects.py)
 HALF_Z = 1.5  # each half of the series must show it at least this strongly (its own noise units)
 LINE_Z = 6.0
+FLOOR_FRACTION = 0.5  # the blob filter's noise is never below this share of the map's local robust spread
+FLOOR_BLOCK = 8  # ... measured in blocks of this many times the scale
 LINE_ELONGATION = 5.0
 OPAQUE = 0.5  # log attenuation above which a line or area is inpainted instead of divided (~40 %)
 KINDS = ("dust", "smudge", "line", "obstruction", "hot_pixel", "bias")
@@ -816,7 +818,7 @@ def _find_spots(acc: _Accumulator, series: Series, work: tuple[int, int]) -> lis
         se = acc.stderr(i)
         neff = acc.neff(i)
         sig = np.maximum(se * np.sqrt(np.maximum(1.0, 8.0 / np.maximum(neff, 1e-3))),
-                         0.5 * _block_sigma(d, max(24, int(8 * s))))
+                         FLOOR_FRACTION * _block_sigma(d, max(24, int(FLOOR_BLOCK * s))))
         sig = np.maximum(sig, 1e-6)
         z = d / sig
         # split-half: both halves of the series must lean the same way

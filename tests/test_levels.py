@@ -114,3 +114,23 @@ def test_realistic_pairs_are_aligned_and_reproducible(branch: str) -> None:
         assert not a.applied and np.array_equal(a.image, u)
     else:
         assert a.applied
+
+
+def test_recipes_record_the_dead_zone_and_old_ones_replay_as_made(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.enhance.pipeline import Pipeline
+    from engine.enhance.recipes import Recipe, StageSpec
+    from tests.pipeline_fixtures import setup_models
+
+    d = setup_models(tmp_path, monkeypatch, "levels", gain=0.1)
+    pipe = Pipeline(d)
+    good = dg.jpeg(_scene(200, 304), 90)
+    rec = pipe.plan(good, ops="restore")
+    st = rec.stages[0]
+    assert st.params == {"jpeg_zone": levels.JPEG_ZONE}
+    now = pipe.apply(rec, good)
+    old = pipe.apply(Recipe(stages=(StageSpec("restore", 1.0, st.model, st.model_version, {}),)), good)
+    lv = levels.jpeg_level(levels.jpeg_quality(good))
+    assert lv > 0
+    assert abs(float(np.median((now - good)[..., 1]))) < 1e-3  # not told about the JPEG
+    assert float(np.median((old - good)[..., 1])) == pytest.approx(0.1 * lv, abs=0.01)  # as it was made

@@ -144,7 +144,11 @@ class Pipeline:
                     stages.append(StageSpec("defects", strength, None, None, _jsonable(defects)))
             elif name == "restore":
                 _, ver = self._current_model("restore", RESTORER_MODEL)
-                stages.append(StageSpec("restore", strength, RESTORER_MODEL, ver, {}))
+                from engine.enhance.levels import JPEG_ZONE
+
+                # the dead zone in force is part of the recipe: a recipe from before it (no key)
+                # replays as it was made, deblocking good JPEGs too
+                stages.append(StageSpec("restore", strength, RESTORER_MODEL, ver, {"jpeg_zone": JPEG_ZONE}))
             elif name == "faces":
                 stages.append(self._plan_faces(view, face_w))
             elif name == "tone":
@@ -214,7 +218,8 @@ class Pipeline:
                 out = defects.apply_correction(out, st.params, strength=float(st.strength))
             elif st.name == "restore":
                 restorer = self._restorer(self._restore_path(st))
-                out = restorer.run(out, strength=float(st.strength), progress=progress, cancel=cancel)
+                out = restorer.run(out, strength=float(st.strength), progress=progress, cancel=cancel,
+                                   jpeg_zone=st.params.get("jpeg_zone"))
             elif st.name == "faces":
                 from engine.enhance import faces
 

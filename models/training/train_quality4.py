@@ -10,8 +10,10 @@ restorer pushed too far among them. It learned the restorer's signature as a def
 deblocked copy of a JPEG below the JPEG, at quality 50 too where the copy is 0.5 dB closer to the
 clean photo, and fell by up to 4 points for the invisible deblocking of a good phone JPEG
 (models/quality.md, Limits). So the guard refused good restorations and the labels said JPEG photos
-do not gain. Version 4 keeps every piece of version 3's evidence (same features, same seeds, same
-pairs) and adds, from a random stream of its own (``train_quality3.run_shard(..., v4=True)``):
+do not gain. Version 4 draws version 3's evidence with the same features and seeds (what differs:
+"our restorer pushed too far" is now restorer version 2, told its measured levels, where version 3
+was built with the blind version 1) and adds, from a random stream of its own
+(``train_quality3.run_shard(..., v4=True)``):
 
 * **successful restorations** (``quality_pairs.restoration_pair``): for ``V4_RESTORE_P`` of the views,
   a degraded copy (JPEG quality 15-65, Gaussian noise sigma 4-20, or both) against our restorer's

@@ -11,6 +11,7 @@ from PySide6.QtGui import QColor, QPainter, QPaintEvent
 from PySide6.QtWidgets import QFrame, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
 from app.delegate import SEVERITY_LABELS, gain_colour, severity_label, severity_threshold
+from app.services import Services
 
 
 class SeverityBars(QWidget):
@@ -19,9 +20,13 @@ class SeverityBars(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._values: list[tuple[str, float]] = []
+        self._muted: frozenset[str] = frozenset()
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
 
-    def set_values(self, sev: dict[str, float] | None) -> None:
+    def set_values(self, sev: dict[str, float] | None, muted: frozenset[str] = frozenset()) -> None:
+        """``muted``: degradations drawn as below threshold whatever their value (not a reason for
+        this photo: ``compression`` of a JPEG the enhancer would not deblock)."""
+        self._muted = muted
         if not sev:
             self._values = []
         else:
@@ -51,7 +56,8 @@ class SeverityBars(QWidget):
             p.setBrush(QColor(128, 128, 128, 60))
             p.drawRoundedRect(track, 3, 3)
             fill = QRectF(track.x(), track.y(), track.width() * max(0.0, min(1.0, v)), track.height())
-            p.setBrush(QColor(220, 90, 60) if v >= severity_threshold(k) else QColor(120, 150, 190))
+            hot = v >= severity_threshold(k) and k not in self._muted
+            p.setBrush(QColor(220, 90, 60) if hot else QColor(120, 150, 190))
             p.drawRoundedRect(fill, 3, 3)
             p.setPen(self.palette().text().color())
             p.drawText(QRectF(label_w + bar_w + 4, y, 40, lh), Qt.AlignmentFlag.AlignVCenter, f"{v:.2f}")
@@ -151,8 +157,9 @@ class DetailsPane(QScrollArea):
             rows.append(("Pixels", f"{w} × {h} ({w * h / 1e6:.1f} MP)"))
         fmt = _get(info, "format")
         size = _fmt_bytes(_get(info, "size"))
+        jq = _get(info, "jpeg_quality")
         if fmt or size:
-            rows.append(("File", " · ".join(x for x in (fmt, size) if x)))
+            rows.append(("File", " · ".join(x for x in (fmt, f"quality {jq}" if jq else None, size) if x)))
         cam = " ".join(str(x) for x in (_get(info, "camera_make"), _get(info, "camera_model")) if x)
         if cam:
             rows.append(("Camera", html.escape(cam)))
@@ -178,7 +185,7 @@ class DetailsPane(QScrollArea):
         self.facts.setText("<table cellspacing=3>" + "".join(
             f"<tr><td style='color:gray'>{k}</td><td>{v}</td></tr>" for k, v in rows) + "</table>")
         sev = _get(sc, "severity") if sc is not None else _get(info, "severity")
-        self.bars.set_values(sev if isinstance(sev, dict) else None)
+        self.bars.set_values(sev if isinstance(sev, dict) else None, Services.reasons_skipped(jq))
         self.sev_title.setVisible(bool(sev))
         self.edit.setText(self._edit_text(info))
 

@@ -384,6 +384,14 @@ class Services:
 
         return shipped_thresholds().severity.get(name, DEFAULT_SEVERITY_THRESHOLD)
 
+    @staticmethod
+    def reasons_skipped(jpeg_quality: int | None) -> frozenset[str]:
+        """Degradations never named as reasons for a photo of this JPEG quality, whatever their
+        severity (``compression`` where the enhancer would not deblock)."""
+        from engine.enhance.levels import reasons_skipped
+
+        return reasons_skipped(jpeg_quality)
+
     def count(self, folder: str | None, filters: dict[str, Any] | None = None) -> int:
         return int(self.library.count(folder, filters or {}))
 

@@ -32,7 +32,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # The integer stamp of the newest revision (``catalog_info['schema_version']``): what the
 # hand-written migrations of photolift <= 0.1 read, so they refuse catalogs migrated past them.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # 64-bit integers: file sizes above 2 GiB and mtimes in ns. SQLite's INTEGER is 64 bit already
 # (and what catalogs of schema version 1 and 2 declare); PostgreSQL's is 32 bit.
@@ -126,6 +126,9 @@ class Photo(Base):
     series_id: Mapped[int | None] = mapped_column(Integer, default=None)
     # Faces found in the photo (schema 5; rows in ``faces``); NULL = not examined for faces yet.
     face_count: Mapped[int | None] = mapped_column(Integer, default=None)
+    # A JPEG's quality read from its luminance quantisation table at indexing (schema 6;
+    # ``engine.ingest.imageio.jpeg_table_quality``); NULL = not a JPEG, or indexed before schema 6.
+    jpeg_quality: Mapped[int | None] = mapped_column(Integer, default=None)
 
     __table_args__ = (
         Index("ix_photos_folder", "folder_id"),

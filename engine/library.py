@@ -42,6 +42,7 @@ from engine.assess.scoring import Thresholds, reasons_for, shipped_thresholds
 from engine.core.diskcache import limits
 from engine.core.jobs import CancelToken, ProgressFn
 from engine.core.paths import thumbnail_dir
+from engine.enhance.levels import JPEG_ZONE, reasons_skipped
 from engine.ingest.imageio import ImageError, load_image
 from engine.ingest.indexer import Indexer, IndexEvent, IngestScorer
 from engine.ingest.thumbnails import THUMB_SIZE, ThumbnailCache, shrink
@@ -138,6 +139,7 @@ class PhotoInfo:
     recipe: RecipeSummary | None
     n_versions: int
     face_count: int | None = None  # faces found (engine.enhance.face_scan or a faces stage); None: not looked for
+    jpeg_quality: int | None = None  # a JPEG's quality from its quantisation table (None: not a JPEG, or not read)
 
 
 def _severity(js: str | None) -> dict[str, float]:
@@ -206,7 +208,7 @@ def _record(p: Photo, sc: Score | None, th: Thresholds) -> dict[str, Any]:
         "recommended": None if sc is None else bool(sc.recommended),
         "severity": None if sc is None else {k: round(v, 4) for k, v in sev.items()},
         # as in ``score``'s records: the degradations at or above their calibrated thresholds
-        "reasons": None if sc is None else list(reasons_for(sev, th)),
+        "reasons": None if sc is None else list(reasons_for(sev, th, reasons_skipped(p.jpeg_quality))),
         "model": None if sc is None else {"name": sc.model, "version": sc.model_version,
                                            **({"head": sc.head} if sc.head else {})},
         "id": p.id,
@@ -287,7 +289,10 @@ class Library:
             # (a text column read as JSON: PostgreSQL needs a real cast; SQLite's JSON functions take text)
             js = (cast(sc.severity_json, JSON) if self.catalog.dialect == "postgresql"
                   else type_coerce(sc.severity_json, JSON))
-            conds.append(js[name].as_float() >= level)
+            cond = js[name].as_float() >= level
+            if name == "compression":  # as in the reasons: not for JPEGs the enhancer would not deblock
+                cond = and_(cond, or_(Photo.jpeg_quality.is_(None), Photo.jpeg_quality < JPEG_ZONE))
+            conds.append(cond)
         if "has_faces" in filters:  # faces found by the face scan or a faces stage (face_count)
             conds.append(Photo.face_count > 0 if filters.pop("has_faces") else Photo.face_count == 0)
         if "text" in filters:
@@ -397,7 +402,7 @@ class Library:
             detail = self._select(None, {"include_missing": True},
                                   [Photo.id, Photo.path_bytes, Photo.path, Photo.status, Photo.error,
                                    Photo.width, Photo.height, Photo.captured_at, Photo.fingerprint,
-                                   Photo.current_recipe_id]).where(Photo.id.in_(ids))
+                                   Photo.current_recipe_id, Photo.jpeg_quality]).where(Photo.id.in_(ids))
             by_id = {r[0]: r for r in s.execute(detail).all()}
         rows = [by_id[i] for i in ids if i in by_id]
         th = _thresholds()
@@ -406,14 +411,14 @@ class Library:
         kinds = reasons_for_photo(self.catalog, [r[0] for r in rows]) if rows else {}
         out = []
         for r in rows:
-            sev = _severity(r[13])
-            reasons = reasons_for(sev, th) if sev else ()
+            sev = _severity(r[14])
+            reasons = reasons_for(sev, th, reasons_skipped(r[10])) if sev else ()
             top = reasons[0] if reasons else None
             fs = os.fsdecode(r[1])
             out.append(PhotoRow(
                 id=r[0], path=fs, display_path=r[2], name=os.path.basename(r[2]), status=r[3], error=r[4],
-                width=r[5], height=r[6], captured_at=r[7], fingerprint=r[8], improvability=r[10],
-                quality=r[11], recommended=None if r[12] is None else bool(r[12]), top_degradation=top,
+                width=r[5], height=r[6], captured_at=r[7], fingerprint=r[8], improvability=r[11],
+                quality=r[12], recommended=None if r[13] is None else bool(r[13]), top_degradation=top,
                 top_severity=sev[top] if top else None,
                 has_recipe=r[9] is not None, camera_defect=next(iter(kinds.get(r[0], [])), None)))
         return out
@@ -475,7 +480,7 @@ class Library:
                 exposure_time=p.exposure_time, f_number=p.f_number, focal_length=p.focal_length,
                 has_gps=bool(p.has_gps), status=p.status, error=p.error, error_code=p.error_code,
                 warning=p.warning, indexed_at=p.indexed_at, score=score, recipe=recipe, n_versions=n_versions,
-                face_count=p.face_count)
+                face_count=p.face_count, jpeg_quality=p.jpeg_quality)
 
     def photo_record(self, photo_id: int) -> dict[str, Any]:
         """The JSON object of DESIGN.md's score/rank contract (score fields null until scored);

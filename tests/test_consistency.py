@@ -49,3 +49,38 @@ def test_badge_filter_and_cli_reasons_agree(tmp_catalog: Catalog) -> None:
     assert lib.photo_record(row.id)["reasons"] == [low]  # rank --json
     assert lib.count("/p", {"degradation": low}) == 1
     assert lib.count("/p", {"degradation": high}) == 0  # under its threshold: not listed as having it
+
+
+def test_compression_is_not_a_reason_for_a_jpeg_the_enhancer_would_not_deblock(tmp_catalog: Catalog) -> None:
+    """A good JPEG (quality at or above the restorer's dead zone) never gets the compression reason,
+    in the badge, the record, the filter or the details pane, however high the assessor rates its
+    compression; a JPEG below the zone and a photo of unknown quality keep it."""
+    from app.services import Services
+    from engine.enhance.levels import JPEG_ZONE
+
+    th = shipped_thresholds().severity
+    sev = {n: 0.0 for n in SEVERITY_NAMES}
+    sev["compression"] = min(1.0, th["compression"] + 0.2)
+    qualities = {"good.jpg": 95, "zone.jpg": JPEG_ZONE, "poor.jpg": JPEG_ZONE - 1, "png.png": None}
+
+    def add(s):  # type: ignore[no-untyped-def]
+        for i, (name, q) in enumerate(qualities.items()):
+            p = Photo(path=f"/p/{name}", path_bytes=f"/p/{name}".encode(), size=1, mtime_ns=1, fingerprint=f"{i}" * 32,
+                      indexed_at=datetime.now(), jpeg_quality=q)
+            s.add(p)
+            s.flush()
+            s.add(Score(photo_id=p.id, model="assessor", model_version="v", fingerprint=f"{i}" * 32,
+                        improvability=1.0, quality=5.0, severity_json=json.dumps(sev), recommended=True,
+                        scored_at=datetime.now()))
+        refresh_current_scores(s)
+
+    tmp_catalog.write(add)
+    lib = Library(tmp_catalog)
+    rows = {r.name: r for r in lib.query("/p", "name", {}, 0, 10)}
+    named = {"poor.jpg", "png.png"}
+    assert {n for n, r in rows.items() if r.top_degradation == "compression"} == named
+    assert {n for n, r in rows.items() if lib.photo_record(r.id)["reasons"] == ["compression"]} == named
+    assert {lib.photo(i).display_path.rsplit("/", 1)[1] for i in lib.photo_ids("/p", {"degradation": "compression"})} \
+        == named
+    assert lib.photo(rows["good.jpg"].id).jpeg_quality == 95
+    assert Services.reasons_skipped(95) == {"compression"} and Services.reasons_skipped(None) == frozenset()

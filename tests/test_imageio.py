@@ -254,3 +254,21 @@ def test_missing_and_permission(tmp_path: Path, lock_file) -> None:  # type: ign
     with pytest.raises(ImageError) as e2:
         load_image(p)
     assert e2.value.code == "permission"
+
+
+def test_jpeg_quality_is_read_from_the_quantisation_table() -> None:
+    """Every libjpeg quality is read back exactly from the file's table (no pixels decoded), a
+    reduced-scale decode reports it too, and other formats have none."""
+    from engine.ingest.imageio import decode, jpeg_table_quality
+
+    rng = np.random.default_rng(0)
+    a = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+    for q in (5, 23, 50, 71, 72, 75, 90, 95, 100):
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, "JPEG", quality=q)
+        assert jpeg_table_quality(Image.open(io.BytesIO(buf.getvalue())).quantization) == q
+        assert decode(buf.getvalue(), ".jpg", reduce=2)[1]["jpeg_quality"] == q
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "PNG")
+    assert decode(buf.getvalue(), ".png")[1]["jpeg_quality"] is None
+    assert jpeg_table_quality(None) is None and jpeg_table_quality({0: [0] * 64}) is None

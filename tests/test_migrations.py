@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -286,3 +287,35 @@ def test_faces_revision_upgrades_a_schema_4_catalog(tmp_path: Path) -> None:
             assert [(r.x0, r.score) for r in faces_of(s, pid)] == [(0.5, 0.7)]
     assert schema_differences(to_url(str(f))) == []
     assert list(tmp_path.glob("c.sqlite.v4-*.bak"))  # backed up before the step
+
+
+def test_jpeg_quality_revision_upgrades_a_schema_5_catalog(tmp_path: Path, make_image: Any) -> None:
+    """Revision 0006: a catalog at 0005 with a photo is upgraded; the old row's ``jpeg_quality``
+    is NULL (unknown: its compression reason is shown as before) until the file is indexed anew;
+    a newly indexed JPEG gets its quality."""
+    from alembic import command
+
+    from engine.library import Library
+
+    f = tmp_path / "c.sqlite"
+    Catalog.open(str(f)).close()
+    engine = create_engine(to_url(str(f)))
+    try:
+        with engine.begin() as conn:
+            command.downgrade(migrations._config(conn, None), "0005")
+            conn.execute(text(
+                "INSERT INTO photos (path, path_bytes, size, mtime_ns, has_gps, status, indexed_at, fingerprint) "
+                "VALUES ('/p/a.jpg', x'2f702f612e6a7067', 1, 1, 0, 'ok', '2026-01-01', 'fp1')"))
+    finally:
+        engine.dispose()
+    lib_dir = tmp_path / "lib"
+    make_image("b.jpg", quality=83, folder=lib_dir)
+    with Catalog.open(str(f)) as cat:
+        with cat.session() as s:
+            assert s.scalars(select(Photo)).one().jpeg_quality is None
+        list(Library(cat).index(lib_dir))
+        with cat.session() as s:
+            got = {p.path.rsplit("/", 1)[1]: p.jpeg_quality for p in s.scalars(select(Photo))}
+    assert got == {"a.jpg": None, "b.jpg": 83}
+    assert schema_differences(to_url(str(f))) == []
+    assert list(tmp_path.glob("c.sqlite.v5-*.bak"))

@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -170,9 +170,12 @@ def shipped_thresholds(model_path: Path | str | None = None) -> Thresholds:
     return th
 
 
-def reasons_for(severity: dict[str, float], th: Thresholds) -> tuple[str, ...]:
-    """The degradations at or above their own threshold, most severe first (the badge)."""
-    return tuple(sorted((n for n, v in severity.items() if v >= th.severity.get(n, DEFAULT_SEVERITY_THRESHOLD)),
+def reasons_for(severity: dict[str, float], th: Thresholds, skip: Container[str] = ()) -> tuple[str, ...]:
+    """The degradations at or above their own threshold, most severe first (the badge); those in
+    ``skip`` are left out (the library skips ``compression`` for a JPEG the enhancer would not
+    deblock: ``engine.enhance.levels.reasons_skipped``)."""
+    return tuple(sorted((n for n, v in severity.items()
+                         if v >= th.severity.get(n, DEFAULT_SEVERITY_THRESHOLD) and n not in skip),
                         key=lambda n: -severity[n]))
 
 

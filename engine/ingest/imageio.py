@@ -13,6 +13,9 @@
   (no RAW library needed; every mainstream camera embeds a preview, usually full size or close).
 * Bad files raise :class:`ImageError` with a short ``code`` and a human ``reason``.
 * EXIF is read with piexif; :func:`exif_fields` turns it into the columns the catalog sorts by.
+* A JPEG's quality is read from its luminance quantisation table (:func:`jpeg_table_quality`,
+  no pixels needed) into ``fields['jpeg_quality']``: the catalog keeps it, and the compression
+  reason is not shown where the enhancer would not deblock (``engine.assess.scoring.reasons_for``).
 """
 
 from __future__ import annotations
@@ -281,7 +284,46 @@ def exif_fields(exif: dict[str, Any]) -> dict[str, Any]:
 EMPTY_EXIF_FIELDS: dict[str, Any] = {
     "camera_make": None, "camera_model": None, "lens": None, "camera_serial": None, "captured_at": None, "iso": None,
     "exposure_time": None, "f_number": None, "focal_length": None, "has_gps": False, "orientation": None,
-}
+}  # plus ``jpeg_quality`` from :func:`decode` (not EXIF)
+
+
+# the IJG (libjpeg) luminance quantisation table at quality 50, row-major 8x8 (Annex K of ITU T.81)
+_IJG_LUMA50 = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], np.float64)
+
+
+def _ijg_luma_tables() -> np.ndarray:
+    q = np.arange(1, 101, dtype=np.float64)
+    scale = np.where(q < 50, 5000.0 / q, 200.0 - 2.0 * q)
+    return np.clip(np.floor((_IJG_LUMA50[None, :] * scale[:, None] + 50.0) / 100.0), 1, 255)
+
+
+_IJG_TABLES = _ijg_luma_tables()  # row q-1: the luminance table libjpeg writes at quality q
+
+
+def jpeg_table_quality(tables: Any) -> int | None:
+    """The IJG quality (1..100) whose luminance table is closest to a JPEG's own (Pillow's
+    ``im.quantization``: table 0 is luma, 64 steps in row-major order); None without one.
+
+    For libjpeg's own tables (most software) this is the quality the file was saved at; for a
+    camera's or phone's custom tables it is the IJG quality of about the same coarseness
+    (closest in log step, so the many small low-frequency steps weigh as much as the large ones).
+    It describes the last compression, as the restorer's pixel estimate does
+    (``engine.enhance.levels.jpeg_quality``)."""
+    if not isinstance(tables, dict) or not tables:
+        return None
+    t = tables.get(0, next(iter(tables.values())))
+    try:
+        a = np.asarray(list(t), np.float64)
+    except (TypeError, ValueError):
+        return None
+    if a.shape != (64,) or not np.all(a > 0):
+        return None
+    err = np.abs(np.log(_IJG_TABLES) - np.log(a)[None, :]).sum(axis=1)
+    return int(np.argmin(err)) + 1
 
 
 def parse_exif(blob: bytes | None) -> tuple[dict[str, Any], str | None]:
@@ -499,6 +541,7 @@ def _decode(data: bytes, ext: str, max_side: int | None, reduce: int,
             fields, warning, raw_exif = _exif_from(data, ext, im)
         orientation = _orientation_of(im, fields)
         fields["orientation"] = orientation
+        fields["jpeg_quality"] = jpeg_table_quality(getattr(im, "quantization", None))
         full_w, full_h = im.size
         target = (full_w, full_h)
         if reduce_for is not None:

@@ -110,7 +110,8 @@ def _examine(w: _Walked, existing: _Existing | None, scorer: IngestScorer | None
     values: dict[str, Any] = {
         "width": w_, "height": h_, "format": img.format, "warning": img.warning,
         **{k: fields.get(k) for k in ("camera_make", "camera_model", "lens", "camera_serial", "captured_at", "iso",
-                                  "exposure_time", "f_number", "focal_length", "has_gps", "orientation")},
+                                  "exposure_time", "f_number", "focal_length", "has_gps", "orientation",
+                                  "jpeg_quality")},
     }
     for k, n in (("camera_make", 128), ("camera_model", 128), ("lens", 128), ("camera_serial", 64)):
         if isinstance(values[k], str):

@@ -95,3 +95,57 @@ def test_a_broken_quality_model_falls_back_to_the_assessor(tmp_path: Path, monke
     img = np.full((40, 50, 3), 100, np.uint8)
     g = measure(img, img + 20)
     assert len(fs.calls) == 2 and g.gain is not None and g.gain > 0  # the fake head: brighter is better
+
+
+def test_guard_margin_is_read_for_its_own_model_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``quality.json`` names the Q file it was calibrated for: its margin applies to that file only;
+    no file, another model's file or a damaged one: any gain counts (margin 0)."""
+    import hashlib
+    import json
+
+    from engine.assess.quality import guard_margin
+
+    d = tmp_path / "m"
+    d.mkdir()
+    qf = d / "quality.onnx"
+    shutil.copy(SHIPPED_Q, qf)
+    assert guard_margin(qf) == 0.0
+    sha = hashlib.sha256(qf.read_bytes()).hexdigest()
+    (d / "quality.json").write_text(json.dumps({"model_sha256": sha, "guard_margin": 0.3}))
+    assert guard_margin(qf) == pytest.approx(0.3)
+    (d / "quality.json").write_text(json.dumps({"model_sha256": "0" * 64, "guard_margin": 0.5}))
+    assert guard_margin(qf) == 0.0
+    (d / "quality.json").write_text("{not json")
+    assert guard_margin(qf) == 0.0
+
+
+def test_a_gain_within_the_judges_noise_is_no_gain(tmp_catalog: Catalog, make_image: ImageFactory, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a calibrated margin, a gain at or under it does not count: a batch leaves the photo as
+    it was (the recipe is stored as rejected), a single enhance keeps it and says so; the message
+    names the margin. A clear gain above it is an improvement as before."""
+    import hashlib
+    import json
+
+    from engine.enhance.guard import Guard, guard_message
+
+    g = Guard(5.0, 5.1, "", margin=0.2)
+    assert g.helped is False and "no measurable gain" in guard_message(g, False) and "0.20" in guard_message(g, False)
+    assert Guard(5.0, 5.3, "", margin=0.2).helped is True
+    assert Guard(5.0, 4.9, "", margin=0.2).helped is False and "did not help" in guard_message(Guard(5.0, 4.9), True)
+    assert Guard(None, None, "x", margin=0.2).helped is None
+
+    d = setup_models(tmp_path, monkeypatch, "gain", gain=1.0)  # the restorer changes nothing
+    shutil.copy(SHIPPED_Q, d / "quality.onnx")
+    sha = hashlib.sha256((d / "quality.onnx").read_bytes()).hexdigest()
+    (d / "quality.json").write_text(json.dumps({"model_sha256": sha, "guard_margin": 0.25}))
+    make_image("a.jpg", 160, 120, seed=1)
+    make_image("b.jpg", 160, 120, seed=2)
+    ids = index(tmp_catalog, tmp_path / "photos")
+    results = list(Editor(tmp_catalog).enhance_batch(ids, ops="restore"))
+    assert len(results) == 2
+    for r in results:
+        assert r.measured_gain is not None and abs(r.measured_gain) <= 0.25 and r.margin == pytest.approx(0.25)
+        assert r.helped is False and r.applied is False
+    single = Editor(tmp_catalog).enhance(ids[0], ops="restore")
+    assert single.applied is True and single.helped is False

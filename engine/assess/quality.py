@@ -109,4 +109,43 @@ def get_quality_model(path: Path | None = None) -> QualityModel | None:
         return m
 
 
-__all__ = ["MAX_SIDE", "VIEW_SIDE", "QualityModel", "default_model_path", "get_quality_model", "measure_reduce"]
+_margins: dict[tuple[str, int], float] = {}
+
+
+def guard_margin(path: Path | None = None) -> float:
+    """How much Q must gain before the regression guard counts an edit as an improvement: the
+    ``guard_margin`` of ``<model>.json`` (``models/training/calibrate_guard.py``: the 90th percentile
+    of Q's gain over edits no one can see, on TRAIN views), applied only to the model file whose
+    sha256 that file names. 0.0 (any gain counts) without a calibration, or for another model file,
+    with a warning, since its figure would be wrong."""
+    import hashlib
+    import json
+    import logging
+
+    p = Path(path) if path is not None else default_model_path()
+    side = p.with_suffix(".json")
+    try:
+        key = (str(side.resolve()), side.stat().st_mtime_ns)
+    except OSError:
+        return 0.0
+    with _lock:
+        hit = _margins.get(key)
+    if hit is not None:
+        return hit
+    m = 0.0
+    try:
+        raw = json.loads(side.read_text(encoding="utf-8"))
+        if raw.get("model_sha256") == hashlib.sha256(p.read_bytes()).hexdigest():
+            m = max(0.0, float(raw.get("guard_margin", 0.0)))
+        else:
+            logging.getLogger(__name__).warning("%s was calibrated for another quality model; the guard "
+                                                "counts any gain", side.name)
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        logging.getLogger(__name__).warning("unreadable guard calibration %s (%s); the guard counts any gain", side, e)
+    with _lock:
+        _margins[key] = m
+    return m
+
+
+__all__ = ["MAX_SIDE", "VIEW_SIDE", "QualityModel", "default_model_path", "get_quality_model", "guard_margin",
+           "measure_reduce"]

@@ -16,7 +16,8 @@ keeps meaning "the original". Every change is one catalog transaction.
 Regression guard. After an enhance the result is rendered at full resolution (the render is
 cached and reused by export) and measured against the original (``engine.enhance.guard``). The
 quality before and after and their difference (``measured_gain``) are stored on the recipe. A
-gain <= 0 is reported ("did not help"); a single enhance keeps it (the user asked and can
+gain that is not above Q's noise (``Guard.helped``; "did not help", or "no measurable gain"
+for a positive gain within the noise) is reported; a single enhance keeps it (the user asked and can
 undo), a batch leaves the photo as it was and stores the recipe as ``rejected``. A gain that
 could not be measured is stored as NULL and the result says so.
 """
@@ -64,10 +65,11 @@ class EnhanceResult:
     message: str
     summary: str = ""
     error: str | None = None
+    margin: float = 0.0  # the guard's least gain that counts (Guard.margin)
 
     @property
     def helped(self) -> bool | None:
-        return None if self.measured_gain is None else self.measured_gain > 0
+        return None if self.measured_gain is None else self.measured_gain > self.margin
 
     def to_json(self) -> dict[str, Any]:
         return {"photo_id": self.photo_id, "recipe_id": self.recipe_id, "version": self.version,
@@ -347,10 +349,10 @@ class Editor:
                         job_id: int | None = None) -> EnhanceResult:
         """Store an enhance made by :func:`render_and_measure` (here, or by a cluster worker)."""
         gain = guard.gain
-        apply = apply_if_no_gain or gain is None or gain > 0
+        apply = apply_if_no_gain or guard.helped is not False
         rid, version = self._record(photo_id, recipe, guard, apply, job_id)
         return EnhanceResult(photo_id, rid, version, apply, gain, guard.quality_before, guard.quality_after,
-                             guard_message(guard, apply), recipe.summary())
+                             guard_message(guard, apply), recipe.summary(), margin=guard.margin)
 
     def _record(self, photo_id: int, recipe: Recipe, guard: Guard, apply: bool, job_id: int | None
                 ) -> tuple[int, int]:

@@ -4,7 +4,9 @@ After an enhance the result is rendered at full resolution and both the original
 are measured with the quality model Q (``engine.assess.quality``; the assessor's quality head when
 Q is not installed) on copies of the same size, made the same way (long side at most 2048 px by an
 integer area reduction). ``measured_gain`` is the difference. When neither Q nor the assessor is
-installed the gain is None and the note says it was not measured. Used by the editor
+installed the gain is None and the note says it was not measured. An edit *helped* when Q gained
+more than Q's own noise (``margin``: ``engine.assess.quality.guard_margin``, calibrated on edits no
+one can see; 0 for the assessor's head); a smaller gain is reported as no measurable gain. Used by the editor
 (``engine.enhance.edits``) and for files outside the catalog (``engine.export.files``).
 """
 
@@ -27,12 +29,19 @@ class Guard:
     quality_before: float | None
     quality_after: float | None
     note: str = ""
+    margin: float = 0.0  # the least gain that counts (Q's noise on invisible edits)
 
     @property
     def gain(self) -> float | None:
         if self.quality_before is None or self.quality_after is None:
             return None
         return self.quality_after - self.quality_before
+
+    @property
+    def helped(self) -> bool | None:
+        """Q gained more than its noise; None when not measured."""
+        g = self.gain
+        return None if g is None else g > self.margin
 
 
 def _scorer_or_reason() -> tuple[Any | None, str]:
@@ -67,12 +76,12 @@ def measure(before_u8: np.ndarray, after_u8: np.ndarray) -> Guard:
     approximation of Q) on the scorer's views; without either, not measured."""
     h, w = before_u8.shape[:2]
     try:
-        from engine.assess.quality import get_quality_model, measure_reduce
+        from engine.assess.quality import get_quality_model, guard_margin, measure_reduce
 
         q = get_quality_model()
         if q is not None:
             b, a = same_size_views(before_u8, after_u8, measure_reduce(w, h))
-            return Guard(q(b), q(a), "")
+            return Guard(q(b), q(a), "", guard_margin(q.path))
     except Exception as e:  # noqa: BLE001 - a broken model file falls back to the assessor
         log.warning("quality model failed, measuring with the assessor: %s", e)
     scorer, reason = _scorer_or_reason()
@@ -87,8 +96,11 @@ def measure(before_u8: np.ndarray, after_u8: np.ndarray) -> Guard:
 def guard_message(g: Guard, applied: bool) -> str:
     if g.gain is None:
         return f"enhanced; {g.note or 'quality not measured'}"
-    if g.gain > 0:
+    if g.helped:
         return f"enhanced: quality {g.quality_before:.3f} -> {g.quality_after:.3f} ({g.gain:+.3f})"
     tail = "kept, undo to go back" if applied else "not applied"
+    if g.gain > 0:
+        return (f"no measurable gain: quality {g.quality_before:.3f} -> {g.quality_after:.3f} ({g.gain:+.3f}, "
+                f"within the quality model's noise of {g.margin:.2f}); {tail}")
     return (f"the enhancement did not help: quality {g.quality_before:.3f} -> {g.quality_after:.3f} "
             f"({g.gain:+.3f}); {tail}")

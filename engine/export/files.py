@@ -89,7 +89,7 @@ def enhance_file(path: Path, out_dir: Path, renderer: Renderer, ops: Sequence[st
     gain = guard.gain
     common: dict[str, Any] = {"measured_gain": gain, "quality_before": guard.quality_before,
                               "quality_after": guard.quality_after, "recipe": recipe.summary()}
-    if gain is not None and gain <= 0 and not force:
+    if guard.helped is False and not force:
         return FileResult(shown, "skipped", message=guard_message(guard, False) + " (use --force to write it)",
                           **common)
     try:

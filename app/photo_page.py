@@ -245,7 +245,10 @@ class PhotoPage(QWidget):
         if gain is None:
             self.gain_label.setText("Enhanced (gain not measured)")
             return
-        colour = "#3a3" if gain > 0 else "#c33"
+        margin_of = getattr(self.services, "guard_margin", None)
+        margin = float(margin_of()) if callable(margin_of) else 0.0
+        # green: a gain above the quality model's noise; grey: within it (no measurable gain); red: a loss
+        colour = "#3a3" if gain > margin else ("#888" if gain > 0 else "#c33")
         detail = f" (measured quality {qb:.2f} → {qa:.2f})" if qb is not None and qa is not None else ""
         rated = self.rated.get(self.photo_id) if self.photo_id is not None else None
         note = f" · you rated it <b>{RATING_NAMES[rated]}</b>" if rated is not None else ""

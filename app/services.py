@@ -385,6 +385,14 @@ class Services:
         return shipped_thresholds().severity.get(name, DEFAULT_SEVERITY_THRESHOLD)
 
     @staticmethod
+    def guard_margin() -> float:
+        """The least quality gain the regression guard counts as an improvement (the installed
+        quality model's calibrated noise; 0 without one)."""
+        from engine.assess.quality import guard_margin
+
+        return guard_margin()
+
+    @staticmethod
     def reasons_skipped(jpeg_quality: int | None) -> frozenset[str]:
         """Degradations never named as reasons for a photo of this JPEG quality, whatever their
         severity (``compression`` where the enhancer would not deblock)."""

@@ -63,6 +63,24 @@ class SeverityBars(QWidget):
             p.drawText(QRectF(label_w + bar_w + 4, y, 40, lh), Qt.AlignmentFlag.AlignVCenter, f"{v:.2f}")
 
 
+_ZWSP = "\u200b"  # a zero-width space: a place a word-wrapped label may break a line
+
+
+def breakable(text: str, run: int = 16) -> str:
+    """``text`` with line-break opportunities after separators (``_ - . /`` and backslash) and inside
+    any run of ``run`` characters without one, so a long file name without spaces wraps in a narrow
+    pane instead of widening it past the window (the bars and numbers below were cut off)."""
+    out: list[str] = []
+    n = 0
+    for ch in text:
+        out.append(ch)
+        n = 0 if ch.isspace() else n + 1
+        if ch in "_-./\\" or n >= run:
+            out.append(_ZWSP)
+            n = 0
+    return "".join(out)
+
+
 def _fmt_exposure(t: float | None) -> str | None:
     if not t:
         return None
@@ -124,8 +142,8 @@ class DetailsPane(QScrollArea):
             return
         path = str(_get(info, "display_path", "path") or "")
         name = path.replace("\\", "/").rsplit("/", 1)[-1]
-        self.title.setText(f"<b style='font-size:large'>{html.escape(name)}</b><br>"
-                           f"<span style='color:gray'>{html.escape(path)}</span>")
+        self.title.setText(f"<b style='font-size:large'>{html.escape(breakable(name))}</b><br>"
+                           f"<span style='color:gray'>{html.escape(breakable(path))}</span>")
         rows: list[tuple[str, str]] = []
         status = str(_get(info, "status") or "ok")
         if status != "ok":

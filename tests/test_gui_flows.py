@@ -10,6 +10,7 @@ import hashlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -509,3 +510,25 @@ def test_faces_toggle_and_weight_reach_the_recipe(qtbot, tmp_path: Path, models:
     finally:
         win.close()
         services.close()
+
+
+def test_details_pane_wraps_a_long_file_name(qtbot: Any) -> None:
+    """A file name with no spaces (camera exports, downloads) wraps inside the pane instead of
+    widening it past the window, which cut off the severity bars and their numbers."""
+    from types import SimpleNamespace
+
+    from app.details import DetailsPane, breakable
+
+    name = "SunHays80_cathedral_indoor_sun_aehpzycvadvphcuu_0123456789abcdef0123456789.jpg"
+    assert breakable(name).replace("\u200b", "") == name
+    pane = DetailsPane()
+    qtbot.addWidget(pane)
+    pane.resize(300, 600)
+    pane.show()
+    info = SimpleNamespace(display_path=f"/photos/2024/{name}", status="ok", width=685, height=1024,
+                           format="JPEG", jpeg_quality=75, size=123_900,
+                           severity={"noise": 0.1, "compression": 0.35})
+    pane.show_info(info)
+    qtbot.wait(50)
+    assert pane.widget().minimumSizeHint().width() <= 300
+    assert "quality 75" in pane.facts.text()

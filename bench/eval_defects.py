@@ -93,12 +93,16 @@ def main() -> int:
     ap.add_argument("--blob-z", type=float, default=None, help="override engine.enhance.defects.BLOB_Z")
     ap.add_argument("--half-z", type=float, default=None, help="override engine.enhance.defects.HALF_Z")
     ap.add_argument("--scales", default=None, help="override engine.enhance.defects.SCALES (comma-separated)")
+    ap.add_argument("--line-divide-max", type=float, default=None,
+                    help="override engine.enhance.defects.LINE_DIVIDE_MAX (0.5: the rule before it, OPAQUE)")
     ap.add_argument("--floor", default=None, help="override FLOOR_FRACTION,FLOOR_BLOCK of engine.enhance.defects")
     a = ap.parse_args()
     if a.blob_z is not None:
         D.BLOB_Z = a.blob_z
     if a.half_z is not None:
         D.HALF_Z = a.half_z
+    if a.line_divide_max is not None:
+        D.LINE_DIVIDE_MAX = a.line_divide_max
     if a.floor:
         D.FLOOR_FRACTION, D.FLOOR_BLOCK = (float(x) for x in a.floor.split(","))
     if a.scales:

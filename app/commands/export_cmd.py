@@ -9,7 +9,8 @@ edit yet, and exports enhanced copies to OUTDIR, mirroring DIR's sub-folders:
 * ``--all``: every photo of DIR (works without an assessor; the gain is then not measured);
 * neither: the photos of DIR that already have an enhancement (made in the GUI or earlier).
 
-Enhancing here is a batch: a result whose measured gain is <= 0 is not applied, and that photo
+Enhancing here is a batch: a result whose measured gain is not above the quality model's noise
+(``Guard.helped``; 0 without a calibration) is not applied, and that photo
 is reported as ``skipped`` (the originals are not re-encoded under an "enhanced" name). A photo
 already exported to the same folder with the same edit and format is skipped, so rerunning an
 interrupted export completes it without duplicates.

@@ -123,11 +123,23 @@ def _u8(x: np.ndarray) -> np.ndarray:
     return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def test_shipped_q_is_version_3() -> None:
+def test_shipped_q_is_version_4_and_its_torch_twin_matches() -> None:
+    """The shipped file is version 4, and the committed checkpoint (the differentiable twin the
+    tone loss loads) gives the same scores as the ONNX file the app runs."""
     onnx = pytest.importorskip("onnx")
+    torch = pytest.importorskip("torch")
     meta = {p.key: p.value for p in onnx.load(str(SHIPPED_Q)).metadata_props}
-    assert meta.get("version") == "3"
+    assert meta.get("version") == "4"
     assert "cfg" in json.loads(json.dumps(meta))
+    from models.training.nets_assess import load_quality
+
+    twin = load_quality(SHIPPED_Q.parent / "training" / "checkpoints" / "quality_v4.pth")
+    q = _q()
+    for seed in range(2):
+        u = _texture(128, 160, seed=seed)
+        with torch.no_grad():
+            t = float(twin(torch.from_numpy(u.transpose(2, 0, 1)[None].copy()))[0])
+        assert abs(t - q(_u8(u))) < 0.05
 
 
 def test_shipped_q_prefers_texture_to_its_blurred_and_noisy_versions() -> None:

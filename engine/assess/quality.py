@@ -6,11 +6,12 @@ its quality head only mimics Q from four crops and a 128 px view and can miss wh
 whole frame. The regression guard therefore measures a result with Q itself when the model file
 is installed (``engine.enhance.guard.measure``), on the original and the result at the same reduced size
 (long side at most ``MAX_SIDE``), which Q then looks at with a long side of ``VIEW_SIDE``
-(768 px, the scale it was fitted at). Q version 3 (models/quality.md) was fitted to human opinion
+(768 px, the scale it was fitted at). Q version 4 (models/quality.md) was fitted to human opinion
 scores of real photos and to pairs whose order is known, including every way our own enhancer
 goes wrong (smoothing away texture, halos, banding, clipping, over-saturation, overdone local
 tone mapping, colour shifts) and textured crops against their mildly smoothed and noisy
-versions: fixed natural-scene, colour, sharpness, noise and tone statistics and a small learned
+versions, our restorer's measurably successful restorations above their input and invisible edits
+as ties: fixed natural-scene, colour, sharpness, noise and tone statistics and a small learned
 ensemble head (bench/bench_guard.py for its cost). The session
 runs without onnxruntime's memory arena, so the memory its activations take is returned after
 each call instead of staying resident.

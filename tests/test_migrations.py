@@ -252,22 +252,33 @@ def test_opening_a_catalog_at_head_does_not_import_alembic(tmp_path: Path) -> No
     assert out.stdout.strip() == "False", out.stderr
 
 
-def test_faces_revision_upgrades_a_schema_4_catalog(tmp_path: Path) -> None:
-    """Revision 0005 (faces): a catalog at 0004 with a photo is upgraded; the photo keeps its row,
-    ``face_count`` starts NULL (not examined), and faces can be stored and read back."""
+def _catalog_with_a_photo_at(tmp_path: Path, revision: str) -> Path:
+    """A new SQLite catalog downgraded to ``revision`` with one photo row (/p/a.jpg, fingerprint fp1)."""
     from alembic import command
-
-    from db.queries import faces_of, store_faces
 
     f = tmp_path / "c.sqlite"
     Catalog.open(str(f)).close()
     engine = create_engine(to_url(str(f)))
     try:
         with engine.begin() as conn:
-            command.downgrade(migrations._config(conn, None), "0004")
+            command.downgrade(migrations._config(conn, None), revision)
             conn.execute(text(
                 "INSERT INTO photos (path, path_bytes, size, mtime_ns, has_gps, status, indexed_at, fingerprint) "
                 "VALUES ('/p/a.jpg', x'2f702f612e6a7067', 1, 1, 0, 'ok', '2026-01-01', 'fp1')"))
+    finally:
+        engine.dispose()
+    return f
+
+
+def test_faces_revision_upgrades_a_schema_4_catalog(tmp_path: Path) -> None:
+    """Revision 0005 (faces): a catalog at 0004 with a photo is upgraded; the photo keeps its row,
+    ``face_count`` starts NULL (not examined), and faces can be stored and read back."""
+
+    from db.queries import faces_of, store_faces
+
+    f = _catalog_with_a_photo_at(tmp_path, "0004")
+    engine = create_engine(to_url(str(f)))
+    try:
         with engine.connect() as conn:
             assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
             assert conn.execute(text("SELECT name FROM sqlite_master WHERE name='faces'")).fetchall() == []
@@ -293,21 +304,10 @@ def test_jpeg_quality_revision_upgrades_a_schema_5_catalog(tmp_path: Path, make_
     """Revision 0006: a catalog at 0005 with a photo is upgraded; the old row's ``jpeg_quality``
     is NULL (unknown: its compression reason is shown as before) until the file is indexed anew;
     a newly indexed JPEG gets its quality."""
-    from alembic import command
 
     from engine.library import Library
 
-    f = tmp_path / "c.sqlite"
-    Catalog.open(str(f)).close()
-    engine = create_engine(to_url(str(f)))
-    try:
-        with engine.begin() as conn:
-            command.downgrade(migrations._config(conn, None), "0005")
-            conn.execute(text(
-                "INSERT INTO photos (path, path_bytes, size, mtime_ns, has_gps, status, indexed_at, fingerprint) "
-                "VALUES ('/p/a.jpg', x'2f702f612e6a7067', 1, 1, 0, 'ok', '2026-01-01', 'fp1')"))
-    finally:
-        engine.dispose()
+    f = _catalog_with_a_photo_at(tmp_path, "0005")
     lib_dir = tmp_path / "lib"
     make_image("b.jpg", quality=83, folder=lib_dir)
     with Catalog.open(str(f)) as cat:

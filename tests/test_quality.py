@@ -113,6 +113,10 @@ def test_guard_margin_is_read_for_its_own_model_only(tmp_path: Path, monkeypatch
     sha = hashlib.sha256(qf.read_bytes()).hexdigest()
     (d / "quality.json").write_text(json.dumps({"model_sha256": sha, "guard_margin": 0.3}))
     assert guard_margin(qf) == pytest.approx(0.3)
+    qf.write_bytes(qf.read_bytes() + b"\0")  # the model replaced, its calibration not: no margin
+    assert guard_margin(qf) == 0.0
+    shutil.copy(SHIPPED_Q, qf)
+    assert guard_margin(qf) == pytest.approx(0.3)
     (d / "quality.json").write_text(json.dumps({"model_sha256": "0" * 64, "guard_margin": 0.5}))
     assert guard_margin(qf) == 0.0
     (d / "quality.json").write_text("{not json")

@@ -110,7 +110,7 @@ def get_quality_model(path: Path | None = None) -> QualityModel | None:
         return m
 
 
-_margins: dict[tuple[str, int], float] = {}
+_margins: dict[tuple[str, int, int, int], float] = {}
 
 
 def guard_margin(path: Path | None = None) -> float:
@@ -125,8 +125,9 @@ def guard_margin(path: Path | None = None) -> float:
 
     p = Path(path) if path is not None else default_model_path()
     side = p.with_suffix(".json")
-    try:
-        key = (str(side.resolve()), side.stat().st_mtime_ns)
+    try:  # the calibration and the model file it names: a replaced model must be checked again
+        ms = p.stat()
+        key = (str(side.resolve()), side.stat().st_mtime_ns, ms.st_mtime_ns, ms.st_size)
     except OSError:
         return 0.0
     with _lock:

@@ -33,16 +33,14 @@ import math
 import cv2
 import numpy as np
 
+from engine.ingest.imageio import IJG_LUMA50
+
 _LAPLACE_DIFF = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 # scale of the operator's response to unit white noise: sqrt(pi/2) / 6 (Immerkær 1996)
 _IMMERKAER = math.sqrt(math.pi / 2.0) / 6.0
 
-# the IJG (libjpeg) luminance table at quality 50, row-major 8x8
-_IJG_LUMA = np.array([
-    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
-    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
-    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], np.float64).reshape(8, 8)
+# the IJG (libjpeg) luminance table at quality 50, 8x8 (the one the file-header reading uses too)
+_IJG_LUMA = IJG_LUMA50.reshape(8, 8)
 # low frequencies used for the step estimate (most reliable: large, populated, not all zero)
 _FREQS = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0), (1, 2), (2, 1), (2, 2))
 

@@ -15,7 +15,7 @@
 * EXIF is read with piexif; :func:`exif_fields` turns it into the columns the catalog sorts by.
 * A JPEG's quality is read from its luminance quantisation table (:func:`jpeg_table_quality`,
   no pixels needed) into ``fields['jpeg_quality']``: the catalog keeps it, and the compression
-  reason is not shown where the enhancer would not deblock (``engine.assess.scoring.reasons_for``).
+  reason is not shown where the enhancer would not deblock (``engine.enhance.levels.reasons_skipped``).
 """
 
 from __future__ import annotations
@@ -287,8 +287,9 @@ EMPTY_EXIF_FIELDS: dict[str, Any] = {
 }  # plus ``jpeg_quality`` from :func:`decode` (not EXIF)
 
 
-# the IJG (libjpeg) luminance quantisation table at quality 50, row-major 8x8 (Annex K of ITU T.81)
-_IJG_LUMA50 = np.array([
+# the IJG (libjpeg) luminance quantisation table at quality 50, row-major 8x8 (Annex K of ITU T.81);
+# also the restorer's pixel estimate's reference (engine.enhance.levels)
+IJG_LUMA50 = np.array([
     16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
     14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
     18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
@@ -298,10 +299,10 @@ _IJG_LUMA50 = np.array([
 def _ijg_luma_tables() -> np.ndarray:
     q = np.arange(1, 101, dtype=np.float64)
     scale = np.where(q < 50, 5000.0 / q, 200.0 - 2.0 * q)
-    return np.clip(np.floor((_IJG_LUMA50[None, :] * scale[:, None] + 50.0) / 100.0), 1, 255)
+    return np.clip(np.floor((IJG_LUMA50[None, :] * scale[:, None] + 50.0) / 100.0), 1, 255)
 
 
-_IJG_TABLES = _ijg_luma_tables()  # row q-1: the luminance table libjpeg writes at quality q
+_IJG_LOG_TABLES = np.log(_ijg_luma_tables())  # row q-1: log of the luminance table libjpeg writes at quality q
 
 
 def jpeg_table_quality(tables: Any) -> int | None:
@@ -322,7 +323,7 @@ def jpeg_table_quality(tables: Any) -> int | None:
         return None
     if a.shape != (64,) or not np.all(a > 0):
         return None
-    err = np.abs(np.log(_IJG_TABLES) - np.log(a)[None, :]).sum(axis=1)
+    err = np.abs(_IJG_LOG_TABLES - np.log(a)[None, :]).sum(axis=1)
     return int(np.argmin(err)) + 1
 
 

@@ -3,7 +3,8 @@
 * ``photos.jpeg_quality``: the IJG quality of the file's last JPEG compression
   (``engine.ingest.imageio.jpeg_table_quality``); NULL for other formats and for photos indexed
   before this revision (filled when the file is next indexed as new or changed). The compression
-  reason is not shown for JPEGs the enhancer would not deblock (``engine.assess.scoring``).
+  reason is not shown for JPEGs the enhancer would not deblock
+  (``engine.enhance.levels.reasons_skipped``).
 
 Revision ID: 0006
 Revises: 0005

@@ -2,6 +2,7 @@
 
     python -m models.training.labels                    # make the labels first
     python -m models.training.train_assessor --minutes 15
+    python -m models.training.train_assessor --minutes 37   # resume runs/assessor/ckpt.pt to a 37-minute whole
     python -m models.training.eval_assessor             # metrics + thresholds (models/assessor.json)
 
 Heads and losses: improvability <- delta (smooth L1, in quality points), quality <- Q(original)
@@ -120,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--labels", type=Path, nargs="+", default=[LABELS],
                     help="label folders (their train sets are concatenated)")
     ap.add_argument("--out", type=Path, default=REPO / "models" / "assessor.onnx")
-    ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    ap.add_argument("--fresh", action="store_true", help="start from scratch, ignoring runs/assessor/ckpt.pt (without it a run resumes "
+                         "there; --minutes is then the whole budget, the cosine schedule follows it)")
     ap.add_argument("--export-only", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -144,12 +146,27 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(args.seed)
     budget = args.minutes * 60
     elapsed, step, t_last, last_log = 0.0, 0, time.monotonic(), 0.0
+    warm_from = 0  # the learning rate ramps up over 50 steps from here
+    if ckpt.exists() and not args.fresh:
+        # resume: the cosine follows the whole budget (--minutes is the total, not what is left)
+        ck = torch.load(ckpt, weights_only=False)
+        net.load_state_dict(ck["model"])
+        step, elapsed = int(ck["step"]), float(ck["elapsed"])
+        last_log = elapsed
+        if "opt" in ck:
+            opt.load_state_dict(ck["opt"])
+        else:  # a checkpoint without the optimiser's moments: ramp up again
+            warm_from = step
+        print(f"resumed at step {step} ({elapsed / 60:.1f} of {args.minutes:g} min)", flush=True)
+        if elapsed >= budget:
+            print(f"the budget of {args.minutes:g} min is spent: nothing to train (give a larger --minutes)",
+                  flush=True)
     log = (RUN / "log.jsonl").open("a")
     from models.training.train_quality import pearson, spearman
 
     while elapsed < budget:
         frac = elapsed / budget
-        lr = args.lr * min(1.0, (step + 1) / 50) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
+        lr = args.lr * min(1.0, (step - warm_from + 1) / 50) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
         idx = rng.choice(tr_idx, args.batch, replace=len(tr_idx) < args.batch)
@@ -171,9 +188,9 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(rec), flush=True)
             log.write(json.dumps(rec) + "\n")
             log.flush()
-            torch.save({"model": net.state_dict(), "step": step, "elapsed": elapsed}, ckpt)
+            torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, ckpt)
             t_last = time.monotonic()
-    torch.save({"model": net.state_dict(), "step": step, "elapsed": elapsed}, ckpt)
+    torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, ckpt)
     export(net, args.out)
     print(f"exported {args.out} ({args.out.stat().st_size / 1e6:.2f} MB) after {step} steps, "
           f"{elapsed / 60:.1f} min", flush=True)

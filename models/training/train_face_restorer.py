@@ -17,6 +17,7 @@ are only used for the log line.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import time
 from pathlib import Path
@@ -96,16 +97,31 @@ def train_codebook(minutes: float, batch: int) -> None:
     print("done", it, flush=True)
 
 
-def train_restore(minutes: float, batch: int, lr: float, crop: int) -> None:
+def load_onnx_weights(net: FaceRestorer, path: Path) -> None:
+    """Initialise ``net`` from an exported ``face_restorer.onnx`` (its initializers keep the
+    parameter names under ``net.``); the codebook's EMA statistics are not exported and are only
+    used by stage 1."""
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+    sd = net.state_dict()
+    missing = []
+    for k in sd:
+        a = inits.get("net." + k, inits.get(k))
+        if a is None:
+            missing.append(k)
+        else:
+            sd[k] = torch.from_numpy(np.array(a)).reshape(sd[k].shape)
+    net.load_state_dict(sd)
+    print(f"initialised from {path.name}; not in the file: {missing}", flush=True)
+
+
+def train_restore(minutes: float, batch: int, lr: float, crop: int, init_onnx: Path | None = None) -> None:
     out = RUNS / "face_restorer"
     out.mkdir(parents=True, exist_ok=True)
     ck = out / "ckpt.pt"
     net = FaceRestorer()
-    vq = FaceVQ()
-    vq.load_state_dict(torch.load(RUNS / "face_vq" / "ckpt.pt")["net"])
-    vq.eval()
-    for p in vq.parameters():
-        p.requires_grad_(False)
     opt_state = None
     elapsed, it = 0.0, 0
     if ck.is_file():
@@ -113,10 +129,27 @@ def train_restore(minutes: float, batch: int, lr: float, crop: int) -> None:
         net.load_state_dict(s["net"])
         opt_state = s["opt"]
         elapsed, it = s["elapsed"], s["it"]
+    elif init_onnx is not None:
+        load_onnx_weights(net, init_onnx)
+    if (RUNS / "face_vq" / "ckpt.pt").is_file():
+        vq = FaceVQ()
+        vq.load_state_dict(torch.load(RUNS / "face_vq" / "ckpt.pt")["net"])
+        if not ck.is_file() and init_onnx is None:
+            net.enc.load_state_dict(vq.enc.state_dict())
+            net.cb.load_state_dict(vq.cb.state_dict())
+            net.dec.load_state_dict(vq.dec.state_dict(), strict=False)
+        teacher_enc, teacher_cb = vq.enc, vq.cb
+    elif init_onnx is not None:
+        # no stage-1 checkpoint: the clean face's codes come from a frozen copy of the
+        # initial encoder (it was pulled towards stage 1's codes while it trained)
+        frozen = copy.deepcopy(net)
+        teacher_enc, teacher_cb = frozen.enc, frozen.cb
     else:
-        net.enc.load_state_dict(vq.enc.state_dict())
-        net.cb.load_state_dict(vq.cb.state_dict())
-        net.dec.load_state_dict(vq.dec.state_dict(), strict=False)
+        raise SystemExit("no runs/face_vq/ckpt.pt: run --stage codebook first, or give --init-onnx")
+    for m in (teacher_enc, teacher_cb):
+        m.eval()
+        for p in m.parameters():
+            p.requires_grad_(False)
     # the codebook's codes are buffers (never trained here); its projections stay trainable
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     if opt_state is not None:
@@ -145,8 +178,8 @@ def train_restore(minutes: float, batch: int, lr: float, crop: int) -> None:
         b = w * net.cb.post(q) + (1 - w) * net.cb.post(h)
         pred = x + net.dec(b, skips, 1 - w, w, noise)
         with torch.no_grad():
-            zc, _ = vq.enc(y)
-            qc, _ = vq.cb.nearest(vq.cb.pre(zc))
+            zc, _ = teacher_enc(y)
+            qc, _ = teacher_cb.nearest(teacher_cb.pre(zc))
         loss = F.l1_loss(pred, y) + 0.1 * F.mse_loss(h, qc)
         opt.zero_grad()
         loss.backward()
@@ -186,6 +219,8 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=96)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--export-only", action="store_true")
+    ap.add_argument("--init-onnx", type=Path, default=None,
+                    help="with no checkpoint in runs/face_restorer: start from this exported model's weights")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -196,7 +231,7 @@ def main() -> None:
     elif a.stage == "codebook":
         train_codebook(a.minutes, a.batch)
     else:
-        train_restore(a.minutes, a.batch, a.lr, a.crop)
+        train_restore(a.minutes, a.batch, a.lr, a.crop, a.init_onnx)
 
 
 if __name__ == "__main__":

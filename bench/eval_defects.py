@@ -42,6 +42,11 @@ from engine.enhance.defect_synth import CameraDefects, random_defects  # noqa: E
 from engine.library import Library  # noqa: E402
 
 
+def pair(s: str) -> tuple[float, float]:
+    lo, hi = (float(x) for x in s.split(","))
+    return lo, hi
+
+
 def data_root() -> Path:
     return Path(os.environ.get("PHOTOLIFT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -84,6 +89,7 @@ def main() -> int:
     ap.add_argument("--radius", default="10,30")
     ap.add_argument("--opacity", default="0.1,0.4")
     ap.add_argument("--lines", type=int, default=0, help="lines per defective camera")
+    ap.add_argument("--line-opacity", default="0.3,0.8", help="lines' opacity: min,max")
     ap.add_argument("--hot", type=int, default=0, help="hot pixels per defective camera")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--workdir", default=None)
@@ -109,8 +115,9 @@ def main() -> int:
         D.SCALES = tuple(float(x) for x in a.scales.split(","))
     rng = np.random.default_rng(a.seed)
     pmin, pmax = (int(x) for x in a.photos.split(","))
-    rad = tuple(float(x) for x in a.radius.split(","))
-    opa = tuple(float(x) for x in a.opacity.split(","))
+    rad = pair(a.radius)
+    opa = pair(a.opacity)
+    lopa = pair(a.line_opacity)
     pool = pools(data_root())
     sizes = [s for s, ps in pool.items() if len(ps) >= pmax]
     if not sizes:
@@ -126,7 +133,8 @@ def main() -> int:
         n = int(rng.integers(pmin, pmax + 1))
         srcs = [pool[size][i] for i in rng.choice(len(pool[size]), n, replace=False)]
         w, h = size
-        cd = (random_defects(rng, w, h, radius=rad, opacity=opa, lines=a.lines, hot=a.hot)  # type: ignore[arg-type]
+        cd = (random_defects(rng, w, h, radius=rad, opacity=opa, lines=a.lines, hot=a.hot,
+                             line_opacity=lopa)
               if c < a.cameras else CameraDefects())
         folder = lib_dir / f"cam{c:02d}"
         folder.mkdir(parents=True, exist_ok=True)

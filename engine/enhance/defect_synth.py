@@ -88,8 +88,10 @@ class CameraDefects:
 
 def random_defects(rng: np.random.Generator, w: int, h: int, n_dust: tuple[int, int] = (1, 4),
                    radius: tuple[float, float] = (10.0, 30.0), opacity: tuple[float, float] = (0.1, 0.4),
-                   lines: int = 0, hot: int = 0) -> CameraDefects:
-    """Random dust spots (and optionally lines and hot pixels), kept apart and off the border."""
+                   lines: int = 0, hot: int = 0, line_opacity: tuple[float, float] = (0.3, 0.8)) -> CameraDefects:
+    """Random dust spots (and optionally lines and hot pixels), kept apart and off the border.
+    ``line_opacity``: the range of the lines' opacity (above ``defects.LINE_DIVIDE_MAX``'s ~93 %
+    a line is inpainted rather than divided out)."""
     spots: list[Spot] = []
     for _ in range(int(rng.integers(n_dust[0], n_dust[1] + 1))):
         for _try in range(50):
@@ -101,7 +103,7 @@ def random_defects(rng: np.random.Generator, w: int, h: int, n_dust: tuple[int, 
                 break
     for _ in range(lines):
         spots.append(Spot("line", float(rng.uniform(0.3, 0.7)), float(rng.uniform(0.3, 0.7)),
-                          float(rng.uniform(0.1, 0.25)) * min(w, h), float(rng.uniform(0.3, 0.8)),
+                          float(rng.uniform(0.1, 0.25)) * min(w, h), float(rng.uniform(*line_opacity)),
                           angle=float(rng.uniform(0, np.pi)), width=float(rng.uniform(1.0, 2.5))))
     hp = [(int(rng.integers(2, w - 2)), int(rng.integers(2, h - 2))) for _ in range(hot)]
     return CameraDefects(spots, hp)

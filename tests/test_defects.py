@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 import piexif
 import pytest
@@ -413,6 +414,45 @@ def test_learned_inpainter_is_used_when_the_recipe_names_it(tmp_path: Path, monk
     with caplog.at_level("WARNING"):
         other = D.apply_correction(x, {"items": [item], "inpainter": {"model": "inpaint", "version": "0000"}})
     assert np.array_equal(other, ns) and "not installed" in caplog.text
+    clear_sessions()
+
+
+def test_learned_inpainter_runs_tile_by_tile_on_a_long_scratch(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scratch across a large frame is filled everywhere, the known pixels stay as they were,
+    and the network never sees more than one tile with its context (bounded memory)."""
+    from engine.core import runtime
+    from engine.core.runtime import clear_sessions
+    from tests.onnx_fixtures import inpaint_model, write_model
+
+    clear_sessions()
+    models = tmp_path / "models"
+    monkeypatch.setenv("PHOTOLIFT_MODELS", str(models))
+    write_model(inpaint_model(fill=0.5), models / "inpaint.onnx")
+    shapes: list[tuple[int, ...]] = []
+    real = runtime.get_session
+
+    class Spy:
+        def __init__(self, sess: object) -> None:
+            self.sess = sess
+
+        def run(self, names: object, feeds: dict[str, np.ndarray]) -> object:
+            shapes.append(feeds["image"].shape)
+            return self.sess.run(names, feeds)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(runtime, "get_session", lambda *a, **k: Spy(real(*a, **k)))
+    rng = np.random.default_rng(3)
+    h, w = 1100, 1500
+    img = rng.random((h, w, 3)).astype(np.float32)
+    hole = np.zeros((h, w), np.uint8)
+    cv2.line(hole, (10, 20), (1490, 1080), 1, 3)
+    hole = hole.astype(bool)
+    out = D.learned_inpaint(img, hole)
+    assert np.allclose(out[hole], 0.5, atol=1e-6)  # filled by the model everywhere along it
+    assert np.array_equal(out[~hole], img[~hole])
+    side = D.INPAINT_TILE + 2 * D.INPAINT_MARGIN
+    assert shapes and all(s[2] <= side + 7 and s[3] <= side + 7 for s in shapes)
+    assert len(shapes) < (h // D.INPAINT_TILE + 1) * (w // D.INPAINT_TILE + 1)  # only tiles with hole pixels
     clear_sessions()
 
 

@@ -1428,21 +1428,40 @@ def inpainter_version() -> str | None:
     return model_version(path) if path.is_file() else None
 
 
+INPAINT_TILE = 384  # the learned inpainter's tile (its inner part); memory stays bounded on long scratches
+INPAINT_MARGIN = 48  # context around each tile: about the network's reach (coarse fill up to 47 px)
+
+
 def learned_inpaint(rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
     """Fill ``hole`` (bool HxW) of ``rgb`` (float32 HxWx3 0..1) with models/inpaint.onnx; the
-    known pixels come back unchanged. Padded to a multiple of 8 by reflection."""
+    known pixels come back unchanged. Run tile by tile (:data:`INPAINT_TILE` plus
+    :data:`INPAINT_MARGIN` of context, only tiles that hold hole pixels), so a scratch across a
+    24 MP frame costs what its tiles cost; each tile padded to a multiple of 8 by reflection."""
     from engine.core.runtime import get_session, models_dir
 
-    sess = get_session(models_dir() / f"{INPAINT_MODEL}.onnx", 1)
+    sess = get_session(models_dir() / f"{INPAINT_MODEL}.onnx", 1, mem_arena=False)
     h, w = hole.shape
     m = hole.astype(np.float32)
-    ph, pw = (-h) % 8, (-w) % 8
-    x = np.pad(rgb * (1.0 - m[..., None]), ((0, ph), (0, pw), (0, 0)), mode="reflect")
-    mm = np.pad(m, ((0, ph), (0, pw)), mode="reflect")
-    out = sess.run(None, {"image": np.ascontiguousarray(x.transpose(2, 0, 1)[None], np.float32),
-                          "mask": np.ascontiguousarray(mm[None, None], np.float32)})[0]
-    filled = out[0].transpose(1, 2, 0)[:h, :w]
-    return np.where(hole[..., None], filled, rgb).astype(np.float32)
+    hidden = rgb * (1.0 - m[..., None])
+    out = rgb.astype(np.float32, copy=True)
+    t, g = INPAINT_TILE, INPAINT_MARGIN
+    for y0 in range(0, h, t):
+        for x0 in range(0, w, t):
+            y1, x1 = min(h, y0 + t), min(w, x0 + t)
+            if not hole[y0:y1, x0:x1].any():
+                continue
+            cy0, cx0, cy1, cx1 = max(0, y0 - g), max(0, x0 - g), min(h, y1 + g), min(w, x1 + g)
+            th, tw = cy1 - cy0, cx1 - cx0
+            ph, pw = (-th) % 8, (-tw) % 8
+            mode = "reflect" if min(th, tw) > max(ph, pw) else "edge"
+            x = np.pad(hidden[cy0:cy1, cx0:cx1], ((0, ph), (0, pw), (0, 0)), mode=mode)
+            mm = np.pad(m[cy0:cy1, cx0:cx1], ((0, ph), (0, pw)), mode=mode)
+            res = sess.run(None, {"image": np.ascontiguousarray(x.transpose(2, 0, 1)[None], np.float32),
+                                  "mask": np.ascontiguousarray(mm[None, None], np.float32)})[0]
+            filled = res[0].transpose(1, 2, 0)[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0]
+            sel = hole[y0:y1, x0:x1]
+            out[y0:y1, x0:x1][sel] = filled[sel]
+    return out
 
 
 def reasons_for_photo(catalog: Any, photo_ids: Sequence[int]) -> dict[int, list[str]]:

@@ -238,7 +238,7 @@ def opaque_line() -> tuple[np.ndarray, np.ndarray, dict[str, object]]:
     bad[mask > 0] = 5
     region = [0.2, 0.45, 0.8, 0.55]
     sub = mask[54:66, 40:160]
-    item = {"kind": "line", "method": "inpaint", "region": region, "shape": list(sub.shape),
+    item: dict[str, object] = {"kind": "line", "method": "inpaint", "region": region, "shape": list(sub.shape),
             "patch": D._encode(np.zeros(sub.shape), np.float16),
             "mask": D._encode(np.packbits(sub), np.uint8), "bbox": region}
     return clean, bad, item

@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -1453,7 +1453,7 @@ def learned_inpaint(rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
             cy0, cx0, cy1, cx1 = max(0, y0 - g), max(0, x0 - g), min(h, y1 + g), min(w, x1 + g)
             th, tw = cy1 - cy0, cx1 - cx0
             ph, pw = (-th) % 8, (-tw) % 8
-            mode = "reflect" if min(th, tw) > max(ph, pw) else "edge"
+            mode: Literal["reflect", "edge"] = "reflect" if min(th, tw) > max(ph, pw) else "edge"
             x = np.pad(hidden[cy0:cy1, cx0:cx1], ((0, ph), (0, pw), (0, 0)), mode=mode)
             mm = np.pad(m[cy0:cy1, cx0:cx1], ((0, ph), (0, pw)), mode=mode)
             res = sess.run(None, {"image": np.ascontiguousarray(x.transpose(2, 0, 1)[None], np.float32),

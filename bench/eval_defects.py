@@ -51,11 +51,18 @@ def data_root() -> Path:
     return Path(os.environ.get("PHOTOLIFT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
-def pools(root: Path) -> dict[tuple[int, int], list[Path]]:
+def pools(root: Path, split: str = "all") -> dict[tuple[int, int], list[Path]]:
+    """Clean photos by pixel size; ``split`` "val": only those the training scripts hold out
+    (``models.training.data.is_validation``), for measuring a learned stage (the inpainter)
+    on photos it never saw."""
+    from models.training.data import is_validation
+
     out: dict[tuple[int, int], list[Path]] = {}
     for d in ("train/CBSD432", "train/CQ100"):
         for p in sorted((root / d).glob("*")):
             if p.suffix.lower() not in (".jpg", ".png", ".bmp", ".tif", ".jpeg"):
+                continue
+            if split == "val" and not is_validation(p):
                 continue
             with Image.open(p) as im:
                 out.setdefault(im.size, []).append(p)
@@ -92,6 +99,8 @@ def main() -> int:
     ap.add_argument("--line-opacity", default="0.3,0.8", help="lines' opacity: min,max")
     ap.add_argument("--hot", type=int, default=0, help="hot pixels per defective camera")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--split", choices=["all", "val"], default="all",
+                    help="val: only photos the training scripts hold out (for the learned inpainter)")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--psnr-photos", type=int, default=5, help="photos per series corrected for the PSNR check")
     ap.add_argument("--json", default=None, help="write the summary here too")
@@ -118,7 +127,7 @@ def main() -> int:
     rad = pair(a.radius)
     opa = pair(a.opacity)
     lopa = pair(a.line_opacity)
-    pool = pools(data_root())
+    pool = pools(data_root(), a.split)
     sizes = [s for s, ps in pool.items() if len(ps) >= pmax]
     if not sizes:
         print("no pool of clean photos large enough; set PHOTOLIFT_DATA", file=sys.stderr)

@@ -222,7 +222,7 @@ def main() -> int:
         # correction, measured inside the injected spots
         spots = [d for i, d in enumerate(dets) if i in matched and d.kind != "hot_pixel"]
         if spots and cd.spots:
-            params = {"version": D.DETECTOR_VERSION, "items": [D.display_params(d, 1) for d in spots]}
+            params = D.params_for([D.display_params(d, 1) for d in spots])  # as the app plans it
             recipe = Recipe(stages=(StageSpec("defects", 1.0, None, None, params),))
             t = cd.transmission(w, h)
             region = t < 0.99

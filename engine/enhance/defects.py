@@ -95,7 +95,7 @@ OPAQUE = 0.5  # log attenuation above which a line or area is inpainted instead 
 # (docs/BENCHMARKS.md, camera defects, for the held-out seeds).
 LINE_DIVIDE_MAX = 1.2
 KINDS = ("dust", "smudge", "line", "obstruction", "hot_pixel", "bias")
-DETECTOR_VERSION = "2"  # 2: refined lines divided out up to LINE_DIVIDE_MAX
+DETECTOR_VERSION = "3"  # 2: refined lines divided out up to LINE_DIVIDE_MAX; 3: near-opaque lines measured
 
 
 # ---------------------------------------------------------------------------------------------
@@ -714,7 +714,15 @@ def _refine(series: Series, dets: list[Detection], work: tuple[int, int],
             if lc.shape != j["ring"].shape:
                 continue
             clip = (lc > 0.97) | (lc < 0.03)
-            if (clip & (j["known"] == 0)).any():
+            on = j["known"] == 0
+            if j["line"] and not (clip & on & (lc > 0.5)).any() and float(np.mean(clip[j["ring"]])) < 0.02:
+                # black pixels on a line whose surroundings are neither black nor white are the
+                # line's own doing: a line that takes nearly all the light is black in every photo
+                # and must be measured there (its log depth saturates near 4.6, deep enough to be
+                # filled in); skipping such photos left it unmeasured, divided by the shallow
+                # band-pass estimate, and still visible
+                clip = clip & (lc > 0.5)
+            if (clip & on).any():
                 continue  # clipped on the defect: its attenuation cannot be seen in this photo
             ring = j["ring"] & ~clip
             if ring.sum() < 20:
@@ -1409,7 +1417,15 @@ def stage_params(catalog: Any, photo_id: int) -> dict[str, Any] | None:
     items = [display_params(d, orientation) for d in defs if d.kind in KINDS]
     if not items:
         return None
-    params: dict[str, Any] = {"version": DETECTOR_VERSION, "items": items, "defect_ids": [d.id for d in defs]}
+    params = params_for(items)
+    params["defect_ids"] = [d.id for d in defs]
+    return params
+
+
+def params_for(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The stage parameters of correction ``items`` (:func:`display_params`), naming the installed
+    learned inpainter when an item is to be inpainted."""
+    params: dict[str, Any] = {"version": DETECTOR_VERSION, "items": items}
     if any(it.get("method") == "inpaint" for it in items):
         ver = inpainter_version()
         if ver is not None:  # recorded, so the recipe replays with the inpainter it was made with
@@ -1439,7 +1455,7 @@ def learned_inpaint(rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
     24 MP frame costs what its tiles cost; each tile padded to a multiple of 8 by reflection."""
     from engine.core.runtime import get_session, models_dir
 
-    sess = get_session(models_dir() / f"{INPAINT_MODEL}.onnx", 1, mem_arena=False)
+    sess = get_session(models_dir() / f"{INPAINT_MODEL}.onnx", None, mem_arena=False)
     h, w = hole.shape
     m = hole.astype(np.float32)
     hidden = rgb * (1.0 - m[..., None])

@@ -8,6 +8,11 @@ Per run, in this order, each on a fresh catalog (every file is new to it):
 
 * ``decode``: a half-scale decode of every file (``load_image(path, reduce=2)``, what the views
   need), ``--workers`` threads, in this process: the floor;
+* ``decode-pillow``: the same files through Pillow alone (``draft`` to half scale, ``load``; the
+  pixels stay in Pillow, no array is made) and ``decode-opencv`` (``cv2.imdecode`` with
+  ``IMREAD_REDUCED_COLOR_2``, straight into an array): bare half-scale decodes as another
+  program would time them, same threads. The ratios are also given against the fastest of the
+  three (``floor``);
 * ``startup``: ``photolift score EMPTY_DIR`` as a subprocess (imports, catalog open, ONNX session);
 * ``score``: ``photolift score DIR --json`` as a subprocess, start-up included (index, thumbnails,
   scores: one decode per file), on a new catalog;
@@ -48,6 +53,31 @@ def cli(args: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - t
 
 
+def bare_decode_pass(paths: list[Path], workers: int, how: str) -> float:
+    """Half-scale decodes with nothing else: Pillow (``draft`` + ``load``) or OpenCV."""
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    def one(p: Path) -> int:
+        data = p.read_bytes()
+        if how == "opencv":
+            return int(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_COLOR_2).size)
+        im = Image.open(io.BytesIO(data))
+        im.draft(None, (im.size[0] // 2, im.size[1] // 2))
+        im.load()
+        return im.size[0]
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(workers) as ex:
+        for v in ex.map(one, paths):
+            assert v
+    return time.perf_counter() - t0
+
+
 def main(argv: list[str] | None = None) -> None:
     sys.path.insert(0, str(REPO / "bench"))
     from bench_score import decode_pass, make_files
@@ -68,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     (work / "empty").mkdir()
     env = dict(os.environ, PYTHONPATH=str(REPO), PHOTOLIFT_CACHE=str(work / "cache"))
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    res: dict[str, list[float]] = {k: [] for k in ("decode", "startup", "score", "score-known-catalog",
+    res: dict[str, list[float]] = {k: [] for k in ("decode", "decode-pillow", "decode-opencv", "startup", "score", "score-known-catalog",
                                                    "two-pass", "gui")}
     try:
         cli(["--catalog", str(work / "warm.sqlite"), "score", str(lib), "--json"], env)  # writes the bytecode cache
@@ -76,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
         for r in range(args.runs):
             paths = sorted(lib.glob("*.jpg"))
             res["decode"].append(decode_pass(paths, args.workers, 2))
+            res["decode-pillow"].append(bare_decode_pass(paths, args.workers, "pillow"))
+            res["decode-opencv"].append(bare_decode_pass(paths, args.workers, "opencv"))
             res["startup"].append(cli(["--catalog", str(work / f"s{r}.sqlite"), "score", str(work / "empty")], env))
             res["score"].append(cli(["--catalog", str(work / f"a{r}.sqlite"), "score", str(lib), "--json",
                                      "--workers", str(args.workers)], env))
@@ -111,6 +143,11 @@ def main(argv: list[str] | None = None) -> None:
            "decode_over_gui": round(med["decode"] / med["gui"], 3),
            "decode_over_two_pass": round(med["decode"] / med["two-pass"], 3),
            "photos_per_s_score": round(args.n / med["score"], 2)}
+    floor = min(med["decode"], med["decode-pillow"], med["decode-opencv"])
+    out.update({"floor_s": floor,
+                "floor_over_score": round(floor / med["score"], 3),
+                "floor_over_score_known_catalog": round(floor / med["score-known-catalog"], 3),
+                "floor_over_gui": round(floor / med["gui"], 3)})
     print(json.dumps(out, indent=1))
 
 

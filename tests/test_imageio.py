@@ -272,3 +272,45 @@ def test_jpeg_quality_is_read_from_the_quantisation_table() -> None:
     Image.fromarray(a).save(buf, "PNG")
     assert decode(buf.getvalue(), ".png")[1]["jpeg_quality"] is None
     assert jpeg_table_quality(None) is None and jpeg_table_quality({0: [0] * 64}) is None
+
+
+@pytest.mark.parametrize("kind", ["baseline", "progressive", "grey", "odd"])
+def test_jpeg_through_opencv_gives_pillows_pixels(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The OpenCV decode of plain JPEGs (no Pillow copy) must give exactly what Pillow's path
+    gives: same DCT scale, same orientation for all eight EXIF values, same resize afterwards."""
+    w, h = (203, 131) if kind == "odd" else (240, 160)
+    base = Image.fromarray(make_rgb(w, h, seed=5))
+    if kind == "grey":
+        base = base.convert("L")
+    used: list[bool] = []
+    real = imageio._jpeg_with_opencv
+
+    def counting(*a):  # type: ignore[no-untyped-def]
+        r = real(*a)
+        used.append(r is not None)
+        return r
+
+    for orientation in range(1, 9):
+        buf = io.BytesIO()
+        base.save(buf, "JPEG", quality=88, progressive=kind == "progressive",
+                  exif=exif_bytes(orientation=orientation))
+        data = buf.getvalue()
+        for kw in ({}, {"reduce": 2}, {"reduce": 4}, {"max_side": 50}):
+            monkeypatch.setattr(imageio, "_jpeg_with_opencv", counting)
+            fast, ffast = imageio.decode(data, ".jpg", **kw)  # type: ignore[arg-type]
+            monkeypatch.setattr(imageio, "_jpeg_with_opencv", lambda *a: None)
+            slow, fslow = imageio.decode(data, ".jpg", **kw)  # type: ignore[arg-type]
+            assert fast.rgb.shape == slow.rgb.shape and fast.size == slow.size, (orientation, kw)
+            assert np.array_equal(fast.rgb, slow.rgb), (orientation, kw)
+            assert fast.orientation == slow.orientation == orientation and ffast == fslow
+    assert used and all(used)
+
+
+def test_a_truncated_jpeg_is_not_decoded_by_opencv(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _jpeg_bytes(120, 80)
+    assert imageio._jpeg_with_opencv(Image.open(io.BytesIO(data)), data, (60, 40)) is not None
+    cut = data[: len(data) * 2 // 3]
+    assert imageio._jpeg_with_opencv(Image.open(io.BytesIO(cut)), cut, (60, 40)) is None
+    with pytest.raises(ImageError) as e:
+        imageio.decode(cut, ".jpg", reduce=2)
+    assert e.value.code == "truncated"

@@ -346,7 +346,7 @@ def read_exif_fields(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path)
     data = _read(p)
     try:
-        im, _fmt = _open_checked(data, p.suffix.lower())
+        im, _fmt, _data = _open_checked(data, p.suffix.lower())
     except ImageError:
         return _exif_from(data, p.suffix.lower())[0]
     with im:
@@ -457,7 +457,8 @@ def _to_rgb(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     return np.asarray(im), None
 
 
-def _open_checked(data: bytes, ext: str) -> tuple[Image.Image, str]:
+def _open_checked(data: bytes, ext: str) -> tuple[Image.Image, str, bytes]:
+    """Open (header only) and check; also returns the bytes opened (a RAW file's preview JPEG)."""
     fmt_hint = _sniff_format(data, ext)
     if fmt_hint.startswith("RAW/") and not data.startswith(b"\xff\xd8"):
         data = extract_raw_preview(data)
@@ -477,7 +478,62 @@ def _open_checked(data: bytes, ext: str) -> tuple[Image.Image, str]:
     if w * h > MAX_PIXELS:
         raise ImageError(f"decompression bomb refused: claims {w}x{h} pixels ({w * h / 1e6:.0f} MP) in a "
                          f"{len(data):,}-byte file; limit {MAX_PIXELS / 1e6:.0f} MP", "bomb")
-    return im, fmt_hint or (im.format or "UNKNOWN")
+    return im, fmt_hint or (im.format or "UNKNOWN"), data
+
+
+def _dct_scale(full: tuple[int, int], target: tuple[int, int]) -> int:
+    """The DCT scale Pillow's ``draft`` picks: the largest of 8, 4, 2, 1 that stays >= target."""
+    ratio = min(full[0] // max(1, target[0]), full[1] // max(1, target[1]))
+    return next(s for s in (8, 4, 2, 1) if ratio >= s)
+
+
+def _jpeg_with_opencv(im: Image.Image, data: bytes, target: tuple[int, int]) -> np.ndarray | None:
+    """Decode a plain 8-bit RGB or grey JPEG straight into NumPy with OpenCV, or None.
+
+    Pillow keeps RGB as 4 bytes per pixel and copies it out into a packed array, which took about
+    a third of a half-scale 12 MP decode (bench/bench_ingest.py); OpenCV's libjpeg-turbo writes the
+    array directly, with the same DCT scaling and the same pixels, and releases the GIL for the
+    whole call. Only for complete files (the last bytes are the end-of-image marker): a truncated
+    or damaged file goes through Pillow, which reports it; so does anything OpenCV refuses.
+    """
+    if im.format not in ("JPEG", "MPO") or im.mode not in ("RGB", "L") or len(data) < 4:
+        return None
+    if data[-2:] != b"\xff\xd9" and data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
+        return None
+    import cv2
+
+    s = _dct_scale(im.size, target)
+    flag = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+            8: cv2.IMREAD_REDUCED_COLOR_8}[s]
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flag | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error:
+        return None
+    w, h = im.size
+    if bgr is None or bgr.ndim != 3 or bgr.shape[:2] != (-(-h // s), -(-w // s)):
+        return None
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _orient_array(a: np.ndarray, orientation: int) -> np.ndarray:
+    """EXIF orientation on an array, as ``Image.transpose(_TRANSPOSE[orientation])`` does."""
+    import cv2
+
+    if orientation == 2:
+        return cv2.flip(a, 1)
+    if orientation == 3:
+        return cv2.rotate(a, cv2.ROTATE_180)
+    if orientation == 4:
+        return cv2.flip(a, 0)
+    if orientation == 5:
+        return cv2.transpose(a)
+    if orientation == 6:
+        return cv2.rotate(a, cv2.ROTATE_90_CLOCKWISE)
+    if orientation == 7:
+        return cv2.flip(cv2.transpose(a), -1)
+    if orientation == 8:
+        return cv2.rotate(a, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    return a
 
 
 def _orientation_of(im: Image.Image, fields: dict[str, Any]) -> int:
@@ -518,7 +574,7 @@ def _decode(data: bytes, ext: str, max_side: int | None, reduce: int,
         raise ImageError("empty file (0 bytes)", "empty")
     ext = ext.lower()
     is_raw = ext in RAW_EXTENSIONS
-    im, fmt = _open_checked(data, ext)
+    im, fmt, opened = _open_checked(data, ext)
     frames = int(getattr(im, "n_frames", 1) or 1)
     frames_note = None
     if frames > 1:  # handled on purpose: the first frame or page, and said so
@@ -552,9 +608,22 @@ def _decode(data: bytes, ext: str, max_side: int | None, reduce: int,
         if max_side is not None:
             # max_side is about the oriented image; the longest side is the same either way
             target = _fit(target[0], target[1], max_side)
+        icc = im.info.get("icc_profile")
+        fast = _jpeg_with_opencv(im, opened, target)
+        if fast is not None:
+            rgb = fast
+            if (rgb.shape[1], rgb.shape[0]) != target:
+                big = rgb.shape[1] >= 3 * target[0]
+                rgb = np.asarray(Image.fromarray(rgb).resize(target, Image.Resampling.BICUBIC,
+                                                             reducing_gap=2.0 if big else None))
+            if orientation != 1:
+                rgb = _orient_array(rgb, orientation)
+            size = (full_h, full_w) if orientation in (5, 6, 7, 8) else (full_w, full_h)
+            return LoadedImage(rgb=np.ascontiguousarray(rgb), size=size, orientation=orientation, format=fmt,
+                               icc=icc if isinstance(icc, bytes) else None, exif=raw_exif, alpha=None,
+                               warning=_join_warnings(warning, frames_note)), fields
         if target != (full_w, full_h) and im.format == "JPEG":
             im.draft(None, target)
-        icc = im.info.get("icc_profile")
         # the whole file in one decoder call: Pillow feeds its decoder 64 KiB at a time, releasing
         # and re-taking the GIL around each call, and beside a busy Python thread (the indexer's
         # writer, the assessor, a command still importing) every re-take waits for a switch

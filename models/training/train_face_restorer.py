@@ -17,7 +17,6 @@ are only used for the log line.
 from __future__ import annotations
 
 import argparse
-import copy
 import math
 import time
 from pathlib import Path
@@ -142,7 +141,9 @@ def train_restore(minutes: float, batch: int, lr: float, crop: int, init_onnx: P
     elif init_onnx is not None:
         # no stage-1 checkpoint: the clean face's codes come from a frozen copy of the
         # initial encoder (it was pulled towards stage 1's codes while it trained)
-        frozen = copy.deepcopy(net)
+        # (also when resuming: the teacher is the initial model, not the resumed one)
+        frozen = FaceRestorer()
+        load_onnx_weights(frozen, init_onnx)
         teacher_enc, teacher_cb = frozen.enc, frozen.cb
     else:
         raise SystemExit("no runs/face_vq/ckpt.pt: run --stage codebook first, or give --init-onnx")

@@ -389,7 +389,8 @@ def _evidence(rgb_work: np.ndarray, hot_rgb: np.ndarray | None, ev_size: tuple[i
     w_ev = cv2.resize(ws[mid], ev_size, interpolation=cv2.INTER_AREA)
     hot = None
     if hot_rgb is not None:
-        m = hot_rgb.max(axis=2)
+        # the brightest channel; np.max(axis=2) over 3 interleaved bytes is ~12x slower
+        m = np.maximum(np.maximum(hot_rgb[..., 0], hot_rgb[..., 1]), hot_rgb[..., 2])
         med = cv2.medianBlur(m, 3)
         hot = (m.astype(np.int16) - med.astype(np.int16)) > hot_bar
     small = cv2.resize(rgb_work, ev_size, interpolation=cv2.INTER_AREA)

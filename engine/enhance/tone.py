@@ -288,7 +288,8 @@ def saturation_vibrance(img: Image, saturation: float, vibrance: float) -> Image
     if saturation == 0.0 and vibrance == 0.0:
         return img
     y = luminance(img)[:, :, None]
-    chroma = (img.max(axis=2) - img.min(axis=2))[:, :, None]
+    r, g, b = img[..., 0], img[..., 1], img[..., 2]  # np.max(axis=2) is ~4x slower on HxWx3
+    chroma = (np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b))[:, :, None]
     k = np.maximum(np.float32(1 + saturation) * (np.float32(1.0) + np.float32(vibrance) * (1 - chroma)), 0.0)
     return np.clip(y + (img - y) * k, 0.0, 1.0).astype(np.float32)
 

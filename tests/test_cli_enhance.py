@@ -109,8 +109,11 @@ def test_export_command_end_to_end(photos: Path, tmp_path: Path, monkeypatch: py
     rc = main(["--catalog", cat, "export", str(photos), "--to", str(out), "--min-score=-1e9",
                "--format", "tiff", "--bits", "16", "--template", "{name}_lift"])
     assert rc == 0
-    lines = _lines(capsys.readouterr().out)
+    got = capsys.readouterr()
+    lines = _lines(got.out)
     assert sorted(Path(x["path"]).name for x in lines) == ["one.jpg", "three.jpg", "two.png"]  # broken.jpg: not ok
+    # stderr is not a terminal here: no self-overwriting progress lines, only the summary
+    assert "\r" not in got.err and got.err.strip().startswith("export:")
     for x in lines:
         if x["status"] == "ok":
             assert Path(x["out_path"]).is_file() and x["out_path"].endswith("_lift.tif")

@@ -75,7 +75,9 @@ def _fail(msg: str) -> int:
 
 
 def _stderr_progress(p: Progress) -> None:
-    if p.total:
+    """One self-overwriting status line on a terminal; nothing when stderr is a file or a pipe
+    (a log should not fill with a padded line per photo)."""
+    if p.total and sys.stderr.isatty():
         print(f"\r{p.message[:100]:<100}", end="", file=sys.stderr, flush=True)
 
 
@@ -161,11 +163,14 @@ def _export(args: argparse.Namespace, services: Services, root: str, opts: Expor
             d["status"], d["error"] = "error", f"could not enhance: {note['enhance_error']}"
         elif res.status == "skipped" and note.get("message") and res.error == "not enhanced":
             d["error"] = f"not enhanced: {note['message']}"
+        if sys.stderr.isatty():  # the status line is cleared before a result line takes its place
+            print(f"\r{'':<100}\r", end="", file=sys.stderr, flush=True)
         print(json.dumps(d), flush=True)
         n_ok += d["status"] == "ok"
         n_skip += d["status"] == "skipped"
         n_err += d["status"] == "error"
         stopped = stopped or res.fatal
-    print(file=sys.stderr)
+    if sys.stderr.isatty():
+        print(f"\r{'':<100}\r", end="", file=sys.stderr)
     print(f"export: {n_ok} written, {n_skip} skipped, {n_err} failed; output in {out}", file=sys.stderr)
     return 1 if stopped else 0

@@ -59,7 +59,8 @@ def generic_restorer():  # type: ignore[no-untyped-def]
     return Restorer(REPO / "models" / "restorer.onnx", tile=128, overlap=32, border=16, workers=1)
 
 
-def eval_restorer(limit: int, rows: dict[str, object]) -> dict[str, dict[str, np.ndarray]]:
+def eval_restorer(limit: int, rows: dict[str, object], previous: Path | None = None
+                  ) -> dict[str, dict[str, np.ndarray]]:
     from engine.assess.quality import get_quality_model
     from models.training.train_face_id import load as load_id
     from models.training.train_face_id import prep
@@ -67,6 +68,7 @@ def eval_restorer(limit: int, rows: dict[str, object]) -> dict[str, dict[str, np
     val = fd.load_faces("val")[:limit]
     clean = val.astype(np.float32) / 255.0
     fr = F.FaceRestorer(REPO / "models" / "face_restorer.onnx")
+    prev = F.FaceRestorer(previous) if previous is not None else None
     gen = generic_restorer()
     q = get_quality_model()
     idn = load_id()
@@ -90,6 +92,11 @@ def eval_restorer(limit: int, rows: dict[str, object]) -> dict[str, dict[str, np
         for w in WS if level == "strong" else (0.0, 1.0):
             meth[f"ours w={w:g}"] = np.concatenate([fr.restore_many(deg[i : i + 16], w, list(range(i, i + 16))[: len(deg[i : i + 16])])
                                                    for i in range(0, len(deg), 16)])
+        if prev is not None:  # the model this one replaces, on the same degraded faces
+            for w in (0.0, 1.0):
+                meth[f"previous w={w:g}"] = np.concatenate([
+                    prev.restore_many(deg[i : i + 16], w, list(range(i, i + 16))[: len(deg[i : i + 16])])
+                    for i in range(0, len(deg), 16)])
         rows[f"{level}_ours_batch16_seconds_per_face"] = (time.time() - t0) / len(deg) / (5 if level == "strong" else 2)
         res: dict[str, dict[str, float]] = {}
         for name, ys in meth.items():
@@ -119,7 +126,8 @@ def eval_restorer(limit: int, rows: dict[str, object]) -> dict[str, dict[str, np
 def sheet_synthetic(outputs: dict[str, dict[str, np.ndarray]], n: int = 10) -> Path:
     val = fd.load_faces("val")
     meth = outputs["strong"]
-    cols = ["nothing (bicubic)", "generic restorer", "ours w=0", "ours w=0.5", "ours w=1"]
+    cols = ["nothing (bicubic)", "generic restorer", *(["previous w=0"] if "previous w=0" in meth else []),
+            "ours w=0", "ours w=0.5", "ours w=1"]
     idx = np.linspace(0, len(meth["ours w=0"]) - 1, n).astype(int)
     im = Image.new("RGB", (128 * (len(cols) + 1), 128 * n + 16), (255, 255, 255))
     d = ImageDraw.Draw(im)
@@ -271,6 +279,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=635)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip", default="", help="comma list of parts to skip: restorer,detector,cost,real")
+    ap.add_argument("--previous", type=Path, default=None,
+                    help="another face_restorer.onnx (the one being replaced) to evaluate beside it")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     import os
@@ -281,7 +291,7 @@ def main() -> None:
     rows: dict[str, object] = {"limit": a.limit, "threads": a.threads}
     t0 = time.time()
     if "restorer" not in skip:
-        outs = eval_restorer(a.limit, rows)
+        outs = eval_restorer(a.limit, rows, a.previous)
         print(sheet_synthetic(outs))
     if "detector" not in skip:
         eval_detector(rows)

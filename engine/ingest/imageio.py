@@ -6,8 +6,9 @@
   (CMYK, 16-bit, palette, alpha, grayscale, float) becomes 8-bit RGB; alpha is composited on white
   and handed back separately.
 * Reduced-scale decoding: JPEGs (and RAW previews, which are JPEGs) use libjpeg's DCT scaling
-  through Pillow ``draft`` when ``max_side`` or ``reduce`` allow it, which is ~2x faster than a
-  full decode for a thumbnail or a scoring view.
+  when ``max_side`` or ``reduce`` allow it, which is ~2x faster than a full decode for a thumbnail
+  or a scoring view. Plain, complete RGB or grey JPEGs are decoded by OpenCV straight into the
+  array (:func:`_jpeg_with_opencv`, same pixels as Pillow's path); the rest through Pillow ``draft``.
 * Camera RAW files are read through their largest embedded JPEG preview, found by scanning for
   JPEG start-of-image markers and walking the JPEG segment structure to its end-of-image marker
   (no RAW library needed; every mainstream camera embeds a preview, usually full size or close).

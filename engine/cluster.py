@@ -660,6 +660,14 @@ def run_tasks(cluster: Cluster, fn: Callable[..., Any], calls: Iterable[tuple[An
                 ray.cancel(ref, force=True)
             except Exception:  # noqa: BLE001 - already finished or gone
                 pass
+        if inflight:
+            # a forced cancel only asks for the worker to be killed: wait (briefly) until it is, so
+            # that a task cannot still write a file or journal after this command has exited and a
+            # rerun has already recovered the journals it found
+            try:
+                ray.wait(list(inflight), num_returns=len(inflight), timeout=10.0)
+            except BaseException:  # noqa: BLE001 - a second Ctrl-C, or Ray already gone
+                pass
 
 
 def enhance_files(cluster: Cluster, paths: Sequence[Path], out_dir: Path, ops: Sequence[str] | None,

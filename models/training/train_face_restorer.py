@@ -21,10 +21,12 @@ import math
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from engine.assess import degrade as dg
 from models.training import face_data as fd
 from models.training.data import REPO
 from models.training.face_nets import Export, FaceRestorer, FaceVQ, count_params
@@ -116,8 +118,35 @@ def load_onnx_weights(net: FaceRestorer, path: Path) -> None:
     print(f"initialised from {path.name}; not in the file: {missing}", flush=True)
 
 
-def train_restore(minutes: float, batch: int, lr: float, crop: int, init_onnx: Path | None = None) -> None:
-    out = RUNS / "face_restorer"
+def mild_degrade(u: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A face with little wrong: one of a good JPEG (q60-95), faint noise or a slight blur."""
+    img = dg.to_float(u)
+    k = rng.integers(0, 3)
+    if k == 0:
+        img = dg.jpeg(img, int(rng.integers(60, 96)), subsampling=bool(rng.random() < 0.7))
+    elif k == 1:
+        img = img + rng.normal(0, float(rng.uniform(1, 5)) / 255.0, img.shape).astype(np.float32)
+    else:
+        img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(0.3, 0.7)))
+    return np.clip(img, 0, 1).astype(np.float32)
+
+
+def degrade_for_training(u: np.ndarray, rng: np.random.Generator, clean_share: float) -> np.ndarray:
+    """``face_data.random_degrade``, except that a ``clean_share`` of the faces is left as it is
+    and as many again only mildly degraded (target: the clean face in both cases), so the
+    restorer learns to leave a face with nothing (or little) to fix alone instead of smoothing it."""
+    r = rng.random()
+    if r < clean_share:
+        return dg.to_float(u).astype(np.float32)
+    if r < 2 * clean_share:
+        return mild_degrade(u, rng)
+    return fd.random_degrade(u, rng)
+
+
+def train_restore(minutes: float, batch: int, lr: float, crop: int, init_onnx: Path | None = None,
+                  run: str = "face_restorer", clean_share: float = 0.0,
+                  export_to: Path | None = None) -> None:
+    out = RUNS / run
     out.mkdir(parents=True, exist_ok=True)
     ck = out / "ckpt.pt"
     net = FaceRestorer()
@@ -167,7 +196,7 @@ def train_restore(minutes: float, batch: int, lr: float, crop: int, init_onnx: P
         for g in opt.param_groups:
             g["lr"] = lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
         clean = batch_clean(faces, rng, batch)
-        deg = np.stack([fd.random_degrade(c, rng) for c in clean])
+        deg = np.stack([degrade_for_training(c, rng, clean_share) for c in clean])
         if crop < 128:  # random aligned crops: a 96x96 crop costs 0.56 of a whole face
             oy, ox = (int(v) * 8 for v in rng.integers(0, (128 - crop) // 8 + 1, 2))
             deg, clean = deg[:, oy : oy + crop, ox : ox + crop], clean[:, oy : oy + crop, ox : ox + crop]
@@ -197,7 +226,7 @@ def train_restore(minutes: float, batch: int, lr: float, crop: int, init_onnx: P
     torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "elapsed": time.time() - t0, "it": it}, ck)
     print(f"done it {it}; val strong PSNR w=0 {val_psnr(net, val, 0.0):.2f} w=1 {val_psnr(net, val, 1.0):.2f}",
           flush=True)
-    export(net, REPO / "models" / "face_restorer.onnx")
+    export(net, export_to or REPO / "models" / "face_restorer.onnx")
 
 
 def export(net: FaceRestorer, path: Path) -> None:
@@ -222,17 +251,23 @@ def main() -> None:
     ap.add_argument("--export-only", action="store_true")
     ap.add_argument("--init-onnx", type=Path, default=None,
                     help="with no checkpoint in runs/face_restorer: start from this exported model's weights")
+    ap.add_argument("--run", default="face_restorer",
+                    help="run folder under runs/ (its ckpt.pt is resumed)")
+    ap.add_argument("--clean-share", type=float, default=0.0,
+                    help="share of faces left clean, and as many again mildly degraded (target: clean)")
+    ap.add_argument("--export-to", type=Path, default=None,
+                    help="where the finished run's ONNX goes (default: models/face_restorer.onnx)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     if a.export_only:
         net = FaceRestorer()
-        net.load_state_dict(torch.load(RUNS / "face_restorer" / "ckpt.pt")["net"])
-        export(net, REPO / "models" / "face_restorer.onnx")
+        net.load_state_dict(torch.load(RUNS / a.run / "ckpt.pt")["net"])
+        export(net, a.export_to or REPO / "models" / "face_restorer.onnx")
     elif a.stage == "codebook":
         train_codebook(a.minutes, a.batch)
     else:
-        train_restore(a.minutes, a.batch, a.lr, a.crop, a.init_onnx)
+        train_restore(a.minutes, a.batch, a.lr, a.crop, a.init_onnx, a.run, a.clean_share, a.export_to)
 
 
 if __name__ == "__main__":

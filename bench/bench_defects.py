@@ -7,7 +7,7 @@ outside the repository (kept for reruns), indexes it, then times a forced detect
 examined: decode at reduced scale, accumulate, find, refine, hot pixels from up to 40 photos per
 series at half scale) with ``--workers`` threads. Prints seconds and photos per second.
 
-Usage: ``python bench/bench_defects.py [--n 200] [--size 4000x3000] [--cameras 4] [--workers 2]``.
+Usage: ``python bench/bench_defects.py [--n 200] [--size 4000x3000] [--cameras 4] [--workers 2] [--unique K]``.
 """
 
 from __future__ import annotations
@@ -37,9 +37,13 @@ def main() -> int:
     ap.add_argument("--cameras", type=int, default=4)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--root", default="/tmp/photolift_bench_defects")
+    ap.add_argument("--unique", type=int, default=0,
+                    help="make only this many different photos: photo i shows scene i // cameras, "
+                         "so every camera's series still has no repeated scene (a large library "
+                         "without hours of JPEG encoding); 0: every photo different")
     a = ap.parse_args()
     w, h = (int(x) for x in a.size.split("x"))
-    root = Path(a.root) / f"v2_{a.n}_{w}x{h}_{a.cameras}"
+    root = Path(a.root) / (f"v2_{a.n}_{w}x{h}_{a.cameras}" + (f"_u{a.unique}" if a.unique else ""))
     lib = root / "lib"
     data = Path(os.environ.get("PHOTOLIFT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
     srcs = sorted(p for p in (data / "train" / "CQ100").glob("*")
@@ -48,7 +52,15 @@ def main() -> int:
     t0 = time.time()
     if not lib.is_dir():
         lib.mkdir(parents=True)
+        first_of: dict[int, Path] = {}
         for i in range(a.n):
+            ex = piexif.dump({"0th": {piexif.ImageIFD.Make: b"BenchCam",
+                                      piexif.ImageIFD.Model: f"Model {i % a.cameras}".encode()},
+                              "Exif": {}, "GPS": {}})
+            scene_i = (i // a.cameras) % a.unique if a.unique else i
+            if scene_i in first_of:  # the same encoded scene under this photo's camera: EXIF only
+                piexif.insert(ex, str(first_of[scene_i]), str(lib / f"{i:05d}.jpg"))
+                continue
             if srcs:  # a different random crop (and flip) of a clean photo each time: no scene repeats
                 with Image.open(srcs[int(rng.integers(len(srcs)))]) as im:
                     sw, sh = im.size
@@ -63,10 +75,8 @@ def main() -> int:
 
                 base = scene(rng, w, h).astype(np.float32)
             img = np.clip(base + rng.normal(0, 2.0, (h, w, 3)), 0, 255).astype(np.uint8)
-            ex = piexif.dump({"0th": {piexif.ImageIFD.Make: b"BenchCam",
-                                      piexif.ImageIFD.Model: f"Model {i % a.cameras}".encode()},
-                              "Exif": {}, "GPS": {}})
             Image.fromarray(img).save(lib / f"{i:05d}.jpg", quality=90, exif=ex)
+            first_of[scene_i] = lib / f"{i:05d}.jpg"
     t_make = time.time() - t0
     cat = Catalog.open(str(root / "catalog.sqlite"))
     t0 = time.time()

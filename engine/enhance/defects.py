@@ -52,6 +52,7 @@ import base64
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -270,8 +271,9 @@ def _fit(w: int, h: int, side: int) -> tuple[int, int]:
 
 
 def _lum(rgb: np.ndarray) -> np.ndarray:
-    f = rgb.astype(np.float32) * (1.0 / 255.0)
-    return f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114
+    """Rec. 601 luma of 8-bit RGB, 0..1, float32 (OpenCV's float conversion: the exact weights)."""
+    g: np.ndarray = cv2.cvtColor(rgb.astype(np.float32), cv2.COLOR_RGB2GRAY)
+    return np.multiply(g, np.float32(1.0 / 255.0), out=g)
 
 
 def _blur(a: np.ndarray, sigma: float) -> np.ndarray:
@@ -288,6 +290,22 @@ def _lowpass(a: np.ndarray, sigma: float) -> np.ndarray:
         return _blur(a, sigma)
     small = cv2.resize(a, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
     small = _blur(small, sigma / f)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+WIDE_SIGMA = 5.0  # from this sigma on, a Gaussian blur is computed at half resolution
+
+
+def _wide_blur(a: np.ndarray, sigma: float, from_sigma: float = 0.0) -> np.ndarray:
+    """``_blur``, computed at half resolution from ``WIDE_SIGMA`` on (a quarter of the pixels and
+    half the taps: about 8x less work for the same result within a small fraction of the band's
+    amplitude). The area reduction and the linear enlargement widen the blur by about 0.9 px^2 in
+    variance; the half-resolution sigma is narrowed to make up for it."""
+    h, w = a.shape[:2]
+    if sigma < (from_sigma or WIDE_SIGMA) or min(h, w) < 32:
+        return _blur(a, sigma)
+    small = cv2.resize(a, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    small = _blur(small, math.sqrt(max(sigma * sigma - 0.92, 1.0)) / 2.0)
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
@@ -346,23 +364,34 @@ def _evidence(rgb_work: np.ndarray, hot_rgb: np.ndarray | None, ev_size: tuple[i
     side = max(h, w)
     scales = _scales(side)
     clipped = ((lum > 0.97) | (lum < 0.02)).astype(np.float32)
-    levels: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    levels: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {1: (L, lum, clipped)}
+
+    def level(f: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # a pyramid: each level is an area reduction of the one below it
+        if f not in levels:
+            g = max(k for k in levels if k < f and f % k == 0)
+            size = (max(1, w // f), max(1, h // f))
+            levels[f] = tuple(cv2.resize(a, size, interpolation=cv2.INTER_AREA)  # type: ignore[assignment]
+                              for a in levels[g])
+        return levels[f]
+
+    blurred: dict[tuple[int, float], np.ndarray] = {}
+
+    def blur_L(f: int, sigma: float) -> np.ndarray:
+        # the same blur of the same level is needed by two neighbouring scales
+        if (f, sigma) not in blurred:
+            blurred[(f, sigma)] = _wide_blur(level(f)[0], sigma)
+        return blurred[(f, sigma)]
+
     ds: list[np.ndarray] = []
     ws: list[np.ndarray] = []
+    noise_of: dict[int, np.ndarray] = {}
     band0: np.ndarray | None = None
     for i, s in enumerate(scales):
         f = _level(s)
-        if f not in levels:
-            if f == 1:
-                levels[f] = (L, lum, clipped)
-            else:
-                size = (max(1, w // f), max(1, h // f))
-                levels[f] = (cv2.resize(L, size, interpolation=cv2.INTER_AREA),
-                             cv2.resize(lum, size, interpolation=cv2.INTER_AREA),
-                             cv2.resize(clipped, size, interpolation=cv2.INTER_AREA))
-        Lf, lumf, clf = levels[f]
+        Lf, lumf, clf = level(f)
         sl = s / f
-        d = _blur(Lf, sl) - _blur(Lf, 2 * sl)
+        d = blur_L(f, sl) - blur_L(f, 2 * sl)
         if i == 0:
             band0 = d
         # the weight comes from the texture of a finer band (two octaves down): a spot is smooth
@@ -370,18 +399,20 @@ def _evidence(rgb_work: np.ndarray, hot_rgb: np.ndarray | None, ev_size: tuple[i
         if i < 2 or f == 1:
             tb = band0 if f == 1 else None
         else:
-            tb = _blur(Lf, 0.75) - _blur(Lf, 1.5)
+            tb = blur_L(f, 0.75) - blur_L(f, 1.5)
         if tb is None:  # pragma: no cover - level 1 always has band 0
             tb = d
-        v = _blur(tb * tb, 2 * sl)
-        noise = (0.004 / (lumf + 0.01)) ** 2
-        wt = 1.0 / (v + noise / (s * s) + WEIGHT_FLOOR)
+        # the local variance is a smooth map: half resolution serves from sigma 2.5
+        v = _wide_blur(tb * tb, 2 * sl, from_sigma=2.5)
+        if f not in noise_of:
+            noise_of[f] = np.square(0.004 / (lumf + 0.01))
+        wt = 1.0 / (v + noise_of[f] * (1.0 / (s * s)) + WEIGHT_FLOOR)
         cl = (clf > 0).astype(np.uint8)
         if cl.any():
             k = int(sl) * 2 + 1
             wt[cv2.dilate(cl, np.ones((k, k), np.uint8)) > 0] = 0.0
-        ds.append(d.astype(np.float32))
-        ws.append(wt.astype(np.float32))
+        ds.append(d.astype(np.float32, copy=False))
+        ws.append(wt.astype(np.float32, copy=False))
     e = ev_size[0] / w
     Le = cv2.resize(L, ev_size, interpolation=cv2.INTER_AREA)
     r_ev = _blur(Le, max(0.5, scales[0] * e)) - _lowpass(Le, max(2.0, 2 * scales[-1] * e))

@@ -280,6 +280,20 @@ def test_face_scan_finds_counts_and_rescans_changed_photos(tmp_catalog: object, 
     again = list(face_scan.scan(tmp_catalog, str(root)))
     assert [Path(e.path).name for e in again] == [b.name]
     assert {lib.photo(i).face_count for i in ids} <= {0, 1}
+    # a new detector means "detect again": faces found by another version are forgotten and every
+    # photo is examined again
+    from db.schema import CatalogInfo
+    from engine.enhance.recipes import file_version
+
+    assert face_scan.scanned_with(tmp_catalog) == file_version(face_scan.detector_path())
+    tmp_catalog.write(lambda s: s.merge(CatalogInfo(key=face_scan.DETECTOR_KEY, value="an-older-detector")))
+    assert len(face_scan.pending(tmp_catalog, str(root))) == 3
+    seen.clear()
+    redone = list(face_scan.scan(tmp_catalog, str(root)))
+    assert sorted(Path(e.path).name for e in redone) == ["a.jpg", "b.jpg", "c.jpg"] and len(seen) == 3
+    assert face_scan.scanned_with(tmp_catalog) == file_version(face_scan.detector_path())
+    assert [lib.photo(i).face_count for i in lib.photo_ids(str(root), {"has_faces": True})] == [1]
+    assert face_scan.pending(tmp_catalog, str(root)) == []
 
 
 def test_cli_faces_lists_examined_photos(tmp_path: Path, make_image: ImageFactory, models: Path,

@@ -142,8 +142,8 @@ def sheet_synthetic(outputs: dict[str, dict[str, np.ndarray]], n: int = 10) -> P
     return p
 
 
-def eval_detector(rows: dict[str, object], n: int = 300) -> None:
-    det = F.FaceDetector(REPO / "models" / "face_detector.onnx")
+def eval_detector(rows: dict[str, object], n: int = 300, path: Path | None = None) -> None:
+    det = F.FaceDetector(path or REPO / "models" / "face_detector.onnx")
     scenes = fc.load_scenes("val", 900)
     _, faces = fd.load_faces_raw("val")
     rng = np.random.default_rng(99)
@@ -281,6 +281,9 @@ def main() -> None:
     ap.add_argument("--skip", default="", help="comma list of parts to skip: restorer,detector,cost,real")
     ap.add_argument("--previous", type=Path, default=None,
                     help="another face_restorer.onnx (the one being replaced) to evaluate beside it")
+    ap.add_argument("--detector", type=Path, default=None,
+                    help="the detector to evaluate (default models/face_detector.onnx)")
+    ap.add_argument("--results", default="results.json", help="file name under runs/eval_faces/")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     import os
@@ -294,14 +297,14 @@ def main() -> None:
         outs = eval_restorer(a.limit, rows, a.previous)
         print(sheet_synthetic(outs))
     if "detector" not in skip:
-        eval_detector(rows)
+        eval_detector(rows, path=a.detector)
     if "cost" not in skip:
         cost(rows)
     if "real" not in skip:
         print(sheet_real(rows))
     rows["seconds"] = time.time() - t0
-    (OUT / "results.json").write_text(json.dumps(rows, indent=1))
-    print("wrote", OUT / "results.json")
+    (OUT / a.results).write_text(json.dumps(rows, indent=1))
+    print("wrote", OUT / a.results)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,167 @@
+"""The face detector on real photos: sheets of its boxes to label by eye, and its precision.
+
+Composites overstate the detector's precision on real photos (models/face_detector.md): most of
+its boxes on CLIVE photos are clouds, flowers, walls. This measures it on real photos with
+labels made by looking, so the threshold can be chosen on one part and reported on the other.
+
+    python -m models.training.face_boxes_real sheets --split train   # runs/face_real/train_*.png
+    (look at the sheets; write models/training/face_boxes_real_<split>.csv: index,label
+     with label 1 = a human face, 0 = not a face)
+    python -m models.training.face_boxes_real report --split train   # precision per threshold
+
+Several detectors, compared blind on the same photos: ``--models shipped=models/face_detector.onnx,
+new=runs/x/face_detector.onnx``. The sheets then show the union of their boxes (boxes of two
+detectors overlapping by IoU >= 0.5 are one item), numbered by the best score of any, without
+saying which detector found what; the report gives each detector's precision and faces found.
+
+Photos: ``../shared/data/iqa/CLIVE_train700`` (real photos with authentic distortions; never used
+to train the detector), split by ``iqa_data`` (``val`` = the IQA validation part). Every box the
+engine's detector returns at threshold ``LOW`` on the photo as the face stage sees it (CLIVE photos
+are 500 px: the whole photo) is listed in ``runs/face_real/<split>_boxes.json`` in a fixed order;
+the sheets number them. Only numbers (box index and label) are committed, no pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engine.enhance.faces import DEFAULT_THRESHOLD, FaceDetector
+from models.training.data import REPO
+from models.training.iqa_data import clive_root, load_clive
+
+OUT = REPO / "runs" / "face_real"
+LOW = 0.4  # the shipped threshold: every box the scan stores today
+TILE = 112
+PER_SHEET = 48
+
+
+def parse_models(spec: str) -> dict[str, Path]:
+    out = {}
+    for part in spec.split(","):
+        name, _, path = part.partition("=")
+        out[name] = Path(path) if path else REPO / "models" / "face_detector.onnx"
+    return out
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def boxes(split: str, models: dict[str, Path]) -> list[dict[str, object]]:
+    dets = {k: FaceDetector(p) for k, p in models.items()}
+    rows: list[dict[str, object]] = []
+    for r in load_clive(split):
+        bgr = cv2.imread(str(r.path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            continue
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        items: list[dict[str, object]] = []
+        for key, det in dets.items():
+            for f in det.detect(rgb, threshold=LOW):
+                box = [f.x0, f.y0, f.x1, f.y1]
+                same = [it for it in items if key not in it["scores"]  # type: ignore[operator]
+                        and _iou(it["box"], box) >= 0.5]  # type: ignore[arg-type]
+                if same:
+                    same[0]["scores"][key] = round(float(f.score), 4)  # type: ignore[index]
+                else:
+                    items.append({"photo": str(r.path.relative_to(clive_root())), "box": box,
+                                  "scores": {key: round(float(f.score), 4)},
+                                  "w": rgb.shape[1], "h": rgb.shape[0]})
+        rows += items
+    return rows
+
+
+def _scores(row: dict[str, object]) -> dict[str, float]:
+    if "scores" in row:
+        return dict(row["scores"])  # type: ignore[call-overload]
+    return {"shipped": float(row["score"])}  # type: ignore[arg-type]  # the first sheets: one detector
+
+
+def crop(row: dict[str, object], root: Path) -> np.ndarray:
+    bgr = cv2.imread(str(root / str(row["photo"])), cv2.IMREAD_COLOR)
+    h, w = bgr.shape[:2]
+    x0, y0, x1, y1 = (float(v) for v in row["box"])  # type: ignore[attr-defined]
+    cx, cy = (x0 + x1) / 2 * w, (y0 + y1) / 2 * h
+    side = max((x1 - x0) * w, (y1 - y0) * h) * 1.6 + 8
+    a, b = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
+    c, d = int(min(w, cx + side / 2)), int(min(h, cy + side / 2))
+    tile = cv2.resize(bgr[b:d, a:c], (TILE, TILE), interpolation=cv2.INTER_AREA)
+    # the box itself, in the tile
+    sx, sy = TILE / max(1, c - a), TILE / max(1, d - b)
+    cv2.rectangle(tile, (int((x0 * w - a) * sx), int((y0 * h - b) * sy)),
+                  (int((x1 * w - a) * sx), int((y1 * h - b) * sy)), (0, 255, 255), 1)
+    return tile
+
+
+def sheets(split: str, models: dict[str, Path]) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    rows = sorted(boxes(split, models), key=lambda r: -max(_scores(r).values()))
+    blind = len(models) > 1
+    for k, r in enumerate(rows):  # numbered best first
+        r["i"] = k
+    (OUT / f"{split}_boxes.json").write_text(json.dumps(rows, indent=0))
+    root = clive_root()
+    cols = 8
+    for s in range(0, len(rows), PER_SHEET):
+        part = rows[s:s + PER_SHEET]
+        n_rows = -(-len(part) // cols)
+        sheet = np.full((n_rows * (TILE + 18), cols * TILE, 3), 255, np.uint8)
+        for k, row in enumerate(part):
+            y, x = (k // cols) * (TILE + 18), (k % cols) * TILE
+            sheet[y:y + TILE, x:x + TILE] = crop(row, root)
+            label = f"{row['i']}" if blind else f"{row['i']} {max(_scores(row).values()):.2f}"
+            cv2.putText(sheet, label, (x + 2, y + TILE + 13),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.imwrite(str(OUT / f"{split}_{s // PER_SHEET:02d}.png"), sheet)
+    print(f"{len(rows)} boxes on {len({r['photo'] for r in rows})} photos -> {OUT}")
+
+
+def labels_path(split: str) -> Path:
+    return Path(__file__).with_name(f"face_boxes_real_{split}.csv")
+
+
+def report(split: str) -> dict[str, object]:
+    rows = json.loads((OUT / f"{split}_boxes.json").read_text())
+    with open(labels_path(split), newline="") as f:
+        lab = {int(r["index"]): int(r["label"]) for r in csv.DictReader(f)}
+    missing = [r["i"] for r in rows if r["i"] not in lab]
+    if missing:
+        raise SystemExit(f"{len(missing)} boxes have no label, first {missing[:10]}")
+    keys = sorted({k for r in rows for k in _scores(r)})
+    out: dict[str, object] = {"split": split, "items": len(rows), "photos": len({r["photo"] for r in rows}),
+                              "faces_among_items": sum(lab[r["i"]] for r in rows)}
+    for key in keys:
+        table = []
+        for t in (0.4, 0.5, 0.6, 0.7, 0.8):
+            kept = [r for r in rows if _scores(r).get(key, -1.0) >= t]
+            tp = sum(lab[r["i"]] for r in kept)
+            table.append({"threshold": t, "boxes": len(kept), "faces": tp,
+                          "precision": round(tp / len(kept), 3) if kept else None,
+                          "photos_with_a_false_box": len({r["photo"] for r in kept if not lab[r["i"]]})})
+        out[key] = table
+    out["shipped_threshold"] = DEFAULT_THRESHOLD
+    print(json.dumps(out, indent=1))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=["sheets", "report"])
+    ap.add_argument("--split", choices=["train", "val"], default="train")
+    ap.add_argument("--models", default="shipped=", help="name=path,...; a path left out: models/face_detector.onnx")
+    a = ap.parse_args()
+    sheets(a.split, parse_models(a.models)) if a.what == "sheets" else report(a.split)
+
+
+if __name__ == "__main__":
+    main()

@@ -38,6 +38,11 @@ FACE_SIZE = 128
 DETECT_SIDE = 1024  # long side the detector sees (the view is reduced to it; never enlarged)
 DETECT_MULTIPLE = 32
 DEFAULT_THRESHOLD = 0.4
+# Boxes narrower and shorter than this (pixels of the image the detector sees) are dropped: on real
+# photos most of the detector's small boxes are not faces (CLIVE train photos labelled by eye,
+# models/face_detector.md: at 24 px the boxes fall to a third and 36 of 40 faces stay), and a face
+# that small gives the restorer nothing to work from.
+MIN_FACE_PX = 24.0
 DEFAULT_W = 0.0  # the planned fidelity weight: faithful (identity first; see models/face_restorer.md)
 STRIDE = 4
 # the face box inside the aligned 200x200 training crops (models/training/face_composite.FACE_BOX)
@@ -88,8 +93,9 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def decode_maps(maps: np.ndarray, scale: float, width: int, height: int, threshold: float,
-                max_faces: int = 64) -> list[Face]:
-    """Detector output (3, gh, gw) at ``scale`` (detector px per photo px) -> faces in 0..1."""
+                max_faces: int = 64, min_px: float = MIN_FACE_PX) -> list[Face]:
+    """Detector output (3, gh, gw) at ``scale`` (detector px per photo px) -> faces in 0..1; boxes
+    smaller than ``min_px`` detector pixels on both sides are left out."""
     logit = maps[0].astype(np.float32)
     heat = 1.0 / (1.0 + np.exp(-logit))
     peak = heat == cv2.dilate(heat, np.ones((3, 3), np.uint8))
@@ -102,10 +108,14 @@ def decode_maps(maps: np.ndarray, scale: float, width: int, height: int, thresho
         y, x = int(ys[i]), int(xs[i])
         bw = math.exp(float(np.clip(maps[1, y, x], -3, 8))) * STRIDE
         bh = math.exp(float(np.clip(maps[2, y, x], -3, 8))) * STRIDE
+        if max(bw, bh) < min_px:
+            continue
         cx, cy = (x + 0.5) * STRIDE, (y + 0.5) * STRIDE
         boxes.append([(cx - bw / 2) / scale / width, (cy - bh / 2) / scale / height,
                       (cx + bw / 2) / scale / width, (cy + bh / 2) / scale / height])
         scores.append(float(heat[y, x]))
+    if not boxes:
+        return []
     b = np.array(boxes, np.float64)
     keep: list[int] = []
     for i in range(len(b)):

@@ -130,15 +130,22 @@ def labels_path(split: str) -> Path:
     return Path(__file__).with_name(f"face_boxes_real_{split}.csv")
 
 
-def report(split: str) -> dict[str, object]:
+def box_px(row: dict[str, object]) -> float:
+    """The larger side of a box in pixels of the photo (CLIVE photos are detected at their size)."""
+    x0, y0, x1, y1 = (float(v) for v in row["box"])  # type: ignore[attr-defined]
+    return max((x1 - x0) * float(row["w"]), (y1 - y0) * float(row["h"]))  # type: ignore[arg-type]
+
+
+def report(split: str, min_px: float = 0.0) -> dict[str, object]:
     rows = json.loads((OUT / f"{split}_boxes.json").read_text())
+    rows = [r for r in rows if box_px(r) >= min_px]
     with open(labels_path(split), newline="") as f:
         lab = {int(r["index"]): int(r["label"]) for r in csv.DictReader(f)}
     missing = [r["i"] for r in rows if r["i"] not in lab]
     if missing:
         raise SystemExit(f"{len(missing)} boxes have no label, first {missing[:10]}")
     keys = sorted({k for r in rows for k in _scores(r)})
-    out: dict[str, object] = {"split": split, "items": len(rows), "photos": len({r["photo"] for r in rows}),
+    out: dict[str, object] = {"split": split, "min_px": min_px, "items": len(rows), "photos": len({r["photo"] for r in rows}),
                               "faces_among_items": sum(lab[r["i"]] for r in rows)}
     for key in keys:
         table = []
@@ -159,8 +166,10 @@ def main() -> None:
     ap.add_argument("what", choices=["sheets", "report"])
     ap.add_argument("--split", choices=["train", "val"], default="train")
     ap.add_argument("--models", default="shipped=", help="name=path,...; a path left out: models/face_detector.onnx")
+    ap.add_argument("--min-px", type=float, default=0.0,
+                    help="report: only boxes at least this large (engine.enhance.faces.MIN_FACE_PX)")
     a = ap.parse_args()
-    sheets(a.split, parse_models(a.models)) if a.what == "sheets" else report(a.split)
+    sheets(a.split, parse_models(a.models)) if a.what == "sheets" else report(a.split, a.min_px)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ detectors overlapping by IoU >= 0.5 are one item), numbered by the best score of
 saying which detector found what; the report gives each detector's precision and faces found.
 
 Photos: ``../shared/data/iqa/CLIVE_train700`` (real photos with authentic distortions; never used
-to train the detector), split by ``iqa_data`` (``val`` = the IQA validation part). Every box the
+to train the detector), split by ``iqa_data`` (``val`` = the IQA validation part); or ``scenes``:
+the TRAIN scene photos the composites are made from (``data.discover('train')``, at 700 px), whose
+real faces were negatives until they were labelled here. Every box the
 engine's detector returns at threshold ``LOW`` on the photo as the face stage sees it (CLIVE photos
 are 500 px: the whole photo) is listed in ``runs/face_real/<split>_boxes.json`` in a fixed order;
 the sheets number them. Only numbers (box index and label) are committed, no pixels.
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -36,7 +39,7 @@ from models.training.data import REPO
 from models.training.iqa_data import clive_root, load_clive
 
 OUT = REPO / "runs" / "face_real"
-LOW = 0.4  # the shipped threshold: every box the scan stores today
+LOW = float(os.environ.get("PHOTOLIFT_FACE_LOW", "0.4"))  # the shipped threshold: every box the scan stores
 TILE = 112
 PER_SHEET = 48
 
@@ -57,14 +60,41 @@ def _iou(a: list[float], b: list[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+SCENE_SIDE = 700  # the scenes' long side, as the composites load them (train_face_detector)
+
+
+def split_photos(split: str) -> list[str]:
+    """The photos of ``split``: paths relative to the CLIVE folder, or absolute for ``scenes``."""
+    if split == "scenes":
+        from models.training.data import discover
+
+        return [str(p.path) for p in discover("train")]
+    return [str(r.path.relative_to(clive_root())) for r in load_clive(split)]
+
+
+def load_photo(name: str) -> np.ndarray | None:
+    """uint8 RGB of a photo named as :func:`split_photos` names it (scenes at ``SCENE_SIDE``)."""
+    from PIL import Image
+
+    path = clive_root() / name  # an absolute name stays itself
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if Path(name).is_absolute() and max(im.size) > SCENE_SIDE:
+                k = SCENE_SIDE / max(im.size)
+                im = im.resize((round(im.width * k), round(im.height * k)), Image.Resampling.LANCZOS)
+            return np.asarray(im, dtype=np.uint8).copy()
+    except OSError:
+        return None
+
+
 def boxes(split: str, models: dict[str, Path]) -> list[dict[str, object]]:
     dets = {k: FaceDetector(p) for k, p in models.items()}
     rows: list[dict[str, object]] = []
-    for r in load_clive(split):
-        bgr = cv2.imread(str(r.path), cv2.IMREAD_COLOR)
-        if bgr is None:
+    for name in split_photos(split):
+        rgb = load_photo(name)
+        if rgb is None:
             continue
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         items: list[dict[str, object]] = []
         for key, det in dets.items():
             for f in det.detect(rgb, threshold=LOW):
@@ -74,8 +104,7 @@ def boxes(split: str, models: dict[str, Path]) -> list[dict[str, object]]:
                 if same:
                     same[0]["scores"][key] = round(float(f.score), 4)  # type: ignore[index]
                 else:
-                    items.append({"photo": str(r.path.relative_to(clive_root())), "box": box,
-                                  "scores": {key: round(float(f.score), 4)},
+                    items.append({"photo": name, "box": box, "scores": {key: round(float(f.score), 4)},
                                   "w": rgb.shape[1], "h": rgb.shape[0]})
         rows += items
     return rows
@@ -88,7 +117,9 @@ def _scores(row: dict[str, object]) -> dict[str, float]:
 
 
 def crop(row: dict[str, object], root: Path) -> np.ndarray:
-    bgr = cv2.imread(str(root / str(row["photo"])), cv2.IMREAD_COLOR)
+    rgb = load_photo(str(row["photo"]))
+    assert rgb is not None
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     h, w = bgr.shape[:2]
     x0, y0, x1, y1 = (float(v) for v in row["box"])  # type: ignore[attr-defined]
     cx, cy = (x0 + x1) / 2 * w, (y0 + y1) / 2 * h
@@ -164,7 +195,7 @@ def report(split: str, min_px: float = 0.0) -> dict[str, object]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("what", choices=["sheets", "report"])
-    ap.add_argument("--split", choices=["train", "val"], default="train")
+    ap.add_argument("--split", choices=["train", "val", "scenes"], default="train")
     ap.add_argument("--models", default="shipped=", help="name=path,...; a path left out: models/face_detector.onnx")
     ap.add_argument("--min-px", type=float, default=0.0,
                     help="report: only boxes at least this large (engine.enhance.faces.MIN_FACE_PX)")

@@ -3,7 +3,7 @@
     python -m models.training.train_face_detector --minutes 15
     python -m models.training.train_face_detector --export-only
     python -m models.training.train_face_detector --minutes 25 --run face_detector_hn \
-        --init-onnx models/face_detector.onnx --real train --export-to runs/face_detector_hn/face_detector.onnx
+        --init-onnx models/face_detector.onnx --real train,scenes --export-to runs/face_detector_hn/face_detector.onnx
 
 Composites (``face_composite``) of TRAIN faces (``face_data``, split ``train``) pasted into TRAIN
 scenes (``data.discover('train')``) at box widths 10 to 160 px on 192x192 canvases; held-out faces
@@ -11,11 +11,12 @@ and held-out scenes are kept for ``eval_faces``. CenterNet targets at stride 4: 
 heat map (focal loss) and log box width/height at the centre cells (L1). Cosine learning rate over
 ``--minutes``; resumable from ``runs/<run>/ckpt.pt``.
 
-``--real SPLIT`` mixes in real photos (``--real-share`` of each batch): crops of the CLIVE photos
-of SPLIT around the boxes the shipped detector returned there and that were labelled by eye
-(``face_boxes_real``: ``runs/face_real/<split>_boxes.json`` and
-``models/training/face_boxes_real_<split>.csv``): the boxes labelled "not a face" (lamps, flowers,
-text, patterns) as hard negatives, those labelled "face" as real positives. ``--init-onnx`` starts
+``--real train,scenes`` mixes in real photos (``--real-share`` of each batch): crops of the photos
+of each labelled part (CLIVE train; the TRAIN scene photos) around the boxes a detector returned
+there and that were labelled by eye (``face_boxes_real``: ``runs/face_real/<part>_boxes.json`` and
+``models/training/face_boxes_real_<part>.csv``): the boxes labelled "not a face" (lamps, flowers,
+text, patterns) as hard negatives, those labelled "face" as real positives. With ``scenes``, the
+scene photos with a labelled face are no longer composite backgrounds (their faces were negatives). ``--init-onnx`` starts
 from an exported detector (its batch norms are folded into the convolutions, so they stay frozen
 as identities while fine-tuning).
 """
@@ -85,33 +86,38 @@ def freeze_bn(net: Detector) -> None:
 class RealCrops:
     """Crops of labelled real photos around the detector's own boxes (see the module doc)."""
 
-    def __init__(self, split: str) -> None:
-        from models.training.iqa_data import clive_root
+    def __init__(self, splits: list[str]) -> None:
+        from models.training.face_boxes_real import OUT, load_photo
 
-        rows = json.loads((REPO / "runs" / "face_real" / f"{split}_boxes.json").read_text())
-        with open(Path(__file__).with_name(f"face_boxes_real_{split}.csv"), newline="") as f:
-            lab = {int(r["index"]): int(r["label"]) for r in csv.DictReader(f)}
         self.photos: dict[str, np.ndarray] = {}
         self.faces: dict[str, list[list[float]]] = {}
         self.items: list[tuple[str, list[float], int]] = []
-        for r in rows:
-            if r["i"] not in lab:
-                continue
-            name = r["photo"]
-            if name not in self.photos:
-                bgr = cv2.imread(str(clive_root() / name), cv2.IMREAD_COLOR)
-                self.photos[name] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
-                self.faces[name] = []
-            if lab[r["i"]]:
-                self.faces[name].append(r["box"])
-            self.items.append((name, r["box"], lab[r["i"]]))
+        for split in splits:
+            rows = json.loads((OUT / f"{split}_boxes.json").read_text())
+            with open(Path(__file__).with_name(f"face_boxes_real_{split}.csv"), newline="") as f:
+                lab = {int(r["index"]): int(r["label"]) for r in csv.DictReader(f)}
+            for r in rows:
+                if r["i"] not in lab:
+                    continue
+                name = r["photo"]
+                if name not in self.photos:
+                    rgb = load_photo(name)
+                    if rgb is None:
+                        continue
+                    self.photos[name] = rgb.astype(np.float32) / 255.0
+                    self.faces[name] = []
+                if lab[r["i"]]:
+                    self.faces[name].append(r["box"])
+                self.items.append((name, r["box"], lab[r["i"]]))
         self.pos = [it for it in self.items if it[2]]
         # a photo with a labelled face may hold more faces the detector did not box (a crowd):
         # its other boxes are not used as negatives
         self.neg = [it for it in self.items if not it[2] and not self.faces[it[0]]]
         print(f"real crops: {len(self.pos)} faces, {len(self.neg)} hard negatives (photos without a labelled face), "
-              f"{len(self.photos)} photos",
-              flush=True)
+              f"{len(self.photos)} photos", flush=True)
+
+    def photos_with_faces(self) -> set[str]:
+        return {k for k, v in self.faces.items() if v}
 
     def sample(self, rng: np.random.Generator, side: int) -> tuple[np.ndarray, list[tuple[float, float, float, float]]]:
         positive = bool(self.pos and rng.random() < 0.3)
@@ -213,8 +219,8 @@ def main() -> None:
     ap.add_argument("--export-only", action="store_true")
     ap.add_argument("--run", default="face_detector", help="run folder under runs/ (its ckpt.pt is resumed)")
     ap.add_argument("--init-onnx", type=Path, default=None, help="with no checkpoint: start from this export")
-    ap.add_argument("--real", choices=["train", "val"], default=None,
-                    help="mix in labelled crops of real photos of this CLIVE part (module doc)")
+    ap.add_argument("--real", default=None,
+                    help="comma list of labelled parts to mix in: train (CLIVE) and/or scenes (module doc)")
     ap.add_argument("--real-share", type=float, default=0.35)
     ap.add_argument("--export-to", type=Path, default=None, help="default: models/face_detector.onnx")
     a = ap.parse_args()
@@ -243,9 +249,19 @@ def main() -> None:
         export(net, out_path)
         return
     print(f"params {count_params(net)}", flush=True)
-    scenes = fc.load_scenes("train", 700)
     _, faces = fd.load_faces_raw("train")
-    real = RealCrops(a.real) if a.real else None
+    real = RealCrops(a.real.split(",")) if a.real else None
+    if real is not None and "scenes" in a.real.split(","):
+        # the scene photos with a real face (labelled) are no background for composites: their
+        # faces would be negatives; they come in through the real crops, faces labelled
+        from models.training.data import discover, load_rgb
+
+        skip = real.photos_with_faces()
+        paths = [p for p in discover("train") if str(p.path) not in skip]
+        scenes = [load_rgb(p, 700) for p in paths]
+        print(f"composite backgrounds: {len(scenes)} scenes ({len(skip)} with labelled faces left out)", flush=True)
+    else:
+        scenes = fc.load_scenes("train", 700)
     rng = np.random.default_rng(it + 5)
     t0 = time.time() - elapsed
     last = time.time()

@@ -274,6 +274,50 @@ def sheet_real(rows: dict[str, object], limit: int = 12) -> Path:
     return p
 
 
+def sheet_compare(models: list[Path], limit: int = 16) -> Path:
+    """The one-click question on real photos (CLIVE val, faces the shipped detector finds): the
+    photo | the generic restorer on the whole photo | that, then the faces stage (w=0) of each
+    model in ``models``; face crops, 160 px."""
+    from models.training.iqa_data import load_clive
+    from models.training.iqa_data import load_rgb as load_iqa
+
+    det = F.FaceDetector(REPO / "models" / "face_detector.onnx")
+    gen = generic_restorer()
+    tiles: list[list[np.ndarray]] = []
+    for r in load_clive("val"):
+        img = dg.to_float(load_iqa(r.path))
+        found = det.detect(img)
+        if not found:
+            continue
+        restored = np.clip(gen.run(img), 0, 1).astype(np.float32)
+        params = {"faces": [f.to_dict() for f in found]}
+        outs = [F.apply_faces(restored, params, 0.0, m) for m in models]
+        h, w = img.shape[:2]
+        for f in found[:2]:
+            cx, cy, side = F.crop_geometry(f, w, h)
+            x0, y0 = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
+            x1, y1 = int(min(w, cx + side / 2)), int(min(h, cy + side / 2))
+            if x1 - x0 < 8 or y1 - y0 < 8:
+                continue
+            tiles.append([cv2.resize(a[y0:y1, x0:x1], (160, 160), interpolation=cv2.INTER_CUBIC)
+                          for a in [img, restored, *outs]])
+        if len(tiles) >= limit:
+            break
+    from engine.enhance.recipes import file_version
+
+    cols = ["photo", "generic restorer", *[f"+ faces {file_version(m)[:12]}" for m in models]]
+    im = Image.new("RGB", (160 * len(cols), 16 + 160 * max(1, len(tiles))), (255, 255, 255))
+    d = ImageDraw.Draw(im)
+    for j, c in enumerate(cols):
+        d.text((j * 160 + 2, 2), c, fill=(0, 0, 0))
+    for i, row in enumerate(tiles):
+        for j, a in enumerate(row):
+            im.paste(Image.fromarray(dg.to_uint8(a)), (j * 160, 16 + i * 160))
+    p = OUT / "sheet_compare.png"
+    im.save(p)
+    return p
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit", type=int, default=635)
@@ -284,12 +328,18 @@ def main() -> None:
     ap.add_argument("--detector", type=Path, default=None,
                     help="the detector to evaluate (default models/face_detector.onnx)")
     ap.add_argument("--results", default="results.json", help="file name under runs/eval_faces/")
+    ap.add_argument("--compare", default=None,
+                    help="comma list of face_restorer.onnx files: only draw sheet_compare.png (real photos, "
+                         "generic restorer then each model's faces stage)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     import os
 
     os.environ.setdefault("PHOTOLIFT_CPUS", str(a.threads))
     OUT.mkdir(parents=True, exist_ok=True)
+    if a.compare:
+        print(sheet_compare([Path(x) for x in a.compare.split(",")]))
+        return
     skip = set(a.skip.split(","))
     rows: dict[str, object] = {"limit": a.limit, "threads": a.threads}
     t0 = time.time()

@@ -134,13 +134,14 @@ def crop(row: dict[str, object], root: Path) -> np.ndarray:
     return tile
 
 
-def sheets(split: str, models: dict[str, Path]) -> None:
+def sheets(split: str, models: dict[str, Path], name: str | None = None) -> None:
+    name = name or split
     OUT.mkdir(parents=True, exist_ok=True)
     rows = sorted(boxes(split, models), key=lambda r: -max(_scores(r).values()))
     blind = len(models) > 1
     for k, r in enumerate(rows):  # numbered best first
         r["i"] = k
-    (OUT / f"{split}_boxes.json").write_text(json.dumps(rows, indent=0))
+    (OUT / f"{name}_boxes.json").write_text(json.dumps(rows, indent=0))
     root = clive_root()
     cols = 8
     for s in range(0, len(rows), PER_SHEET):
@@ -153,7 +154,7 @@ def sheets(split: str, models: dict[str, Path]) -> None:
             label = f"{row['i']}" if blind else f"{row['i']} {max(_scores(row).values()):.2f}"
             cv2.putText(sheet, label, (x + 2, y + TILE + 13),
                         cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
-        cv2.imwrite(str(OUT / f"{split}_{s // PER_SHEET:02d}.png"), sheet)
+        cv2.imwrite(str(OUT / f"{name}_{s // PER_SHEET:02d}.png"), sheet)
     print(f"{len(rows)} boxes on {len({r['photo'] for r in rows})} photos -> {OUT}")
 
 
@@ -167,10 +168,11 @@ def box_px(row: dict[str, object]) -> float:
     return max((x1 - x0) * float(row["w"]), (y1 - y0) * float(row["h"]))  # type: ignore[arg-type]
 
 
-def report(split: str, min_px: float = 0.0) -> dict[str, object]:
-    rows = json.loads((OUT / f"{split}_boxes.json").read_text())
+def report(split: str, min_px: float = 0.0, name: str | None = None) -> dict[str, object]:
+    name = name or split
+    rows = json.loads((OUT / f"{name}_boxes.json").read_text())
     rows = [r for r in rows if box_px(r) >= min_px]
-    with open(labels_path(split), newline="") as f:
+    with open(labels_path(name), newline="") as f:
         lab = {int(r["index"]): int(r["label"]) for r in csv.DictReader(f)}
     missing = [r["i"] for r in rows if r["i"] not in lab]
     if missing:
@@ -199,8 +201,13 @@ def main() -> None:
     ap.add_argument("--models", default="shipped=", help="name=path,...; a path left out: models/face_detector.onnx")
     ap.add_argument("--min-px", type=float, default=0.0,
                     help="report: only boxes at least this large (engine.enhance.faces.MIN_FACE_PX)")
+    ap.add_argument("--name", default=None,
+                    help="name of this labelling (files runs/face_real/NAME_*, face_boxes_real_NAME.csv); default: the split")
     a = ap.parse_args()
-    sheets(a.split, parse_models(a.models)) if a.what == "sheets" else report(a.split, a.min_px)
+    if a.what == "sheets":
+        sheets(a.split, parse_models(a.models), a.name)
+    else:
+        report(a.split, a.min_px, a.name)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 from types import ModuleType
 
 COMMANDS = ("open", "index", "score", "rank", "enhance", "export", "catalog", "defects", "faces")
@@ -45,6 +47,31 @@ def build_parser(mods: dict[str, ModuleType]) -> argparse.ArgumentParser:
     return p
 
 
+EXIT_GRACE_S = 60.0  # after Ctrl-C, the longest a command may take to stop cleanly
+
+
+def arm_exit_watchdog(seconds: float = EXIT_GRACE_S) -> threading.Timer:
+    """Exit the process (status 130) if it is still running ``seconds`` from now.
+
+    Ctrl-C stops a command by unwinding it (work in flight cancelled, catalog transactions rolled
+    back, a Ray cluster shut down); a part that does not return (seen once: a cluster export did
+    not exit within two minutes of Ctrl-C) must not keep the user waiting. The catalog stays
+    consistent whatever the moment (every write is one transaction) and a rerun resumes."""
+    def stop() -> None:
+        print("interrupted (did not stop in time; exiting)", file=sys.stderr, flush=True)
+        os._exit(130)
+
+    t = threading.Timer(seconds, stop)
+    t.daemon = True
+    t.start()
+    return t
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    arm_exit_watchdog()
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     mods = _load_commands()
     parser = build_parser(mods)
@@ -54,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command or "open"
     if command not in mods:
         parser.error(f"command {command!r} is not available")
+    previous = None
+    if (command != "open" and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+        previous = signal.signal(signal.SIGINT, _interrupt)  # KeyboardInterrupt as before, and a deadline
     try:
         return int(mods[command].run(args))
     except KeyboardInterrupt:
@@ -69,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"photolift {command}: {err}", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":

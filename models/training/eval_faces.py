@@ -231,6 +231,21 @@ def cost(rows: dict[str, object]) -> None:
                                 "detect_seconds_1600_view")}, flush=True)
 
 
+def face_tiles(found: list[F.Face], images: list[np.ndarray], size: int = 160) -> list[list[np.ndarray]]:
+    """For each of the first two faces, the face's crop (framed as the stage frames it) of every
+    image in ``images`` (all of one size), enlarged to ``size``; faces cropped to under 8 px left out."""
+    h, w = images[0].shape[:2]
+    rows = []
+    for f in found[:2]:
+        cx, cy, side = F.crop_geometry(f, w, h)
+        x0, y0 = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
+        x1, y1 = int(min(w, cx + side / 2)), int(min(h, cy + side / 2))
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            continue
+        rows.append([cv2.resize(a[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_CUBIC) for a in images])
+    return rows
+
+
 def sheet_real(rows: dict[str, object], limit: int = 12) -> Path:
     """Real photos with authentic distortions (CLIVE val) where faces are found: before | after."""
     from models.training.iqa_data import load_clive
@@ -249,18 +264,7 @@ def sheet_real(rows: dict[str, object], limit: int = 12) -> Path:
         params = {"faces": [f.to_dict() for f in found]}
         out0 = F.apply_faces(img, params, 0.0, path)
         out1 = F.apply_faces(img, params, 1.0, path)
-        h, w = img.shape[:2]
-        for f in found[:2]:
-            cx, cy, side = F.crop_geometry(f, w, h)
-            x0, y0 = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
-            x1, y1 = int(min(w, cx + side / 2)), int(min(h, cy + side / 2))
-            if x1 - x0 < 8 or y1 - y0 < 8:
-                continue
-
-            def t(a: np.ndarray, x0: int = x0, y0: int = y0, x1: int = x1, y1: int = y1) -> np.ndarray:
-                return cv2.resize(a[y0:y1, x0:x1], (160, 160), interpolation=cv2.INTER_CUBIC)
-
-            tiles.append((t(img), t(out0), t(out1)))
+        tiles += [(a, b, c) for a, b, c in face_tiles(found, [img, out0, out1])]
         if len(tiles) >= limit:
             break
     rows["real_photos_scanned"] = n_photos
@@ -295,15 +299,7 @@ def sheet_compare(models: list[Path], limit: int = 16) -> Path:
         restored = np.clip(gen.run(img), 0, 1).astype(np.float32)
         params = {"faces": [f.to_dict() for f in found]}
         outs = [F.apply_faces(restored, params, 0.0, m) for m in models]
-        h, w = img.shape[:2]
-        for f in found[:2]:
-            cx, cy, side = F.crop_geometry(f, w, h)
-            x0, y0 = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
-            x1, y1 = int(min(w, cx + side / 2)), int(min(h, cy + side / 2))
-            if x1 - x0 < 8 or y1 - y0 < 8:
-                continue
-            tiles.append([cv2.resize(a[y0:y1, x0:x1], (160, 160), interpolation=cv2.INTER_CUBIC)
-                          for a in [img, restored, *outs]])
+        tiles += face_tiles(found, [img, restored, *outs])
         if len(tiles) >= limit:
             break
     from engine.enhance.recipes import file_version

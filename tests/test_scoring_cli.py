@@ -72,3 +72,14 @@ def test_rank_scores_a_non_utf8_file_name(models: Path, tmp_path: Path, make_ima
     assert odd_rec["status"] == "ok", odd_rec["error"]
     # same pixels, same score
     assert odd_rec["improvability"] == by["plain.jpg"]["improvability"]
+
+
+def test_rank_text_has_a_header_and_says_what_it_counts(models: Path, tmp_path: Path, make_image, capsys) -> None:  # type: ignore[no-untyped-def]
+    src = make_image("lib2/one.jpg", 140, 100, seed=5)
+    cat = str(tmp_path / "c4.sqlite")
+    assert main(["--catalog", cat, "rank", str(src.parent)]) == 0
+    cap = capsys.readouterr()
+    lines = cap.out.splitlines()
+    assert lines[0].split()[:3] == ["gain", "qual.", "why"] and lines[0].rstrip().endswith("path")
+    assert len(lines) == 2 and lines[1].rstrip().endswith("one.jpg")
+    assert "indexed 1/1" in cap.err and "scored 1/1" in cap.err  # scoring is not reported as indexing

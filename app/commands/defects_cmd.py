@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         if counts is None:
             return 2
         root = os.path.realpath(args.dir)
-        reps = services.detect_defects(root, force=args.rerun, progress=StderrProgress(args.quiet))
+        reps = services.detect_defects(root, force=args.rerun, progress=StderrProgress(args.quiet, verb="examined"))
         small = services.small_series(root)
         try:
             for rep in reps:

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         root = os.path.realpath(args.dir)
         try:
-            events = services.find_faces(root, progress=StderrProgress(args.quiet))
+            events = services.find_faces(root, progress=StderrProgress(args.quiet, verb="scanned"))
         except CommandFailed as e:
             print(f"photolift faces: {e}", file=sys.stderr)
             return 1

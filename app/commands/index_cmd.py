@@ -41,8 +41,9 @@ def open_services(args: argparse.Namespace) -> Services | None:
 class StderrProgress:
     """Progress on stderr: an updating line on a terminal, a line every ``every`` files otherwise."""
 
-    def __init__(self, quiet: bool = False, every: int = 50) -> None:
+    def __init__(self, quiet: bool = False, every: int = 50, verb: str = "indexed") -> None:
         self.quiet = quiet
+        self.verb = verb  # what the counted files went through: "indexed", "scored", ...
         self.tty = sys.stderr.isatty()
         self.every = every
         self._last_line = -1
@@ -62,12 +63,12 @@ class StderrProgress:
             if (now - self._last_t > 0.1 and p.done < p.total) or (p.done == p.total and p.done != self._last_line):
                 self._last_line = p.done
                 self._last_t = now
-                print(f"\rindexed {p.done}/{p.total}", end="" if p.done < p.total else "\n", file=sys.stderr,
+                print(f"\r{self.verb} {p.done}/{p.total}", end="" if p.done < p.total else "\n", file=sys.stderr,
                       flush=True)
         elif p.done != self._last_line and (p.done // self.every != self._last_line // self.every
                                             or p.done == p.total):
             self._last_line = p.done
-            print(f"indexed {p.done}/{p.total}", file=sys.stderr, flush=True)
+            print(f"{self.verb} {p.done}/{p.total}", file=sys.stderr, flush=True)
 
 
 def event_json(ev: IndexEvent) -> dict[str, Any]:

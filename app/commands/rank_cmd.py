@@ -38,7 +38,7 @@ def score_with_assessor(services: Services, ids: list[int], quiet: bool) -> str 
         services.load_scorer()
     except CommandFailed as e:
         return f"no assessor model ({e}); score fields are null"
-    for _ in services.score_ids(ids, progress=StderrProgress(quiet)):
+    for _ in services.score_ids(ids, progress=StderrProgress(quiet, verb="scored")):
         pass
     return None
 
@@ -73,6 +73,9 @@ def run(args: argparse.Namespace, score_hook: ScoreHook | None = score_with_asse
         ids = services.ids(args.dir, {"status": ["ok", "error"]}, sort="improvability")
         if args.top is not None:
             ids = ids[:args.top]
+        if not args.json and ids:
+            # gain: the predicted gain in quality points of one-click enhance; quality: 1..10
+            print(f"{'gain':>7} {'qual.':>5}  {'':11s}  {'why':28s}  path")
         for rec in (r for i in range(0, len(ids), 1000) for r in services.records(ids[i:i + 1000])):
             if args.json:
                 print(json.dumps(rec))

@@ -7,6 +7,8 @@ Judges, each run here on the same images:
 * ``q``: models/quality.onnx (or ``--q PATH``), through onnxruntime, as the app runs it;
 * ``q_v3``: version 3 of Q (``git show 42ab3c4:models/quality.onnx``, or ``--q-v3 PATH``);
 * ``q_v2``: version 2 (``git show 59418b1:models/quality.onnx``, or ``--q-v2 PATH``);
+* any other Q file, ``--judge NAME=PATH`` (repeatable; ``--judge q_v4=models/quality.onnx`` beside
+  ``--q`` a candidate); ``--no-old`` leaves versions 2 and 3 out;
 * ``assessor_quality``: the assessor's quality head (models/assessor.onnx through engine.assess.scoring);
 * ``niqe``: our NIQE (models/training/niqe.py), pristine model fitted on clean TRAIN photos (negated:
   higher is better for every judge here);
@@ -33,6 +35,15 @@ Tests:
    or the edit itself is under 50 dB: the judges' gap, in
    units of each judge's own standard deviation over the clean VAL views (0 = a perfect tie), and
    for the 1..10 judges the mean gap in points and the share within half a point.
+7. **Tone corrections** (since Q version 5): each VAL view given a tonal degradation
+   (``quality_pairs.tone_correction_pair``) against our tone stage's correction of it; where the
+   correction is at least 1 dB closer to the clean view, the share ranked above the degraded copy;
+   and **the tone stage on a clean view**: where it changes the view by more than 38 dB, the share
+   of rankings that keep the clean view above the edit.
+8. **Graded gains** (since Q version 5): over every restoration and tone correction of tests 5 and 7
+   (whatever their gain), Spearman between each judge's gain and the gain in PSNR against the
+   clean view: does the judge's gain track what an edit really does, across kinds? (The
+   improvability labels are a judge's gain; issue 12 asks them to track the PSNR gain.)
 """
 
 from __future__ import annotations
@@ -53,8 +64,15 @@ from models.training.data import REPO, discover, load_rgb
 RUN = REPO / "runs" / "quality3"
 Q3_COMMIT = "42ab3c4"
 Q2_COMMIT = "59418b1"
-JUDGES = ("q", "q_v3", "q_v2", "assessor_quality", "niqe", "laplacian_var")
-POINT_JUDGES = ("q", "q_v3", "q_v2")
+JUDGES: tuple[str, ...] = ("q", "q_v3", "q_v2", "assessor_quality", "niqe", "laplacian_var")
+POINT_JUDGES: tuple[str, ...] = ("q", "q_v3", "q_v2")
+
+
+def _set_judges(names: list[str]) -> None:
+    """The Q judges of this run, in order ("q" first), then the fixed baselines."""
+    global JUDGES, POINT_JUDGES
+    POINT_JUDGES = tuple(names)
+    JUDGES = (*names, "assessor_quality", "niqe", "laplacian_var")
 VIEWS = {"CBSD432": 1, "CQ100": 2, "SunHays80": 1, "Unsplash_Okolors": 6, "photos": 6}
 
 
@@ -80,6 +98,7 @@ def niqe_path() -> Path:
     from models.training.niqe import NIQE
     from models.training.quality_pairs import random_view
 
+    RUN.mkdir(parents=True, exist_ok=True)
     p = RUN / "niqe_pristine.npz"
     if not p.exists():
         rng = np.random.default_rng(11)
@@ -94,7 +113,7 @@ def niqe_path() -> Path:
 
 
 class Judges:
-    def __init__(self, q: Path, q3: Path, q2: Path) -> None:
+    def __init__(self, qs: dict[str, str]) -> None:
         import onnxruntime as ort
 
         from engine.assess.scoring import Scorer
@@ -103,9 +122,8 @@ class Judges:
         so = ort.SessionOptions()
         so.intra_op_num_threads = 1
         so.inter_op_num_threads = 1
-        self.q = ort.InferenceSession(str(q), so, providers=["CPUExecutionProvider"])
-        self.q2 = ort.InferenceSession(str(q2), so, providers=["CPUExecutionProvider"])
-        self.q3 = ort.InferenceSession(str(q3), so, providers=["CPUExecutionProvider"])
+        self.qs = {name: ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+                   for name, path in qs.items()}
         self.scorer = Scorer(workers=1)
         self.niqe = NIQE.load(niqe_path())
 
@@ -117,9 +135,7 @@ class Judges:
         x = np.ascontiguousarray(a.transpose(2, 0, 1)[None], np.float32) / 255.0
         y = cv2.cvtColor(u8, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
         return {
-            "q": float(self.q.run(None, {"image": x})[0][0]),
-            "q_v2": float(self.q2.run(None, {"image": x})[0][0]),
-            "q_v3": float(self.q3.run(None, {"image": x})[0][0]),
+            **{name: float(sess.run(None, {"image": x})[0][0]) for name, sess in self.qs.items()},
             "assessor_quality": float(self.scorer.assess(u8).quality),
             "niqe": -self.niqe.score(u8),
             "laplacian_var": float(cv2.Laplacian(y, cv2.CV_32F).var()),
@@ -133,11 +149,11 @@ def _restorer(jpeg_zone: int | None | str = "engine") -> Any:
     return OnnxRestorer(rp, threads=1, jpeg_zone=jpeg_zone) if rp is not None else None
 
 
-def job_clive(q: str, q3: str, q2: str, step: int = 1) -> dict[str, Any]:
+def job_clive(qs: dict[str, str], step: int = 1) -> dict[str, Any]:
     from models.training.iqa_data import load_clive
     from models.training.iqa_data import load_rgb as load_rated
 
-    j = Judges(Path(q), Path(q3), Path(q2))
+    j = Judges(qs)
     rows = []
     for r in load_clive("val")[::step]:
         s = j(load_rated(r.path).astype(np.float32) / 255.0)
@@ -145,18 +161,22 @@ def job_clive(q: str, q3: str, q2: str, step: int = 1) -> dict[str, Any]:
     return {"clive": rows}
 
 
-def job_pairs(q: str, q3: str, q2: str, shard: int, nshards: int, seed: int, view_step: int = 1) -> dict[str, Any]:
+def job_pairs(qs: dict[str, str], shard: int, nshards: int, seed: int, view_step: int = 1) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
+    from engine.enhance import tone as tone_stage
     from models.training import quality_pairs as qp
 
-    j = Judges(Path(q), Path(q3), Path(q2))
+    def correct(img: np.ndarray) -> np.ndarray:
+        return tone_stage.enhance(img)[0]
+
+    j = Judges(qs)
     restorer = _restorer()
     deblock = _restorer(jpeg_zone=None)
     photos = discover("val")
     jobs = [(i, k) for i, ph in enumerate(photos) for k in range(VIEWS.get(ph.group, 1))][::view_step][shard::nshards]
-    pairs, texture, intent, restoration, ties = [], [], [], [], []
+    pairs, texture, intent, restoration, ties, tone_fix, tone_clean = [], [], [], [], [], [], []
     kinds = [*qp.FAILURES, "restorer_overdone"] if restorer is not None else list(qp.FAILURES)
     for n, (pi, k) in enumerate(jobs):
         rng = np.random.default_rng([seed, 99, pi, k])
@@ -215,9 +235,18 @@ def job_pairs(q: str, q3: str, q2: str, shard: int, nshards: int, seed: int, vie
         kind4, a_img, b_img, dpsnr, tie = qp.invisible_pair(u, r4, deblock)
         ties.append({"kind": kind4, "view": f"{ph.path.name}#{k}", "dpsnr_db": dpsnr, "tie": tie,
                      "a": j(a_img), "b": j(b_img)})
+        # tone corrections and the tone stage on the clean view (a stream of their own, version 5)
+        r5 = np.random.default_rng([seed, 97, pi, k])
+        kind5, fixed, deg5, gain5 = qp.tone_correction_pair(u, r5, correct)
+        tone_fix.append({"kind": kind5, "view": f"{ph.path.name}#{k}", "gain_db": gain5,
+                         "restored": j(fixed), "degraded": j(deg5)})
+        edited, p5 = qp.tone_on_clean(u, correct)
+        if p5 < qp.TONE_ON_CLEAN_MAX_DB:
+            tone_clean.append({"view": f"{ph.path.name}#{k}", "psnr_db": p5, "clean": su, "edited": j(edited)})
         if n % 10 == 0:
             print(f"[pairs {shard}] {n}/{len(jobs)}", flush=True)
-    return {"pairs": pairs, "texture": texture, "intent": intent, "restoration": restoration, "ties": ties}
+    return {"pairs": pairs, "texture": texture, "intent": intent, "restoration": restoration, "ties": ties,
+            "tone_fix": tone_fix, "tone_clean": tone_clean}
 
 
 def _corr(a: list[float], b: list[float]) -> tuple[float, float]:
@@ -227,7 +256,9 @@ def _corr(a: list[float], b: list[float]) -> tuple[float, float]:
 
 
 def summarise(res: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    fixed = ("assessor_quality", "niqe", "laplacian_var")
+    _set_judges([k for k in res["clive"][0] if k not in ("name", "mos", *fixed)])
+    out: dict[str, Any] = {"judges": list(JUDGES)}
     cl = res["clive"]
     out["clive_val"] = {"n": len(cl)}
     for jn in JUDGES:
@@ -284,6 +315,27 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
                 ts[key][f"{jn}_points"] = float(np.mean(gaps))
                 ts[key][f"{jn}_within_half"] = float(np.mean([g <= 0.5 for g in gaps]))
         out["ties"] = ts
+    if res.get("tone_fix"):
+        from models.training.quality_pairs import MIN_TONE_GAIN_DB
+
+        tf = [r for r in res["tone_fix"] if r["gain_db"] >= MIN_TONE_GAIN_DB]
+        out["tone_fix"] = {"n": len(tf), "gain_db_mean": float(np.mean([r["gain_db"] for r in tf])) if tf else None,
+                           **{jn: float(np.mean([r["restored"][jn] > r["degraded"][jn] for r in tf])) if tf else None
+                              for jn in JUDGES}}
+        tc = res.get("tone_clean", [])
+        out["tone_clean"] = {"n": len(tc), **{jn: float(np.mean([r["clean"][jn] > r["edited"][jn] for r in tc]))
+                                              if tc else None for jn in JUDGES}}
+        graded = res.get("restoration", []) + res["tone_fix"]
+        db = [r["gain_db"] for r in graded]
+        gg: dict[str, Any] = {"n": len(graded)}
+        for jn in JUDGES:
+            gg[jn] = _corr([r["restored"][jn] - r["degraded"][jn] for r in graded], db)[0]
+        for jn in POINT_JUDGES:
+            for fam, rows in (("restoration", res.get("restoration", [])), ("tone_fix", res["tone_fix"])):
+                gg[f"{jn}_mean_gain_{fam}"] = float(np.mean([r["restored"][jn] - r["degraded"][jn] for r in rows]))
+        gg["mean_db_restoration"] = float(np.mean([r["gain_db"] for r in res.get("restoration", [])] or [0.0]))
+        gg["mean_db_tone_fix"] = float(np.mean([r["gain_db"] for r in res["tone_fix"]]))
+        out["graded_gain"] = gg
     out["q_levels"] = {
         "clean_views_mean": float(np.mean([r["better"]["q"] for r in pairs])),
         "versions_mean": float(np.mean([r["worse"]["q"] for r in pairs])),
@@ -315,6 +367,21 @@ def table(s: dict[str, Any]) -> str:
         lines.append(f"| invisible edit {k}: gap in points / share within 0.5 | "
                      + " | ".join(f"{v[j + '_points']:.2f} / {v[j + '_within_half']:.2f}" if j in POINT_JUDGES else "-"
                                   for j in JUDGES) + " |")
+    if "tone_fix" in s:
+        v = s["tone_fix"]
+        lines.append(f"| tone correction above degraded (n={v['n']}, {v['gain_db_mean']:+.2f} dB) | "
+                     + " | ".join(f"{v[j]:.3f}" for j in JUDGES) + " |")
+        v = s["tone_clean"]
+        if v["n"]:
+            lines.append(f"| clean above the tone stage's edit of it (n={v['n']}) | "
+                         + " | ".join(f"{v[j]:.3f}" for j in JUDGES) + " |")
+        v = s["graded_gain"]
+        lines.append(f"| graded: Spearman(judge's gain, PSNR gain), restorations + tone fixes (n={v['n']}) | "
+                     + " | ".join(f"{v[j]:.3f}" for j in JUDGES) + " |")
+        lines.append(f"| mean gain in points: restorations ({v['mean_db_restoration']:+.2f} dB) / tone fixes "
+                     f"({v['mean_db_tone_fix']:+.2f} dB) | "
+                     + " | ".join(f"{v[j + '_mean_gain_restoration']:+.2f} / {v[j + '_mean_gain_tone_fix']:+.2f}"
+                                  if j in POINT_JUDGES else "-" for j in JUDGES) + " |")
     return "\n".join(lines)
 
 
@@ -323,6 +390,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--q", type=Path, default=REPO / "models" / "quality.onnx")
     ap.add_argument("--q-v3", type=Path, default=None)
     ap.add_argument("--q-v2", type=Path, default=None)
+    ap.add_argument("--judge", action="append", default=[], help="another Q file, NAME=PATH (repeatable)")
+    ap.add_argument("--no-old", action="store_true", help="leave versions 2 and 3 out")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RUN / "eval.json")
@@ -330,15 +399,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--step", type=int, default=1, help="every STEP-th view and CLIVE photo only (a smoke run)")
     args = ap.parse_args(argv)
     t0 = time.time()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     raw_path = args.out.with_name(args.out.stem + "_raw.json")
     if not args.summarise_only:
-        q3 = args.q_v3 or q3_path()
-        q2 = args.q_v2 or q2_path()
+        qs = {"q": str(args.q)}
+        for kv in args.judge:
+            name, path = kv.split("=", 1)
+            qs[name] = path
+        if not args.no_old:
+            qs["q_v3"] = str(args.q_v3 or q3_path())
+            qs["q_v2"] = str(args.q_v2 or q2_path())
         niqe_path()
-        res: dict[str, Any] = {"clive": [], "pairs": [], "texture": [], "intent": [], "restoration": [], "ties": []}
+        res: dict[str, Any] = {"clive": [], "pairs": [], "texture": [], "intent": [], "restoration": [], "ties": [],
+                               "tone_fix": [], "tone_clean": []}
         with ProcessPoolExecutor(args.workers) as ex:
-            futs = [ex.submit(job_clive, str(args.q), str(q3), str(q2), args.step)]
-            futs += [ex.submit(job_pairs, str(args.q), str(q3), str(q2), s, args.workers, args.seed, args.step)
+            futs = [ex.submit(job_clive, qs, args.step)]
+            futs += [ex.submit(job_pairs, qs, s, args.workers, args.seed, args.step)
                      for s in range(args.workers)]
             for f in futs:
                 for k, v in f.result().items():

@@ -126,6 +126,13 @@ def load_quality(path: str | Path, device: str = "cpu") -> nn.Module:
     ``quality_v2.pth``) or version 1 (``runs/quality/quality_torch.pt``).
     Both are ``(x: [N,3,H,W] 0..1) -> [N] 1..10``."""
     ck = torch.load(path, map_location=device, weights_only=False)
+    if ck.get("config", {}).get("features") == "v5":
+        from models.training.nets_quality5 import QualityNetV5
+
+        cfg5 = {k: v for k, v in ck["config"].items() if k != "features"}
+        net5 = QualityNetV5(**cfg5)
+        net5.load_state_dict(ck["model"])
+        return net5.eval()
     if "members" in ck.get("config", {}):
         from models.training.nets_quality3 import QualityNetV3
 

@@ -353,3 +353,36 @@ def invisible_pair(u: Img, rng: Rng, deblock: Callable[[Img], Img] | None) -> tu
 
 
 FAMILY.update({f"restored_{k}": "restoration" for k in RESTORE_DEGRADATIONS})
+
+
+# ----------------------------------------------------------------------------- version 5: tone
+
+MIN_TONE_GAIN_DB = 1.0  # a tone correction at least this much closer to the clean photo beats its input
+TONE_ON_CLEAN_MAX_DB = 38.0  # the tone stage changing a clean view more than this is an unwanted edit
+TONE_KINDS = ("underexposure", "overexposure", "low_contrast", "haze", "color_cast", "desaturate")
+
+
+def tone_correction_pair(u: Img, rng: Rng, correct: Callable[[Img], Img]) -> tuple[str, Img, Img, float]:
+    """``(kind, corrected, degraded, gain_db)``: a tonal degradation of ``u`` (one of ``TONE_KINDS``
+    at strength 0.35-1, as the labels' degradation model makes them, quantised to 8 bits) and our tone
+    stage's correction of it (``correct``: the shipped tone network with its dead zones, as the app
+    runs it). ``gain_db`` is PSNR(corrected, u) - PSNR(degraded, u); the caller keeps "corrected beats
+    degraded" when it is at least ``MIN_TONE_GAIN_DB``, and grades the pair's margin by it (a fix that
+    brings the photo 4 dB closer to the clean photo should gain more than one that brings it 1 dB)."""
+    kind = str(rng.choice(TONE_KINDS))
+    v = dg.to_float(dg.to_uint8(dg.apply_tone(u, rng, kind, float(rng.uniform(0.35, 1.0)))[0]))
+    r = dg.to_float(dg.to_uint8(correct(v)))
+    return f"tone_fix_{kind}", r, v, _psnr(r, u) - _psnr(v, u)
+
+
+def tone_on_clean(u: Img, correct: Callable[[Img], Img]) -> tuple[Img, float]:
+    """``(edited, psnr_db)``: our tone stage applied to a clean view, and how much it changed it
+    (PSNR against the view). Below ``TONE_ON_CLEAN_MAX_DB`` the clean view beats the edit: the stage
+    changed what needed no change."""
+    a = dg.to_float(dg.to_uint8(u))
+    r = dg.to_float(dg.to_uint8(correct(a)))
+    return r, _psnr(r, a)
+
+
+FAMILY.update({f"tone_fix_{k}": "tone_fix" for k in TONE_KINDS})
+FAMILY["tone_on_clean"] = "tone_on_clean"

@@ -210,7 +210,13 @@ def fit_head(clive: dict[str, np.ndarray], syn: dict[str, np.ndarray], clive_row
     fc = torch.from_numpy(clive["feats"][clive_rows]).float()
     yc = torch.from_numpy(np.asarray(mos_to_quality(clive["mos"][clive_rows]))).float()
     fs = torch.from_numpy(syn["feats"]).float()
-    pr = torch.from_numpy(syn["pairs"][usable_pairs(syn)])
+    usable = usable_pairs(syn)
+    pr = torch.from_numpy(syn["pairs"][usable])
+    # per-pair margin: graded by the pair's gain in dB where the cache has it (version 5)
+    margins = torch.full((len(pr),), float(cfg["margin"]))
+    if "pair_gain" in syn and float(cfg.get("margin_slope", 0.0)):
+        g = torch.from_numpy(np.nan_to_num(syn["pair_gain"][usable].astype(np.float32), nan=0.0))
+        margins = margins + float(cfg["margin_slope"]) * g.clamp(0.0, float(cfg.get("gain_cap", 12.0)))
     anchor = torch.from_numpy(np.char.startswith(syn["role"].astype(str), "clean")
                               | np.char.startswith(syn["role"].astype(str), "graded"))
     net = QualityNetV2(hidden=int(cfg["hidden"]), n_features=fc.shape[1])
@@ -241,7 +247,7 @@ def fit_head(clive: dict[str, np.ndarray], syn: dict[str, np.ndarray], clive_row
         used = torch.unique(p.reshape(-1) if tsel is None else torch.cat([p.reshape(-1), tsel.reshape(-1)]))
         qs = torch.zeros(len(fs))
         qs[used] = 1 + 9 * torch.sigmoid(net.head(fs[used]))
-        l_pair = F.softplus((float(cfg["margin"]) - (qs[p[:, 0]] - qs[p[:, 1]])) / 0.15).mean() * 0.15
+        l_pair = F.softplus((margins[sel] - (qs[p[:, 0]] - qs[p[:, 1]])) / 0.15).mean() * 0.15
         anc = used[anchor[used]]
         l_anchor = F.softplus((ANCHOR - qs[anc]) / 0.3).mean() * 0.3
         loss = l_mos + cfg["w_rank"] * l_rank + cfg["w_pair"] * l_pair + cfg["w_anchor"] * l_anchor

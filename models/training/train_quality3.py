@@ -43,6 +43,9 @@ TEXTURE_SMOOTH = ("bilateral", "nlmeans", "gaussian", "restorer")
 TEXTURE_NOISE = ("gaussian_noise", "poisson_gaussian", "chroma_noise")
 V4_RESTORE_P = 0.6  # version 4: share of views that bring a successful restoration (restored beats degraded)
 V4_TIE_P = 0.5  # version 4: share of views that bring an invisible edit (a tie)
+V5_TONE_FIX_P = 0.6  # version 5: share of views that bring a tone correction (corrected beats degraded)
+V5_TONE_CLEAN_P = 0.4  # version 5: share of views on which the tone stage's edit of the clean view is tried
+GRADE_REF_DB = 40.0  # version 5: a degradation's graded gain is this minus its PSNR against the clean view
 
 
 def texture_versions(t: np.ndarray, rng: np.random.Generator, restorer: Any) -> list[tuple[str, np.ndarray]]:
@@ -74,15 +77,31 @@ def build_views(split: str) -> list[tuple[int, int]]:
 
 
 def run_shard(split: str, shard: int, nshards: int, seed: int, out: str, v4: bool = False,
-              view_step: int = 1) -> str:
+              view_step: int = 1, v5: bool = False) -> str:
     """Feature cache of one shard of ``split``'s views. ``v4``: also version 4's evidence
     (``train_quality4``: successful restorations and invisible edits, from a random stream of their
-    own, so the version-3 evidence of the same seed is unchanged)."""
+    own, so the version-3 evidence of the same seed is unchanged). ``v5`` (implies ``v4``): version
+    5's statistics (``nets_quality5.quality_features_v5``), each pair's graded gain in dB
+    (``pair_gain``: for a degradation, ``GRADE_REF_DB`` minus its PSNR against the clean view; for a
+    restoration or a tone correction, its PSNR gain; NaN for the rest), and version 5's evidence from
+    a third stream: our tone stage's corrections of tonal degradations, and its edits of clean views."""
     import torch
 
     torch.set_num_threads(1)
     from models.training import quality_pairs as qp
     from models.training.nets_quality3 import quality_features_v3
+
+    feat_fn = quality_features_v3
+    correct = None
+    if v5:
+        from engine.enhance import tone as tone_stage
+        from models.training.nets_quality5 import quality_features_v5
+
+        feat_fn = quality_features_v5
+        v4 = True
+
+        def correct(img: np.ndarray) -> np.ndarray:
+            return tone_stage.enhance(img)[0]
     from models.training.train_quality import OnnxRestorer, find_restorer
 
     rp = find_restorer()
@@ -93,6 +112,7 @@ def run_shard(split: str, shard: int, nshards: int, seed: int, out: str, v4: boo
     feats: list[np.ndarray] = []
     rows: dict[str, list[Any]] = {k: [] for k in ("view", "role", "kind", "mild", "group", "texture")}
     pairs: list[tuple[int, int, str, int]] = []
+    gains: list[float] = []  # one per pair (version 5)
     ties: list[tuple[int, int]] = []
     tie_kind: list[str] = []
     deblock = OnnxRestorer(rp, threads=1, jpeg_zone=None) if (v4 and rp is not None) else None
@@ -100,7 +120,7 @@ def run_shard(split: str, shard: int, nshards: int, seed: int, out: str, v4: boo
     t0 = time.time()
 
     def add(img: np.ndarray, view: int, role: str, kind: str, mild: int, group: str, tex: float) -> int:
-        feats.append(t2._features(quality_features_v3, img))
+        feats.append(t2._features(feat_fn, img))
         for k, v in zip(("view", "role", "kind", "mild", "group", "texture"), (view, role, kind, mild, group, tex),
                         strict=True):
             rows[k].append(v)
@@ -125,10 +145,13 @@ def run_shard(split: str, shard: int, nshards: int, seed: int, out: str, v4: boo
             else:
                 v = qp.FAILURES[str(kind)](u, rng, mild=bool(mild))
             pairs.append((ci, add(v, vid, "version", str(kind), mild, ph.group, tex), str(kind), mild))
+            gains.append(max(0.0, GRADE_REF_DB - qp._psnr(v, u)) if qp.FAMILY.get(str(kind)) == "degradation"
+                         else float("nan"))
         intent = qp.intent_kind(u)
         if intent is not None:
             vi = add(qp.correct_intent(u, rng, intent), vid, "version", f"intent_{intent}", 0, ph.group, tex)
             pairs.append((ci, vi, f"intent_{intent}", 0))
+            gains.append(float("nan"))
             rows["role"][ci] = f"clean_{intent}"
         if rng.random() < 0.3:
             gk = str(rng.choice(["dark", "bright"]))
@@ -136,6 +159,7 @@ def run_shard(split: str, shard: int, nshards: int, seed: int, out: str, v4: boo
             gi = add(g, vid, f"graded_{gk}", "graded", 0, ph.group, tex)
             vi = add(qp.FAILURES["noise"](g, rng, mild=True), vid, "version", f"graded_{gk}_noise", 1, ph.group, tex)
             pairs.append((gi, vi, f"graded_{gk}_noise", 1))
+            gains.append(float("nan"))
         if rng.random() < TEXTURE_P:
             cands = [qp.random_view(cache[pi], rng, ph.hr, (320, 512)) for _ in range(4)]
             tc = max(cands, key=qp.texture_score)
@@ -144,6 +168,7 @@ def run_shard(split: str, shard: int, nshards: int, seed: int, out: str, v4: boo
                 ti = add(tc, vid, "clean_texture", "clean", 0, ph.group, ttex)
                 for kind, v in texture_versions(tc, rng, restorer):
                     pairs.append((ti, add(v, vid, "version", kind, 1, ph.group, ttex), kind, 1))
+                    gains.append(float("nan"))
         if v4 and restorer is not None:
             r4 = np.random.default_rng([seed, 4, pi, k])
             if r4.random() < V4_RESTORE_P:
@@ -151,12 +176,26 @@ def run_shard(split: str, shard: int, nshards: int, seed: int, out: str, v4: boo
                 if gain >= qp.MIN_RESTORE_GAIN_DB:
                     di = add(deg_img, vid, "version", kind4, 0, ph.group, tex)
                     pairs.append((add(rest_img, vid, "restored", kind4, 0, ph.group, tex), di, kind4, 0))
+                    gains.append(float(gain))
             if r4.random() < V4_TIE_P:
                 kind4, a_img, b_img, _dpsnr, tie = qp.invisible_pair(u, r4, deblock)
                 if tie:
                     ai = add(a_img, vid, "tie", kind4, 1, ph.group, tex)
                     ties.append((ai, add(b_img, vid, "tie", kind4, 1, ph.group, tex)))
                     tie_kind.append(kind4)
+        if v5 and correct is not None:
+            r5 = np.random.default_rng([seed, 5, pi, k])
+            if r5.random() < V5_TONE_FIX_P:
+                kind5, fixed, deg5, gain5 = qp.tone_correction_pair(u, r5, correct)
+                if gain5 >= qp.MIN_TONE_GAIN_DB:
+                    di = add(deg5, vid, "version", kind5, 0, ph.group, tex)
+                    pairs.append((add(fixed, vid, "restored", kind5, 0, ph.group, tex), di, kind5, 0))
+                    gains.append(float(gain5))
+            if r5.random() < V5_TONE_CLEAN_P:
+                edited, p5 = qp.tone_on_clean(u, correct)
+                if p5 < qp.TONE_ON_CLEAN_MAX_DB:
+                    pairs.append((ci, add(edited, vid, "version", "tone_on_clean", 1, ph.group, tex), "tone_on_clean", 1))
+                    gains.append(float("nan"))
         if j % 20 == 0:
             print(f"[{split} {shard}] {j}/{len(jobs)} views, {len(feats)} images, {time.time() - t0:.0f} s",
                   flush=True)
@@ -165,12 +204,14 @@ def run_shard(split: str, shard: int, nshards: int, seed: int, out: str, v4: boo
                         pair_kind=np.array([p[2] for p in pairs]), pair_mild=np.array([p[3] for p in pairs]),
                         **({"ties": np.array(ties, np.int64).reshape(-1, 2), "tie_kind": np.array(tie_kind, dtype=str)}
                            if v4 else {}),
+                        **({"pair_gain": np.array(gains, np.float32)} if v5 else {}),
                         **{k: np.array(v) for k, v in rows.items()})
     return str(path)
 
 
-def run_clive(out: str, seed: int, crops: int = 2) -> str:
-    """CLIVE photos whole and as ``crops`` random crops each (the same crops as version 2's cache)."""
+def run_clive(out: str, seed: int, crops: int = 2, features: str = "v3") -> str:
+    """CLIVE photos whole and as ``crops`` random crops each (the same crops as version 2's cache);
+    ``features`` "v5": version 5's statistics."""
     import torch
 
     torch.set_num_threads(1)
@@ -178,6 +219,11 @@ def run_clive(out: str, seed: int, crops: int = 2) -> str:
     from models.training.iqa_data import load_rgb as load_rated
     from models.training.nets_quality3 import quality_features_v3
 
+    feat_fn = quality_features_v3
+    if features == "v5":
+        from models.training.nets_quality5 import quality_features_v5
+
+        feat_fn = quality_features_v5
     feats, mos, img_id, val, crop = [], [], [], [], []
     rated = load_clive("all")
     for i, r in enumerate(rated):
@@ -190,7 +236,7 @@ def run_clive(out: str, seed: int, crops: int = 2) -> str:
             y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
             views.append(a[y0:y0 + ch, x0:x0 + cw])
         for c, v in enumerate(views):
-            feats.append(t2._features(quality_features_v3, v))
+            feats.append(t2._features(feat_fn, v))
             mos.append(r.mos)
             img_id.append(i)
             val.append(r.val)

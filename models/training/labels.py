@@ -199,7 +199,7 @@ def _region(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def run_shard(split: str, shard: int, nshards: int, n: int, minutes: float, seed: int,
-              restorer: str, quality: str, out: str, threads: int = 1) -> str:
+              restorer: str, quality: str, out: str, threads: int = 1, also: dict[str, str] | None = None) -> str:
     import torch
 
     torch.set_num_threads(threads)
@@ -207,12 +207,14 @@ def run_shard(split: str, shard: int, nshards: int, n: int, minutes: float, seed
     photos = [p for i, p in enumerate(discover(split)) if i % nshards == shard]
     enh = Enhancer(Path(restorer))
     q = QModel(Path(quality))
+    extra = {name: QModel(Path(path)) for name, path in (also or {}).items()}
     from models.training.train_quality import fr_measures
 
     cache: dict[Path, np.ndarray] = {}
     rows: dict[str, list[Any]] = {k: [] for k in (
         "crops", "glob", "delta", "q_orig", "q_enh", "sev", "psnr_orig", "psnr_enh", "ssim_orig",
-        "ssim_enh", "frq_orig", "frq_enh", "lapvar", "case", "photo", "kinds")}
+        "ssim_enh", "frq_orig", "frq_enh", "lapvar", "case", "photo", "kinds",
+        *(f"delta_{name}" for name in extra))}
     t0 = time.monotonic()
     order = rng.permutation(len(photos))
     i = 0
@@ -232,6 +234,8 @@ def run_shard(split: str, shard: int, nshards: int, n: int, minutes: float, seed
         rows["crops"].append((crops * 255 + 0.5).astype(np.uint8))
         rows["glob"].append((glob * 255 + 0.5).astype(np.uint8))
         rows["delta"].append(qe - qo)
+        for name, qx in extra.items():  # other judges' gains on the same samples (--also-quality)
+            rows[f"delta_{name}"].append(qx(e) - qx(v))
         rows["q_orig"].append(qo)
         rows["q_enh"].append(qe)
         rows["sev"].append(d.severity_vector())
@@ -283,6 +287,9 @@ def report(split: str, root: Path = OUT) -> dict[str, Any]:
     for k, g in gains.items():
         rep[f"spearman_delta_vs_{k}"] = round(spearman(d, g), 3)
         rep[f"pearson_delta_vs_{k}"] = round(pearson(d, g), 3)
+    for k in [k for k in L if k.startswith("delta_")]:  # other judges on the same samples
+        rep[f"spearman_{k}_vs_psnr_gain"] = round(spearman(L[k], gains["psnr_gain"]), 3)
+        rep[f"{k}_mean"] = round(float(L[k].mean()), 3)
     rep["q_orig_vs_frq_orig_spearman"] = round(spearman(L["q_orig"], L["frq_orig"]), 3)
     by_case = {}
     for c in sorted(set(L["case"].tolist())):
@@ -290,7 +297,8 @@ def report(split: str, root: Path = OUT) -> dict[str, Any]:
         by_case[c] = {"n": int(m.sum()), "delta_mean": round(float(d[m].mean()), 3),
                       "delta_median": round(float(np.median(d[m])), 3),
                       "psnr_gain_mean": round(float(gains["psnr_gain"][m].mean()), 2),
-                      "q_orig_mean": round(float(L["q_orig"][m].mean()), 2)}
+                      "q_orig_mean": round(float(L["q_orig"][m].mean()), 2),
+                      **{f"{k}_mean": round(float(L[k][m].mean()), 3) for k in L if k.startswith("delta_")}}
     rep["by_case"] = by_case
     return rep
 
@@ -306,6 +314,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--restorer", type=Path, default=None)
     ap.add_argument("--quality", type=Path, default=_default_quality(),
                     help="Q: models/quality.onnx (or a torch checkpoint)")
+    ap.add_argument("--also-quality", action="append", default=[],
+                    help="NAME=PATH: another Q whose gain is stored beside delta as delta_NAME (same samples)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--report", action="store_true", help="only print the agreement report")
     args = ap.parse_args(argv)
@@ -321,7 +331,8 @@ def main(argv: list[str] | None = None) -> None:
             per = -(-n // args.workers)
             with ProcessPoolExecutor(args.workers) as ex:
                 futs = [ex.submit(run_shard, split, s, args.workers, per, minutes, args.seed, str(restorer),
-                                  str(args.quality), str(args.out), args.threads) for s in range(args.workers)]
+                                  str(args.quality), str(args.out), args.threads,
+                                  dict(kv.split("=", 1) for kv in args.also_quality)) for s in range(args.workers)]
                 for f in futs:
                     print("wrote", f.result(), flush=True)
     for split in splits:

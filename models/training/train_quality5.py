@@ -4,6 +4,7 @@
     python -m models.training.train_quality5 --clive               # CLIVE cache (version 5's statistics)
     python -m models.training.train_quality5 --fit                 # fit; writes runs/quality5/quality.onnx
     python -m models.training.train_quality5 --fit --out models/quality.onnx   # ... or ships it
+    python -m models.training.train_quality5 --export-only --out models/quality.onnx   # from the committed checkpoint
     python -m models.training.train_quality5 --build --views-scale 0.05 --out-dir runs/quality5_smoke  # smoke run
 
 Why (models/quality.md, "Version 5"): the labels of the improvability model are Q's gain, and Q
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--build", action="store_true", help="compute the synthetic feature caches")
     ap.add_argument("--clive", action="store_true", help="compute the CLIVE feature cache")
     ap.add_argument("--fit", action="store_true", help="fit on all training evidence and export")
+    ap.add_argument("--export-only", action="store_true", help="export the committed checkpoint (no caches needed)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--views-scale", type=float, default=1.0, help="fraction of the views (a smoke run)")
@@ -71,6 +73,16 @@ def main(argv: list[str] | None = None) -> None:
         k, v = kv.split("=", 1)
         cfg[k] = float(v)
     step = max(1, round(1 / args.views_scale))
+    if args.export_only:
+        import torch
+
+        from models.training.nets_assess import load_quality
+
+        ck = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+        out = args.out or run / "quality.onnx"
+        t2.export(load_quality(args.checkpoint), out, {"version": "5", "cfg": ck["cfg"]})
+        print(f"exported {args.checkpoint} -> {out}", flush=True)
+        return
     if args.clive:
         print(t3.run_clive(str(run), 0, features="v5"), flush=True)
     if args.build:

@@ -116,3 +116,24 @@ def test_tone_correction_pair_grades_by_the_fidelity_gain() -> None:
     assert p >= qp.TONE_ON_CLEAN_MAX_DB
     edited, p = qp.tone_on_clean(u, lambda x: np.clip(x * 1.4, 0, 1))
     assert p < qp.TONE_ON_CLEAN_MAX_DB
+
+
+def test_overdone_edits_are_graded_like_the_degradations(tmp_path: Path) -> None:
+    """Version 5b: a cache without PSNR for overdone edits takes it from the table, by kind and
+    strength; tone_on_clean gets its 38 dB bound; other pairs keep theirs; 'off' clears them."""
+    import json
+
+    from models.training.train_quality5 import grade_overdone
+
+    table = tmp_path / "t.json"
+    table.write_text(json.dumps({"oversaturate|0": 20.0, "oversaturate|1": 30.0}))
+    syn = {"pair_kind": np.array(["oversaturate", "oversaturate", "tone_on_clean", "noise", "smooth_median"]),
+           "pair_mild": np.array([0, 1, 1, 0, 1]),
+           "pair_gain": np.array([np.nan, np.nan, np.nan, 12.0, np.nan], np.float32)}
+    grade_overdone(syn, table)
+    np.testing.assert_allclose(syn["pair_gain"][:4], [20.0, 10.0, 2.0, 12.0])
+    assert np.isnan(syn["pair_gain"][4])
+    grade_overdone(syn, None, off=True)
+    assert np.isnan(syn["pair_gain"][:3]).all() and syn["pair_gain"][3] == 12.0
+    with pytest.raises(SystemExit):
+        grade_overdone({**syn, "pair_gain": np.full(5, np.nan, np.float32)}, None)

@@ -386,3 +386,7 @@ def tone_on_clean(u: Img, correct: Callable[[Img], Img]) -> tuple[Img, float]:
 
 FAMILY.update({f"tone_fix_{k}": "tone_fix" for k in TONE_KINDS})
 FAMILY["tone_on_clean"] = "tone_on_clean"
+# Version 5b: an edit that overdoes tone or colour costs what a tonal degradation of the same size
+# costs (graded margins for both sides, not only for the degradations)
+OVERDONE_FAMILIES = frozenset({"clipping", "crushed_shadows", "oversaturation", "local_tone_mapping", "colour_shift",
+                               "contrast", "dehaze", "oversharpening", "tone_on_clean"})

@@ -82,7 +82,8 @@ def run_shard(split: str, shard: int, nshards: int, seed: int, out: str, v4: boo
     (``train_quality4``: successful restorations and invisible edits, from a random stream of their
     own, so the version-3 evidence of the same seed is unchanged). ``v5`` (implies ``v4``): version
     5's statistics (``nets_quality5.quality_features_v5``), each pair's graded gain in dB
-    (``pair_gain``: for a degradation, ``GRADE_REF_DB`` minus its PSNR against the clean view; for a
+    (``pair_gain``: for a degradation or an edit that overdoes tone or colour
+    (``quality_pairs.OVERDONE_FAMILIES``), ``GRADE_REF_DB`` minus its PSNR against the clean view; for a
     restoration or a tone correction, its PSNR gain; NaN for the rest), and version 5's evidence from
     a third stream: our tone stage's corrections of tonal degradations, and its edits of clean views."""
     import torch
@@ -145,8 +146,8 @@ def run_shard(split: str, shard: int, nshards: int, seed: int, out: str, v4: boo
             else:
                 v = qp.FAILURES[str(kind)](u, rng, mild=bool(mild))
             pairs.append((ci, add(v, vid, "version", str(kind), mild, ph.group, tex), str(kind), mild))
-            gains.append(max(0.0, GRADE_REF_DB - qp._psnr(v, u)) if qp.FAMILY.get(str(kind)) == "degradation"
-                         else float("nan"))
+            graded = qp.FAMILY.get(str(kind)) == "degradation" or qp.FAMILY.get(str(kind)) in qp.OVERDONE_FAMILIES
+            gains.append(max(0.0, GRADE_REF_DB - qp._psnr(v, u)) if graded else float("nan"))
         intent = qp.intent_kind(u)
         if intent is not None:
             vi = add(qp.correct_intent(u, rng, intent), vid, "version", f"intent_{intent}", 0, ph.group, tex)
@@ -195,7 +196,7 @@ def run_shard(split: str, shard: int, nshards: int, seed: int, out: str, v4: boo
                 edited, p5 = qp.tone_on_clean(u, correct)
                 if p5 < qp.TONE_ON_CLEAN_MAX_DB:
                     pairs.append((ci, add(edited, vid, "version", "tone_on_clean", 1, ph.group, tex), "tone_on_clean", 1))
-                    gains.append(float("nan"))
+                    gains.append(max(0.0, GRADE_REF_DB - p5))
         if j % 20 == 0:
             print(f"[{split} {shard}] {j}/{len(jobs)} views, {len(feats)} images, {time.time() - t0:.0f} s",
                   flush=True)

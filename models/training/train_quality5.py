@@ -51,11 +51,44 @@ RUN = REPO / "runs" / "quality5"
 DEFAULTS: dict[str, float] = {**t3.DEFAULTS, "w_tie": 1.0, "tie_tol": 0.15, "margin_slope": 0.08, "gain_cap": 12.0}
 
 
+def grade_overdone(syn: dict[str, np.ndarray], table_path: Path | None, off: bool = False) -> None:
+    """Version 5b: graded margins for the edits that overdo tone or colour too. Version 5a graded only
+    the degradations (a tonal degradation costs up to 1.26 points) and left the overdone edits at 0.3,
+    so it learned that more contrast, saturation and dehaze is better (models/quality.md). Where the
+    cache has no PSNR for an overdone edit (built before it stored one), the median PSNR of that kind
+    and strength on TRAIN views (``table_path``) stands in; ``tone_on_clean`` pairs then get the bound
+    that made them pairs (38 dB). ``off``: those pairs keep no gain (the flat margin)."""
+    from models.training import quality_pairs as qp
+
+    kinds = syn["pair_kind"].astype(str)
+    fam = np.array([qp.FAMILY.get(k, "") for k in kinds])
+    over = np.isin(fam, list(qp.OVERDONE_FAMILIES))
+    if off:
+        syn["pair_gain"][over] = np.nan
+        return
+    missing = over & ~np.isfinite(syn["pair_gain"])
+    if not missing.any():
+        return
+    if table_path is None:
+        raise SystemExit("this cache has no PSNR for overdone edits: give --overdone-psnr (or --no-overdone-grading)")
+    table = json.loads(table_path.read_text())
+    for i in np.where(missing)[0]:
+        key = f"{kinds[i]}|{int(syn['pair_mild'][i])}"
+        psnr = table.get(key, qp.TONE_ON_CLEAN_MAX_DB if kinds[i] == "tone_on_clean" else None)
+        if psnr is not None:
+            syn["pair_gain"][i] = max(0.0, t3.GRADE_REF_DB - float(psnr))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", action="store_true", help="compute the synthetic feature caches")
     ap.add_argument("--clive", action="store_true", help="compute the CLIVE feature cache")
     ap.add_argument("--fit", action="store_true", help="fit on all training evidence and export")
+    ap.add_argument("--overdone-psnr", type=Path, default=None,
+                    help="version 5b on a cache built before overdone edits carried their PSNR: a JSON of the "
+                         "median PSNR per 'kind|mild' (models/training/quality5_overdone_psnr.json) that grades them")
+    ap.add_argument("--no-overdone-grading", action="store_true",
+                    help="version 5a: only degradations, restorations and tone corrections are graded")
     ap.add_argument("--export-only", action="store_true", help="export the committed checkpoint (no caches needed)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -101,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.time()
         clive = dict(np.load(run / "cache_clive.npz"))
         syn = t2.load_cache("train", run)
+        grade_overdone(syn, args.overdone_psnr, off=args.no_overdone_grading)
         rows = np.where(~clive["val"])[0]
         net = from_v3(t3.fit_ensemble(clive, syn, rows, cfg, seed=args.seed, log=True, workers=args.workers))
         q = t2.predict(net, syn["feats"])

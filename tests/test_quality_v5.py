@@ -18,10 +18,7 @@ from models.training.nets_quality5 import (  # noqa: E402
     tone_features,
 )
 from tests.test_quality_v2 import _texture  # noqa: E402
-
-
-def _t(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img.astype(np.float32).transpose(2, 0, 1)[None]))
+from tests.test_quality_v3 import _t  # noqa: E402
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (65, 97), (200, 301), (97, 64)])

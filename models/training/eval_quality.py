@@ -404,6 +404,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.summarise_only:
         qs = {"q": str(args.q)}
         for kv in args.judge:
+            if "=" not in kv or not Path(kv.split("=", 1)[1]).is_file():
+                ap.error(f"--judge wants NAME=PATH to an existing Q file, got {kv!r}")
             name, path = kv.split("=", 1)
             qs[name] = path
         if not args.no_old:

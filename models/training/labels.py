@@ -319,6 +319,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--report", action="store_true", help="only print the agreement report")
     args = ap.parse_args(argv)
+    bad = [kv for kv in args.also_quality if "=" not in kv or not Path(kv.split("=", 1)[1]).is_file()]
+    if bad:
+        ap.error(f"--also-quality wants NAME=PATH to an existing Q file: {', '.join(bad)}")
     splits = ["train", "val"] if args.split == "both" else [args.split]
     if not args.report:
         restorer = args.restorer or _restorer_path()

@@ -134,3 +134,26 @@ def test_overdone_edits_are_graded_like_the_degradations(tmp_path: Path) -> None
     assert np.isnan(syn["pair_gain"][:3]).all() and syn["pair_gain"][3] == 12.0
     with pytest.raises(SystemExit):
         grade_overdone({**syn, "pair_gain": np.full(5, np.nan, np.float32)}, None)
+
+
+def test_intent_pairs_are_graded_unless_off() -> None:
+    """Since 2026-12-08 the clean bright/dark/foggy photo against its naive correction is graded by
+    the correction's size (the build stores 40 - PSNR); ``--no-intent-grading`` restores v5b's flat
+    margin for those pairs and only those."""
+    from models.training import quality_pairs as qp
+    from models.training.train_quality3 import GRADE_REF_DB
+    from models.training.train_quality5 import grade_intent
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:96, 0:128].astype(np.float32)
+    u = np.clip(0.86 + 0.05 * np.sin(xx / 7.0)[..., None] * np.cos(yy / 5.0)[..., None]
+                + np.zeros((96, 128, 3), np.float32), 0, 1).astype(np.float32)
+    gain = max(0.0, GRADE_REF_DB - qp._psnr(qp.correct_intent(u, rng, "bright"), u))
+    assert gain > 10.0  # a darkening "correction" of a bright photo is a large error: a large margin
+    syn = {"pair_kind": np.array(["intent_bright", "intent_dark", "tone_fix", "noise"]),
+           "pair_gain": np.array([gain, 15.0, 6.0, 12.0], np.float32)}
+    grade_intent(syn)  # on: the stored gains stay
+    np.testing.assert_allclose(syn["pair_gain"], [gain, 15.0, 6.0, 12.0], rtol=1e-6)
+    grade_intent(syn, off=True)
+    assert np.isnan(syn["pair_gain"][:2]).all()
+    np.testing.assert_allclose(syn["pair_gain"][2:], [6.0, 12.0])

@@ -150,9 +150,13 @@ def run_shard(split: str, shard: int, nshards: int, seed: int, out: str, v4: boo
             gains.append(max(0.0, GRADE_REF_DB - qp._psnr(v, u)) if graded else float("nan"))
         intent = qp.intent_kind(u)
         if intent is not None:
-            vi = add(qp.correct_intent(u, rng, intent), vid, "version", f"intent_{intent}", 0, ph.group, tex)
+            vc = qp.correct_intent(u, rng, intent)
+            vi = add(vc, vid, "version", f"intent_{intent}", 0, ph.group, tex)
             pairs.append((ci, vi, f"intent_{intent}", 0))
-            gains.append(float("nan"))
+            # graded like the tonal errors it mirrors (version 5: a tone fix of a tonal degradation is
+            # graded, so the clean bright/dark/foggy photo against its "correction" must be too, or
+            # the judge learns that darkening a bright photo pays; models/quality.md)
+            gains.append(max(0.0, GRADE_REF_DB - qp._psnr(vc, u)))
             rows["role"][ci] = f"clean_{intent}"
         if rng.random() < 0.3:
             gk = str(rng.choice(["dark", "bright"]))

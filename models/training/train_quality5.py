@@ -51,6 +51,18 @@ RUN = REPO / "runs" / "quality5"
 DEFAULTS: dict[str, float] = {**t3.DEFAULTS, "w_tie": 1.0, "tie_tol": 0.15, "margin_slope": 0.08, "gain_cap": 12.0}
 
 
+def grade_intent(syn: dict[str, np.ndarray], off: bool = False) -> None:
+    """The clean photo that is dark, bright or foggy by intent against its naive correction
+    (``intent_*`` pairs): graded by the correction's size in dB since 2026-12-08 (the build stores
+    ``GRADE_REF_DB - PSNR``), like the tone fixes that teach the opposite direction. Q v5b was fitted
+    without it: its bright photos lose to darker, contrastier edits (models/quality.md, "Version 5
+    through the whole chain"). ``off``: those pairs keep the flat margin, as for v5b."""
+    if not off:
+        return
+    kinds = syn["pair_kind"].astype(str)
+    syn["pair_gain"][np.char.startswith(kinds, "intent_")] = np.nan
+
+
 def grade_overdone(syn: dict[str, np.ndarray], table_path: Path | None, off: bool = False) -> None:
     """Version 5b: graded margins for the edits that overdo tone or colour too. Version 5a graded only
     the degradations (a tonal degradation costs up to 1.26 points) and left the overdone edits at 0.3,
@@ -89,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
                          "median PSNR per 'kind|mild' (models/training/quality5_overdone_psnr.json) that grades them")
     ap.add_argument("--no-overdone-grading", action="store_true",
                     help="version 5a: only degradations, restorations and tone corrections are graded")
+    ap.add_argument("--no-intent-grading", action="store_true",
+                    help="dark/bright/foggy-by-intent pairs keep the flat margin (as Q v5b was fitted)")
     ap.add_argument("--export-only", action="store_true", help="export the committed checkpoint (no caches needed)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -135,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         clive = dict(np.load(run / "cache_clive.npz"))
         syn = t2.load_cache("train", run)
         grade_overdone(syn, args.overdone_psnr, off=args.no_overdone_grading)
+        grade_intent(syn, off=args.no_intent_grading)
         rows = np.where(~clive["val"])[0]
         net = from_v3(t3.fit_ensemble(clive, syn, rows, cfg, seed=args.seed, log=True, workers=args.workers))
         q = t2.predict(net, syn["feats"])
